@@ -1,0 +1,355 @@
+"""The ``prunekit`` command. User errors print one line and exit non-zero, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import attrs
+import click
+import torch
+
+from prunekit import __version__
+from prunekit.errors import PrunekitError
+from prunekit.plugins import KINDS, get_plugins
+
+KIND_ALIASES = {
+    **{k: k for k in KINDS},
+    **{f"{k}s": k for k in KINDS},
+    "schedule": "ratio_schedule",
+    "schedules": "ratio_schedule",
+    "check": "sanity_check",
+    "checks": "sanity_check",
+}
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PrunekitError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise PrunekitError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+
+
+def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``key=value`` pairs; values parsed as JSON when they can be (numbers, booleans)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PrunekitError(f"option {pair!r} is not key=value")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="prunekit")
+def cli() -> None:
+    """prunekit: pruning at initialization, sanity-checked and benchmarked."""
+
+
+# ------------------------------------------------------------------------------ plugins
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """Every plugin: name, version, what it registers, or its error."""
+    loaded = get_plugins()
+    rows = [p.as_dict() for p in loaded.info]
+    if as_json:
+        _emit_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="prunekit plugins")
+    for col in ("plugin", "version", "registers", "problems"):
+        table.add_column(col)
+    for p in loaded.info:
+        registers = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registered.items())
+        table.add_row(p.name, f"{p.distribution} {p.version}", registers, "\n".join(p.errors) or "-")
+    Console().print(table)
+
+
+@cli.command("list")
+@click.argument("kind", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_(kind: str | None, as_json: bool) -> None:
+    """Registered objects of one KIND (scorers, schedules, checks, methods, models, ...) or all."""
+    loaded = get_plugins()
+    if kind is not None and kind not in KIND_ALIASES:
+        raise PrunekitError(f"unknown kind {kind!r}; kinds: {', '.join(sorted(KINDS))}")
+    kinds = [KIND_ALIASES[kind]] if kind else list(KINDS)
+    rows = [
+        {"kind": k, "name": e.name, "description": e.description, "plugin": str(e.origin)}
+        for k in kinds
+        for e in loaded.registry(k).entries()
+    ]
+    if as_json:
+        _emit_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for col in ("kind", "name", "description", "plugin"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row["kind"], row["name"], row["description"], row["plugin"])
+    Console().print(table)
+
+
+# -------------------------------------------------------------------------- prune / train
+def _data_options(f: Any) -> Any:
+    f = click.option("--download", is_flag=True, help="Allow torchvision to download the dataset.")(f)
+    f = click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where datasets live.")(f)
+    f = click.option("--dataset", default="digits", show_default=True, help="Dataset name (`prunekit list datasets`).")(f)
+    f = click.option("--model", default=None, help="timm model name; default: the dataset's own suggestion.")(f)
+    f = click.option("--seed", type=int, default=0, show_default=True)(f)
+    f = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")(f)
+    return f
+
+
+def _model_name(model: str | None, dataset: str) -> str:
+    if model is not None:
+        return model
+    cls = get_plugins().registry("dataset").get(dataset)
+    if getattr(cls, "default_model", None) is None:
+        raise PrunekitError(f"dataset {dataset!r} suggests no model; pass --model")
+    return str(cls.default_model)
+
+
+@cli.command()
+@_data_options
+@click.option("--method", default=None, help="A named method (`prunekit list methods`).")
+@click.option("--scorer", default=None, help="Compose a method: scorer name.")
+@click.option("--schedule", default=None, help="Compose a method: ratio schedule name.")
+@click.option("--rounds", type=int, default=None, help="Scoring rounds (exponential schedule).")
+@click.option("--scorer-option", multiple=True, help="key=value option of the scorer.")
+@click.option("--schedule-option", multiple=True, help="key=value option of the schedule.")
+@click.option("--sparsity", type=float, required=True, help="Fraction of prunable weights removed, in [0, 1).")
+@click.option("--check", default="none", show_default=True, help="Sanity check (`prunekit list checks`).")
+@click.option("--allow-collapse", is_flag=True, help="Allow layers with no surviving weight.")
+@click.option("--out", type=click.Path(dir_okay=False), default="masks.safetensors", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def prune(
+    model: str | None,
+    dataset: str,
+    data_root: str | None,
+    download: bool,
+    seed: int,
+    device: str,
+    method: str | None,
+    scorer: str | None,
+    schedule: str | None,
+    rounds: int | None,
+    scorer_option: tuple[str, ...],
+    schedule_option: tuple[str, ...],
+    sparsity: float,
+    check: str,
+    allow_collapse: bool,
+    out: str,
+    as_json: bool,
+) -> None:
+    """Prune a model and write its masks; print the per-layer densities."""
+    from prunekit import pipeline
+    from prunekit.diagnostics import effective_sparsity, layer_table
+
+    pipeline.check_sparsity(sparsity)
+    recipe = pipeline.resolve_method(
+        method,
+        scorer=scorer,
+        schedule=schedule,
+        rounds=rounds,
+        scorer_options=parse_options(scorer_option),
+        schedule_options=parse_options(schedule_option),
+    )
+    sanity = pipeline.resolve_check(check, recipe)
+    dev = resolve_device(device)
+    model_name = _model_name(model, dataset)
+    data = pipeline.load_dataset(dataset, data_root, download=download)
+    net = pipeline.build_model(model_name, data, seed)
+    outcome = pipeline.prune(
+        net,
+        data,
+        recipe,
+        sparsity,
+        seed=seed,
+        check=sanity,
+        device=dev,
+        allow_collapse=allow_collapse,
+        init_model=lambda s: pipeline.build_model(model_name, data, s),
+    )
+    rows = layer_table(outcome.layers, outcome.masks)
+    effective = effective_sparsity(net, outcome.masks, data.input_shape)
+    meta = {
+        **outcome.metadata,
+        "model": model_name,
+        "dataset": dataset,
+        "num_classes": data.num_classes,
+        "prunekit_version": __version__,
+    }
+    path = outcome.masks.save(out, meta)
+    summary = {
+        "masks": str(path),
+        "model": model_name,
+        "method": recipe.name,
+        "check": check,
+        "target_sparsity": sparsity,
+        "sparsity": outcome.masks.sparsity(),
+        "effective_sparsity": effective,
+        "kept": outcome.masks.kept(),
+        "total": outcome.masks.total(),
+        "layers": rows,
+    }
+    if as_json:
+        _emit_json(summary)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{recipe.name} on {model_name} ({dataset}), sparsity {sparsity:g}")
+    for col in ("#", "layer", "shape", "kept", "total", "density"):
+        table.add_column(col, justify="right" if col != "layer" else "left")
+    for i, row in enumerate(rows):
+        table.add_row(str(i), row["name"], "×".join(map(str, row["shape"])), str(row["kept"]), str(row["total"]), f"{row['density']:.4f}")
+    console = Console()
+    console.print(table)
+    console.print(
+        f"kept {summary['kept']:,} of {summary['total']:,} prunable weights: sparsity "
+        f"{summary['sparsity']:.4f}, effective sparsity {effective:.4f}; masks written to {path}"
+    )
+
+
+@cli.command()
+@_data_options
+@click.option("--masks", "masks_path", type=click.Path(dir_okay=False), default=None, help="Mask file from `prunekit prune`; none trains dense.")
+@click.option("--trainer", default="sgd", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Default: the dataset's protocol.")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--weight-decay", type=float, default=None)
+@click.option("--lr-schedule", type=click.Choice(["multistep", "cosine", "constant"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def train(
+    model: str | None,
+    dataset: str,
+    data_root: str | None,
+    download: bool,
+    seed: int | None,
+    device: str,
+    masks_path: str | None,
+    trainer: str,
+    epochs: int | None,
+    batch_size: int | None,
+    lr: float | None,
+    weight_decay: float | None,
+    lr_schedule: str | None,
+    as_json: bool,
+) -> None:
+    """Train a masked (or dense) model and print its test accuracy."""
+    from prunekit import pipeline
+    from prunekit.interfaces import TrainConfig
+    from prunekit.masks import Masks
+
+    masks = None
+    if masks_path is not None:
+        masks, meta = Masks.load(masks_path)
+        model = model or meta.get("model")
+    fit = pipeline.instantiate("trainer", trainer)
+    dataset_cls = get_plugins().registry("dataset").get(dataset)
+    config = getattr(dataset_cls, "default_protocol", None) or TrainConfig()
+    overrides = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "weight_decay": weight_decay,
+        "lr_schedule": lr_schedule,
+    }
+    try:
+        config = attrs.evolve(config, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as err:
+        raise PrunekitError(f"bad training option: {err}") from None
+    dev = resolve_device(device)
+    model_name = _model_name(model, dataset)
+    data = pipeline.load_dataset(dataset, data_root, download=download)
+    net = pipeline.build_model(model_name, data, seed)
+    if masks is not None:
+        masks.check_fits(net, source=f"masks in {masks_path}")
+        masks.apply(net)
+
+    from rich.progress import Progress
+
+    with Progress(transient=True, disable=as_json) as bar:
+        task = bar.add_task("training", total=config.epochs)
+
+        def progress(record: dict[str, float]) -> None:
+            bar.update(task, advance=1, description=f"epoch {int(record['epoch'])} acc {record['test_accuracy']:.4f}")
+
+        result = fit.fit(net, data, config, masks=masks, seed=seed, device=dev, progress=progress)
+    summary = {
+        "model": model_name,
+        "dataset": dataset,
+        "masks": masks_path,
+        "sparsity": masks.sparsity() if masks is not None else 0.0,
+        "final_accuracy": result.final_accuracy,
+        "best_accuracy": result.best_accuracy,
+        "final_loss": result.final_loss,
+        "epochs": config.epochs,
+        "steps": result.steps,
+        "wall_time_s": result.wall_time,
+    }
+    if as_json:
+        _emit_json(summary)
+    else:
+        click.echo(
+            f"{model_name} on {dataset} (sparsity {summary['sparsity']:.4f}): final test accuracy "
+            f"{result.final_accuracy:.4f}, best {result.best_accuracy:.4f} "
+            f"({config.epochs} epochs, {result.wall_time:.1f} s)"
+        )
+
+
+def _add_plugin_commands() -> None:
+    loaded = get_plugins()
+    for impl in loaded.manager.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(cli=cli)
+        except Exception as err:  # a broken plugin must not break the CLI
+            for info in loaded.info:
+                if info.name == impl.plugin_name:
+                    info.errors.append(f"hook register_commands raised {type(err).__name__}: {err}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning user errors into one line and a non-zero exit."""
+    try:
+        _add_plugin_commands()
+        cli.main(args=argv, prog_name="prunekit", standalone_mode=False)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as err:
+        _fail(f"{err.format_message()} (see `prunekit --help`)", err.exit_code)
+    except PrunekitError as err:
+        _fail(str(err))
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main()

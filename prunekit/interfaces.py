@@ -1,0 +1,291 @@
+"""The abstract interfaces a plugin implements, and the Method recipe.
+
+* :class:`Scorer` — per-weight importance scores, higher means keep.
+* :class:`RatioSchedule` — how many weights every layer keeps (layer budgets).
+* :class:`SanityCheck` — a named perturbation at one stage of the pipeline.
+* :class:`Trainer` — fits a masked model and evaluates it.
+* :class:`Dataset` — loads a :class:`~prunekit.data.DataBundle`.
+* :class:`Method` — a named recipe composing the above.
+
+Scorers, schedules and checks are attrs classes whose fields are their options (keyword-only,
+with defaults); the registry holds the class and the pipeline instantiates it with the options
+of the method or command line. Every class has a ``name`` and a ``description`` class variable.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import attrs
+import torch
+from torch import nn
+
+from prunekit.data import ArrayData, DataBundle
+from prunekit.layers import PrunableLayer
+from prunekit.masks import Masks
+
+Family = Literal["initial", "partially_trained", "random", "hybrid", "dense"]
+FAMILIES: tuple[str, ...] = ("initial", "partially_trained", "random", "hybrid", "dense")
+
+
+# ---------------------------------------------------------------------------------- scoring
+@attrs.frozen(kw_only=True)
+class DataRequest:
+    """The scoring data a scorer wants: ``iterations`` class-balanced batches of
+    ``samples_per_class`` samples of every class (gradients are summed over them)."""
+
+    samples_per_class: int = 10
+    iterations: int = 1
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class ScoringContext:
+    """Everything a scorer may use besides the model.
+
+    ``batches`` are normalised inputs and labels on ``device`` (empty for data-free scorers);
+    ``masks`` are the current masks, already applied to the model (all ones in round 1).
+    """
+
+    layers: tuple[PrunableLayer, ...]
+    masks: Masks
+    batches: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    seed: int
+    device: torch.device
+
+    def generator(self, *salt: object) -> torch.Generator:
+        from prunekit.data import make_generator
+
+        return make_generator(self.seed, "scorer", *salt)
+
+
+class Scorer(abc.ABC):
+    """Scores every prunable weight; higher means keep.
+
+    Implement :meth:`score`. Set ``needs_data = False`` for data-free scorers (they get no
+    batches and sanity checks on the pruning data do not apply to them) and override
+    :meth:`data_request` to change the scoring batch. A scorer must not change the model's
+    weights or masks (work on a copy if it has to), and must return finite float tensors of the
+    layers' shapes, on any device.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    needs_data: ClassVar[bool] = True
+
+    def data_request(self, model: nn.Module, data: DataBundle) -> DataRequest | None:
+        return DataRequest() if self.needs_data else None
+
+    @abc.abstractmethod
+    def score(self, model: nn.Module, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        """Return ``{layer.name: scores}`` for every layer in ``ctx.layers``."""
+
+
+# -------------------------------------------------------------------------------- schedules
+class RatioSchedule(abc.ABC):
+    """Layer budgets: how many weights each prunable layer keeps at a target density.
+
+    ``allocate`` returns the keep count of every layer; selection inside a layer is then the
+    top-k by score. A global schedule derives the counts from the scores themselves (one
+    threshold over all layers); a data-free one ignores them. Counts must lie in
+    ``0..layer.numel`` and sum to ``round(density * total)`` within one weight per layer.
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    @abc.abstractmethod
+    def allocate(
+        self,
+        layers: Sequence[PrunableLayer],
+        density: float,
+        scores: Mapping[str, torch.Tensor],
+    ) -> dict[str, int]:
+        """Keep counts per layer name for the overall ``density`` (0 < density <= 1)."""
+
+
+# ----------------------------------------------------------------------------------- checks
+Stage = Literal["pruning_data", "scores", "ticket"]
+
+
+class SanityCheck(abc.ABC):
+    """A perturbation at one pipeline stage; a method *passes* when it lowers accuracy.
+
+    ``stage`` says which hook the pipeline calls:
+
+    * ``pruning_data`` — :meth:`perturb_data` on the data used for pruning (the scoring batch
+      and any dense pre-training); final training always uses the clean data;
+    * ``scores`` — :meth:`perturb_scores` after the layer budgets were computed from the
+      clean scores and before selection inside each layer (so budgets stay the method's own);
+    * ``ticket`` — :meth:`perturb_ticket` on the model and masks after selection and
+      rewinding, before the final training.
+
+    ``applies_to`` lists the ticket families it is meaningful for; :meth:`not_applicable`
+    may refine that. Everything random is drawn from the given generator (the run seed).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    stage: ClassVar[Stage]
+    applies_to: ClassVar[frozenset[str]] = frozenset(FAMILIES) - {"dense"}
+
+    def stages(self) -> frozenset[str]:
+        """Every stage this check acts on (a composed check may act on several)."""
+        return frozenset({self.stage})
+
+    def not_applicable(self, method: Method, uses_data: bool) -> str | None:
+        """Why this check is meaningless for ``method`` (None when it applies)."""
+        if method.family not in self.applies_to:
+            return f"{self.name} applies to {', '.join(sorted(self.applies_to))} tickets, not {method.family}"
+        if "pruning_data" in self.stages() and not uses_data:
+            return f"{method.name} does not use data to prune, so {self.name} cannot change it"
+        return None
+
+    def perturb_data(self, data: ArrayData, num_classes: int, generator: torch.Generator) -> ArrayData:
+        return data
+
+    def perturb_scores(
+        self, scores: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        return scores
+
+    def perturb_ticket(
+        self,
+        model: nn.Module,
+        masks: Masks,
+        generator: torch.Generator,
+        init_model: Callable[[int], nn.Module],
+    ) -> Masks:
+        """Change the model in place and/or return new masks; ``init_model(seed)`` builds a fresh
+        initialisation of the same architecture."""
+        return masks
+
+
+# ---------------------------------------------------------------------------------- trainers
+@attrs.frozen(kw_only=True)
+class TrainConfig:
+    """A training protocol. Defaults are the CIFAR protocol of Su et al. 2020."""
+
+    epochs: int = attrs.field(default=160, validator=attrs.validators.ge(0))
+    batch_size: int = attrs.field(default=64, validator=attrs.validators.gt(0))
+    lr: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
+    momentum: float = attrs.field(default=0.9, validator=[attrs.validators.ge(0), attrs.validators.lt(1)])
+    nesterov: bool = False
+    weight_decay: float = attrs.field(default=1e-4, validator=attrs.validators.ge(0))
+    lr_schedule: Literal["multistep", "cosine", "constant"] = attrs.field(
+        default="multistep", validator=attrs.validators.in_(("multistep", "cosine", "constant"))
+    )
+    milestones: tuple[float, ...] = attrs.field(default=(0.5, 0.75), converter=tuple)  # fractions of epochs
+    gamma: float = 0.1
+    warmup_epochs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class TrainResult:
+    final_accuracy: float
+    best_accuracy: float
+    final_loss: float
+    history: tuple[dict[str, float], ...]
+    steps: int
+    snapshots: Mapping[int, dict[str, torch.Tensor]] = attrs.field(factory=dict)
+    wall_time: float = 0.0
+
+
+class Trainer(abc.ABC):
+    """Fits a (masked) model and evaluates it on the test split.
+
+    Must keep pruned weights exactly zero after every optimizer step (``masks.enforcer``),
+    return final- and best-epoch test accuracy, store the model's state at each step listed in
+    ``snapshot_steps`` (step 0 = before training), and resume from ``checkpoint`` when it exists.
+    ``train_data`` replaces ``data.train`` (e.g. perturbed pre-training data).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+
+    @abc.abstractmethod
+    def fit(
+        self,
+        model: nn.Module,
+        data: DataBundle,
+        config: TrainConfig,
+        *,
+        masks: Masks | None = None,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        train_data: ArrayData | None = None,
+        snapshot_steps: Sequence[int] = (),
+        checkpoint: Path | None = None,
+        progress: Callable[[dict[str, float]], None] | None = None,
+    ) -> TrainResult: ...
+
+    @abc.abstractmethod
+    def evaluate(
+        self, model: nn.Module, data: DataBundle, *, device: torch.device | str = "cpu"
+    ) -> tuple[float, float]:
+        """(loss, accuracy) on ``data.test``."""
+
+
+# ---------------------------------------------------------------------------------- datasets
+class Dataset(abc.ABC):
+    """Loads a dataset into memory. ``root`` is the user's ``--data-root``; never download
+    unless ``download`` is true; when files are missing raise
+    :class:`~prunekit.errors.DataNotFoundError` saying where they must be and how to get them."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    needs_root: ClassVar[bool] = True
+    default_model: ClassVar[str | None] = None  # a model that suits the data
+    default_protocol: ClassVar[TrainConfig | None] = None  # None: the CIFAR protocol
+
+    @abc.abstractmethod
+    def load(self, root: Path | None, *, download: bool = False) -> DataBundle: ...
+
+
+# ----------------------------------------------------------------------------------- methods
+Rewind = Literal["init", "step", "trained"]
+
+
+def _options(value: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted((value or {}).items()))
+
+
+@attrs.frozen(kw_only=True)
+class Method:
+    """A named pruning recipe.
+
+    * ``scorer`` / ``schedule`` with their options; ``scorer=None`` means no pruning (dense).
+    * ``rounds``: scoring rounds at the current weights, density d^(k/rounds) after round k.
+    * ``pretrain``: score the weights after dense training (lottery-ticket family) and then
+      rewind to ``rewind`` — ``init`` (θ₀), ``step`` (θ_k, k = ``rewind_point``) or
+      ``trained`` (keep θ_T: learning-rate rewinding).
+    * ``family``: the ticket family, used to decide which sanity checks apply.
+
+    New fields must default to a value that has no effect, so old results stay valid.
+    """
+
+    name: str
+    description: str
+    family: str = attrs.field(validator=attrs.validators.in_(FAMILIES))
+    citation: str = ""
+    scorer: str | None = None
+    scorer_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_options)
+    schedule: str = "global"
+    schedule_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_options)
+    rounds: int = attrs.field(default=1, validator=attrs.validators.ge(1))
+    pretrain: bool = False
+    rewind: Rewind = attrs.field(default="init", validator=attrs.validators.in_(("init", "step", "trained")))
+    rewind_point: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+
+    def spec(self) -> dict[str, Any]:
+        """The recipe as plain data (for fingerprints and metadata)."""
+        d = attrs.asdict(self)
+        d.pop("description")
+        d.pop("citation")
+        d["scorer_options"] = dict(self.scorer_options)
+        d["schedule_options"] = dict(self.schedule_options)
+        return d

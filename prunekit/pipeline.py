@@ -1,0 +1,231 @@
+"""One pruning run: model -> [pre-train] -> score -> allocate -> select -> check -> rewind.
+
+:func:`prune` turns a model, data and a :class:`~prunekit.interfaces.Method` into masks;
+:func:`build_model`, :func:`load_dataset` and :func:`resolve_method` turn names into objects
+with one-line errors for unknown names. Everything random is drawn from the run seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from prunekit.data import DataBundle, balanced_indices, make_generator
+from prunekit.errors import LayerCollapseError, PrunekitError, UnknownNameError
+from prunekit.interfaces import Method, SanityCheck, ScoringContext
+from prunekit.layers import PrunableLayer, PrunablePolicy, prunable_layers
+from prunekit.masks import Masks
+from prunekit.plugins import get_plugins
+from prunekit.selection import check_scores, exclude_pruned, select_top
+
+
+# ------------------------------------------------------------------------- names -> objects
+def instantiate(kind: str, name: str, options: Mapping[str, Any] | None = None) -> Any:
+    """The registered class ``name`` of ``kind`` built with ``options`` (one-line error)."""
+    cls = get_plugins().registry(kind).get(name)
+    try:
+        return cls(**dict(options or {}))
+    except TypeError as err:
+        fields = [f.name for f in attrs.fields(cls)] if attrs.has(cls) else []
+        raise PrunekitError(
+            f"bad options {dict(options or {})} for {kind.replace('_', ' ')} {name!r} ({err}); "
+            f"its options are: {', '.join(fields) or 'none'}"
+        ) from None
+    except ValueError as err:
+        raise PrunekitError(f"bad option for {kind.replace('_', ' ')} {name!r}: {err}") from None
+
+
+def load_dataset(name: str, root: str | Path | None = None, *, download: bool = False) -> DataBundle:
+    dataset = instantiate("dataset", name)
+    return dataset.load(Path(root).expanduser() if root is not None else None, download=download)
+
+
+def build_model(name: str, data: DataBundle, seed: int) -> nn.Module:
+    """A timm model for ``data`` (classes, input channels), initialised from ``seed``."""
+    import timm
+
+    get_plugins()  # model plugins register into timm on import
+    if not timm.is_model(name):
+        import difflib
+
+        known = timm.list_models()
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise UnknownNameError(f"unknown model {name!r}; {hint}see `prunekit list model` or timm.list_models()")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return timm.create_model(name, num_classes=data.num_classes, in_chans=data.input_shape[0])
+
+
+def resolve_method(
+    name: str | None = None,
+    *,
+    scorer: str | None = None,
+    schedule: str | None = None,
+    rounds: int | None = None,
+    scorer_options: Mapping[str, Any] | None = None,
+    schedule_options: Mapping[str, Any] | None = None,
+) -> Method:
+    """A registered method, or one composed from a scorer and a schedule, with overrides."""
+    if name is None and scorer is None:
+        raise PrunekitError("give a method (--method) or a scorer (--scorer) to prune with")
+    if name is not None:
+        method = get_plugins().registry("method").get(name)
+    else:
+        method = Method(
+            name=f"{scorer}+{schedule or 'global'}",
+            description=f"{scorer} scores, {schedule or 'global'} budgets",
+            family="initial",
+            scorer=scorer,
+        )
+    changes: dict[str, Any] = {}
+    if scorer is not None and name is not None:
+        changes["scorer"] = scorer
+    if schedule is not None:
+        changes["schedule"] = schedule
+    if rounds is not None:
+        changes["rounds"] = rounds
+    if scorer_options:
+        changes["scorer_options"] = {**dict(method.scorer_options), **scorer_options}
+    if schedule_options:
+        changes["schedule_options"] = {**dict(method.schedule_options), **schedule_options}
+    method = attrs.evolve(method, **changes) if changes else method
+    plugins = get_plugins()
+    if method.scorer is not None:
+        plugins.registry("scorer").get(method.scorer)
+        plugins.registry("ratio_schedule").get(method.schedule)
+    return method
+
+
+def check_sparsity(sparsity: float) -> float:
+    if not 0.0 <= sparsity < 1.0:
+        raise PrunekitError(f"sparsity must be in [0, 1), got {sparsity}; e.g. 0.9 keeps 10% of the weights")
+    return float(sparsity)
+
+
+def uses_data(method: Method) -> bool:
+    """Whether the method's masks depend on the training data."""
+    if method.pretrain:
+        return True
+    if method.scorer is None:
+        return False
+    return bool(get_plugins().registry("scorer").get(method.scorer).needs_data)
+
+
+def resolve_check(name: str | None, method: Method, options: Mapping[str, Any] | None = None) -> SanityCheck | None:
+    """The check ``name`` for ``method``; an error when it does not apply to it."""
+    if name is None or name == "none":
+        return None
+    check = instantiate("sanity_check", name, options)
+    reason = check.not_applicable(method, uses_data(method))
+    if reason:
+        raise PrunekitError(f"check {name!r} does not apply to method {method.name!r}: {reason}")
+    return check
+
+
+# ------------------------------------------------------------------------------- pruning
+@attrs.frozen(kw_only=True, eq=False)
+class PruneOutcome:
+    masks: Masks
+    layers: tuple[PrunableLayer, ...]
+    metadata: dict[str, Any]
+
+
+def scoring_batches(
+    data: DataBundle, request: Any, seed: int, device: torch.device, train: Any = None
+) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """``request.iterations`` class-balanced batches from the (possibly perturbed) train split."""
+    if request is None:
+        return ()
+    train = train if train is not None else data.train
+    g = make_generator(seed, "scoring-batch")
+    out = []
+    for _ in range(request.iterations):
+        idx = balanced_indices(train.y, request.samples_per_class, data.num_classes, g)
+        x = data.normalize(train.x[idx.to(train.x.device)].to(device))
+        out.append((x, train.y[idx.to(train.y.device)].to(device)))
+    return tuple(out)
+
+
+def prune(
+    model: nn.Module,
+    data: DataBundle,
+    method: Method,
+    sparsity: float,
+    *,
+    seed: int = 0,
+    check: SanityCheck | None = None,
+    device: torch.device | str = "cpu",
+    policy: PrunablePolicy | None = None,
+    allow_collapse: bool = False,
+    init_model: Callable[[int], nn.Module] | None = None,
+) -> PruneOutcome:
+    """Prune ``model`` in place with ``method`` to ``sparsity``; return the masks.
+
+    ``rounds`` > 1 re-scores with the current masks applied, at density d^(k/rounds) after
+    round k. A ``pruning_data`` check perturbs the scoring data, a ``scores`` check the scores,
+    a ``ticket`` check the model and masks after selection.
+    """
+    sparsity = check_sparsity(sparsity)
+    device = torch.device(device)
+    model.to(device)
+    layers = tuple(prunable_layers(model, policy))
+    masks = Masks.ones(model, [layer.name for layer in layers])
+    density = 1.0 - sparsity
+    meta: dict[str, Any] = {
+        "method": method.spec(),
+        "sparsity": sparsity,
+        "seed": seed,
+        "check": check.name if check is not None else "none",
+    }
+    if method.scorer is None or sparsity == 0.0:
+        return PruneOutcome(masks=masks, layers=layers, metadata=meta)
+    scorer = instantiate("scorer", method.scorer, dict(method.scorer_options))
+    schedule = instantiate("ratio_schedule", method.schedule, dict(method.schedule_options))
+    meta["scorer_options"] = attrs.asdict(scorer) if attrs.has(type(scorer)) else {}
+    meta["schedule_options"] = attrs.asdict(schedule) if attrs.has(type(schedule)) else {}
+    pruning_train = data.train
+    stages = check.stages() if check is not None else frozenset()
+    check_rng = make_generator(seed, "check", check.name if check is not None else "none")
+    if "pruning_data" in stages:
+        pruning_train = check.perturb_data(data.train, data.num_classes, check_rng)  # type: ignore[union-attr]
+    request = scorer.data_request(model, data)
+    batches = scoring_batches(data, request, seed, device, pruning_train)
+    for k in range(1, method.rounds + 1):
+        target = density ** (k / method.rounds)
+        masks.apply(model)
+        ctx = ScoringContext(
+            layers=layers,
+            masks=masks,
+            batches=batches,
+            input_shape=data.input_shape,
+            num_classes=data.num_classes,
+            seed=seed,
+            device=device,
+        )
+        scores = scorer.score(model, ctx)
+        check_scores(layers, scores, f"scorer {method.scorer!r}")
+        scores = exclude_pruned(scores, masks)
+        counts = schedule.allocate(layers, target, scores)
+        if "scores" in stages:  # budgets stay those of the clean scores
+            scores = exclude_pruned(check.perturb_scores(scores, check_rng), masks)  # type: ignore[union-attr]
+        masks = select_top(layers, scores, counts)
+    masks.apply(model)
+    if "ticket" in stages:
+        if init_model is None:
+            raise PrunekitError(f"check {check.name!r} needs a way to re-initialise the model")  # type: ignore[union-attr]
+        masks = check.perturb_ticket(model, masks, check_rng, init_model)  # type: ignore[union-attr]
+        masks.apply(model)
+    collapsed = [n for n, kept in masks.layer_kept().items() if kept == 0]
+    if collapsed and not allow_collapse:
+        raise LayerCollapseError(
+            f"{len(collapsed)} layer(s) lost every weight ({', '.join(collapsed[:3])}"
+            f"{' ...' if len(collapsed) > 3 else ''}), which disconnects the network; "
+            "lower the sparsity, use another schedule, or allow collapse (--allow-collapse)"
+        )
+    return PruneOutcome(masks=masks, layers=layers, metadata=meta)
