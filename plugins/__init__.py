@@ -12,4 +12,5 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "prunekit_plugins.checks",
     "prunekit_plugins.sgd",
     "prunekit_plugins.methods",
+    "prunekit_plugins.tickets",
 )

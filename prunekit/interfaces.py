@@ -153,16 +153,26 @@ class SanityCheck(abc.ABC):
     ) -> dict[str, torch.Tensor]:
         return scores
 
-    def perturb_ticket(
-        self,
-        model: nn.Module,
-        masks: Masks,
-        generator: torch.Generator,
-        init_model: Callable[[int], nn.Module],
-    ) -> Masks:
-        """Change the model in place and/or return new masks; ``init_model(seed)`` builds a fresh
-        initialisation of the same architecture."""
-        return masks
+    def perturb_ticket(self, ticket: TicketContext) -> Masks:
+        """Change ``ticket.model`` in place and/or return new masks."""
+        return ticket.masks
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class TicketContext:
+    """What a ``ticket`` check gets: the ticket after selection and rewinding.
+
+    ``model`` holds the ticket's weights (pruned positions zero); ``unpruned`` the prunable
+    weights the ticket was cut from before masking (θ₀ for initial tickets, θ_k or θ_T for
+    rewound ones), so a check that moves the mask can give newly kept positions their own
+    values; ``init_model(seed)`` builds a fresh initialisation of the same architecture.
+    """
+
+    model: nn.Module
+    masks: Masks
+    unpruned: Mapping[str, torch.Tensor]
+    generator: torch.Generator
+    init_model: Callable[[int], nn.Module]
 
 
 # ---------------------------------------------------------------------------------- trainers
@@ -247,7 +257,7 @@ class Dataset(abc.ABC):
 
 
 # ----------------------------------------------------------------------------------- methods
-Rewind = Literal["init", "step", "trained"]
+Rewind = Literal["init", "step", "trained", "reinit"]
 
 
 def _options(value: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
@@ -261,8 +271,11 @@ class Method:
     * ``scorer`` / ``schedule`` with their options; ``scorer=None`` means no pruning (dense).
     * ``rounds``: scoring rounds at the current weights, density d^(k/rounds) after round k.
     * ``pretrain``: score the weights after dense training (lottery-ticket family) and then
-      rewind to ``rewind`` — ``init`` (θ₀), ``step`` (θ_k, k = ``rewind_point``) or
-      ``trained`` (keep θ_T: learning-rate rewinding).
+      rewind to ``rewind`` — ``init`` (θ₀), ``step`` (θ_k, k = ``rewind_point``: a fraction of
+      training below 1, else a step), ``trained`` (keep θ_T: learning-rate rewinding) or
+      ``reinit`` (a fresh initialisation from another seed, Ma et al.).
+    * ``prune_fraction``: iterative magnitude pruning — remove this fraction of the remaining
+      weights per round, rewind and retrain, until the target density (0: one shot).
     * ``family``: the ticket family, used to decide which sanity checks apply.
 
     New fields must default to a value that has no effect, so old results stay valid.
@@ -278,8 +291,13 @@ class Method:
     schedule_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_options)
     rounds: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     pretrain: bool = False
-    rewind: Rewind = attrs.field(default="init", validator=attrs.validators.in_(("init", "step", "trained")))
+    rewind: Rewind = attrs.field(
+        default="init", validator=attrs.validators.in_(("init", "step", "trained", "reinit"))
+    )
     rewind_point: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
+    prune_fraction: float = attrs.field(
+        default=0.0, validator=[attrs.validators.ge(0), attrs.validators.lt(1)]
+    )
 
     def spec(self) -> dict[str, Any]:
         """The recipe as plain data (for fingerprints and metadata)."""

@@ -15,9 +15,20 @@ import attrs
 import torch
 from torch import nn
 
-from prunekit.data import DataBundle, balanced_indices, make_generator
+from prunekit import __version__
+from prunekit.data import ArrayData, DataBundle, balanced_indices, make_generator
+from prunekit.dense import DenseCache, DenseRun, rewind_step
 from prunekit.errors import LayerCollapseError, PrunekitError, UnknownNameError
-from prunekit.interfaces import Method, SanityCheck, ScoringContext
+from prunekit.interfaces import (
+    Method,
+    RatioSchedule,
+    SanityCheck,
+    Scorer,
+    ScoringContext,
+    TicketContext,
+    TrainConfig,
+    Trainer,
+)
 from prunekit.layers import PrunableLayer, PrunablePolicy, prunable_layers
 from prunekit.masks import Masks
 from prunekit.plugins import get_plugins
@@ -136,8 +147,24 @@ class PruneOutcome:
     metadata: dict[str, Any]
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class Training:
+    """How to train, for methods that pre-train (lottery tickets) or retrain between rounds.
+
+    ``model_name`` and ``dataset_key`` identify the dense run in the cache together with the
+    protocol, the seed and the pruning-data check.
+    """
+
+    trainer: Trainer
+    config: TrainConfig
+    model_name: str
+    dataset_key: str
+    cache: DenseCache = attrs.field(factory=DenseCache)
+    device: torch.device = torch.device("cpu")
+
+
 def scoring_batches(
-    data: DataBundle, request: Any, seed: int, device: torch.device, train: Any = None
+    data: DataBundle, request: Any, seed: int, device: torch.device, train: ArrayData | None = None
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     """``request.iterations`` class-balanced batches from the (possibly perturbed) train split."""
     if request is None:
@@ -152,52 +179,87 @@ def scoring_batches(
     return tuple(out)
 
 
-def prune(
+def dense_run(
     model: nn.Module,
     data: DataBundle,
     method: Method,
-    sparsity: float,
+    training: Training,
     *,
-    seed: int = 0,
-    check: SanityCheck | None = None,
-    device: torch.device | str = "cpu",
-    policy: PrunablePolicy | None = None,
-    allow_collapse: bool = False,
-    init_model: Callable[[int], nn.Module] | None = None,
-) -> PruneOutcome:
-    """Prune ``model`` in place with ``method`` to ``sparsity``; return the masks.
-
-    ``rounds`` > 1 re-scores with the current masks applied, at density d^(k/rounds) after
-    round k. A ``pruning_data`` check perturbs the scoring data, a ``scores`` check the scores,
-    a ``ticket`` check the model and masks after selection.
-    """
-    sparsity = check_sparsity(sparsity)
-    device = torch.device(device)
-    model.to(device)
-    layers = tuple(prunable_layers(model, policy))
-    masks = Masks.ones(model, [layer.name for layer in layers])
-    density = 1.0 - sparsity
-    meta: dict[str, Any] = {
-        "method": method.spec(),
-        "sparsity": sparsity,
+    seed: int,
+    pruning_train: ArrayData,
+    check_name: str,
+) -> DenseRun:
+    """The dense training of ``model`` (at θ₀) on the pruning data, with θ_k kept; cached."""
+    steps_per_epoch = -(-len(pruning_train) // training.config.batch_size)
+    total = steps_per_epoch * training.config.epochs
+    k = rewind_step(method.rewind_point, total) if method.rewind == "step" else 0
+    spec = {
+        "model": training.model_name,
+        "data": training.dataset_key,
+        "protocol": attrs.asdict(training.config),
+        "trainer": training.trainer.name,
         "seed": seed,
-        "check": check.name if check is not None else "none",
+        "pruning_data": check_name,
+        "snapshots": sorted({0, k}),
+        "version": __version__,
     }
-    if method.scorer is None or sparsity == 0.0:
-        return PruneOutcome(masks=masks, layers=layers, metadata=meta)
-    scorer = instantiate("scorer", method.scorer, dict(method.scorer_options))
-    schedule = instantiate("ratio_schedule", method.schedule, dict(method.schedule_options))
-    meta["scorer_options"] = attrs.asdict(scorer) if attrs.has(type(scorer)) else {}
-    meta["schedule_options"] = attrs.asdict(schedule) if attrs.has(type(schedule)) else {}
-    pruning_train = data.train
-    stages = check.stages() if check is not None else frozenset()
-    check_rng = make_generator(seed, "check", check.name if check is not None else "none")
-    if "pruning_data" in stages:
-        pruning_train = check.perturb_data(data.train, data.num_classes, check_rng)  # type: ignore[union-attr]
-    request = scorer.data_request(model, data)
-    batches = scoring_batches(data, request, seed, device, pruning_train)
+
+    def compute() -> DenseRun:
+        start = {n: v.detach().clone() for n, v in model.state_dict().items()}
+        result = training.trainer.fit(
+            model,
+            data,
+            training.config,
+            seed=seed,
+            device=training.device,
+            train_data=pruning_train,
+            snapshot_steps=sorted({0, k}),
+        )
+        final = {n: v.detach().clone() for n, v in model.state_dict().items()}
+        model.load_state_dict(start)
+        states = {s: {n: v.cpu() for n, v in st.items()} for s, st in result.snapshots.items()}
+        return DenseRun(
+            states=states,
+            final={n: v.cpu() for n, v in final.items()},
+            steps=result.steps,
+            final_accuracy=result.final_accuracy,
+            best_accuracy=result.best_accuracy,
+        )
+
+    return training.cache.get_or_compute(spec, compute)
+
+
+def _density_steps(method: Method, density: float) -> list[float]:
+    """Target densities of successive prune-retrain rounds (IMP), ending at ``density``."""
+    if method.prune_fraction <= 0:
+        return [density]
+    steps, d = [], 1.0
+    while d * (1 - method.prune_fraction) > density + 1e-12:
+        d *= 1 - method.prune_fraction
+        steps.append(d)
+    return [*steps, density]
+
+
+def _score_and_select(
+    model: nn.Module,
+    data: DataBundle,
+    method: Method,
+    layers: tuple[PrunableLayer, ...],
+    masks: Masks,
+    density: float,
+    *,
+    seed: int,
+    device: torch.device,
+    batches: tuple[tuple[torch.Tensor, torch.Tensor], ...],
+    scorer: Scorer,
+    schedule: RatioSchedule,
+    check: SanityCheck | None,
+    check_rng: torch.Generator,
+) -> Masks:
+    """``method.rounds`` scoring rounds from the current masks' density down to ``density``."""
+    start = masks.density()
     for k in range(1, method.rounds + 1):
-        target = density ** (k / method.rounds)
+        target = start * (density / start) ** (k / method.rounds)
         masks.apply(model)
         ctx = ScoringContext(
             layers=layers,
@@ -212,14 +274,91 @@ def prune(
         check_scores(layers, scores, f"scorer {method.scorer!r}")
         scores = exclude_pruned(scores, masks)
         counts = schedule.allocate(layers, target, scores)
-        if "scores" in stages:  # budgets stay those of the clean scores
-            scores = exclude_pruned(check.perturb_scores(scores, check_rng), masks)  # type: ignore[union-attr]
+        if check is not None and "scores" in check.stages():  # budgets stay the clean ones
+            scores = exclude_pruned(check.perturb_scores(scores, check_rng), masks)
         masks = select_top(layers, scores, counts)
-    masks.apply(model)
+    return masks
+
+
+def prune(
+    model: nn.Module,
+    data: DataBundle,
+    method: Method,
+    sparsity: float,
+    *,
+    seed: int = 0,
+    check: SanityCheck | None = None,
+    device: torch.device | str = "cpu",
+    policy: PrunablePolicy | None = None,
+    allow_collapse: bool = False,
+    init_model: Callable[[int], nn.Module] | None = None,
+    training: Training | None = None,
+) -> PruneOutcome:
+    """Prune ``model`` in place with ``method`` to ``sparsity``; return the masks.
+
+    Methods that score at initialisation score the model as it is; ``rounds`` > 1 re-scores
+    with the current masks applied, at density d^(k/rounds) after round k. Methods that
+    ``pretrain`` score the dense-trained weights θ_T (from ``training``, cached), then rewind
+    the model to θ₀, θ_k, keep θ_T, or re-initialise it; with ``prune_fraction`` they prune,
+    rewind and retrain round after round (IMP). A ``pruning_data`` check perturbs the data used
+    for scoring and pre-training (never the final training data), a ``scores`` check the scores
+    before selection, a ``ticket`` check the rewound model and masks.
+    """
+    sparsity = check_sparsity(sparsity)
+    device = torch.device(device)
+    model.to(device)
+    layers = tuple(prunable_layers(model, policy))
+    masks = Masks.ones(model, [layer.name for layer in layers])
+    density = 1.0 - sparsity
+    check_name = check.name if check is not None else "none"
+    meta: dict[str, Any] = {"method": method.spec(), "sparsity": sparsity, "seed": seed, "check": check_name}
+    if method.scorer is None or sparsity == 0.0:
+        return PruneOutcome(masks=masks, layers=layers, metadata=meta)
+    scorer = instantiate("scorer", method.scorer, dict(method.scorer_options))
+    schedule = instantiate("ratio_schedule", method.schedule, dict(method.schedule_options))
+    meta["scorer_options"] = attrs.asdict(scorer) if attrs.has(type(scorer)) else {}
+    meta["schedule_options"] = attrs.asdict(schedule) if attrs.has(type(schedule)) else {}
+    stages = check.stages() if check is not None else frozenset()
+    check_rng = make_generator(seed, "check", check_name)
+    pruning_train = data.train
+    if "pruning_data" in stages:
+        pruning_train = check.perturb_data(data.train, data.num_classes, check_rng)  # type: ignore[union-attr]
+    batches = scoring_batches(data, scorer.data_request(model, data), seed, device, pruning_train)
+    select = dict(seed=seed, device=device, batches=batches, scorer=scorer, schedule=schedule, check=check, check_rng=check_rng)
+
+    names = [layer.name for layer in layers]
+    if not method.pretrain:
+        unpruned = _prunable_copy(model, names)
+        masks = _score_and_select(model, data, method, layers, masks, density, **select)  # type: ignore[arg-type]
+        masks.apply(model)
+    else:
+        if training is None:
+            raise PrunekitError(f"method {method.name!r} trains the dense network first: give it a training protocol")
+        dense = dense_run(model, data, method, training, seed=seed, pruning_train=pruning_train, check_name=check_name)
+        meta["dense_accuracy"] = dense.final_accuracy
+        k = rewind_step(method.rewind_point, dense.steps) if method.rewind == "step" else 0
+        trained = dense.final
+        densities = _density_steps(method, density)
+        meta["round_densities"] = []
+        for i, round_density in enumerate(densities):
+            model.load_state_dict(trained)
+            masks = _score_and_select(model, data, method, layers, masks, round_density, **select)  # type: ignore[arg-type]
+            meta["round_densities"].append(masks.density())
+            _rewind(model, method, dense, k, trained, data, init_model, seed)
+            unpruned = _prunable_copy(model, names)
+            masks.apply(model)
+            if i < len(densities) - 1:  # IMP: retrain the rewound ticket before the next round
+                training.trainer.fit(
+                    model, data, training.config, masks=masks, seed=seed, device=device, train_data=pruning_train
+                )
+                trained = {n: v.detach().clone() for n, v in model.state_dict().items()}
     if "ticket" in stages:
         if init_model is None:
-            raise PrunekitError(f"check {check.name!r} needs a way to re-initialise the model")  # type: ignore[union-attr]
-        masks = check.perturb_ticket(model, masks, check_rng, init_model)  # type: ignore[union-attr]
+            raise PrunekitError(f"check {check_name!r} needs a way to re-initialise the model")
+        ticket = TicketContext(
+            model=model, masks=masks, unpruned=unpruned, generator=check_rng, init_model=init_model
+        )
+        masks = check.perturb_ticket(ticket)  # type: ignore[union-attr]
         masks.apply(model)
     collapsed = [n for n, kept in masks.layer_kept().items() if kept == 0]
     if collapsed and not allow_collapse:
@@ -229,3 +368,34 @@ def prune(
             "lower the sparsity, use another schedule, or allow collapse (--allow-collapse)"
         )
     return PruneOutcome(masks=masks, layers=layers, metadata=meta)
+
+
+def _prunable_copy(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().clone() for n in names}
+
+
+REINIT_SEED_OFFSET = 1_000_003
+
+
+def _rewind(
+    model: nn.Module,
+    method: Method,
+    dense: DenseRun,
+    k: int,
+    trained: dict[str, torch.Tensor],
+    data: DataBundle,
+    init_model: Callable[[int], nn.Module] | None,
+    seed: int,
+) -> None:
+    """Set the model's weights to the rewinding point of ``method``."""
+    if method.rewind == "init":
+        model.load_state_dict(dense.states[0])
+    elif method.rewind == "step":
+        model.load_state_dict(dense.at(k))
+    elif method.rewind == "trained":
+        model.load_state_dict(trained)
+    else:  # reinit: the same mask on a fresh initialisation from another seed (Ma et al.)
+        if init_model is None:
+            raise PrunekitError(f"method {method.name!r} needs a way to re-initialise the model")
+        model.load_state_dict(init_model(seed + REINIT_SEED_OFFSET).state_dict())

@@ -1,0 +1,116 @@
+"""Dense pre-training with rewinding points, computed once and shared.
+
+A :class:`DenseRun` holds θ₀, θ_k (after ``k`` steps) and θ_T of one dense training of a
+(model, data, protocol, seed, pruning-data perturbation). :class:`DenseCache` keeps them on disk
+under a content hash of everything that determines them, so every method and check that needs
+the same dense run reuses it; a file lock makes two processes asking for the same run compute
+it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+
+State = dict[str, torch.Tensor]
+
+
+@attrs.frozen(kw_only=True, eq=False)
+class DenseRun:
+    """States of a dense training: ``states[0]`` = θ₀, ``states[k]``, and ``final`` = θ_T."""
+
+    states: Mapping[int, State]
+    final: State
+    steps: int
+    final_accuracy: float
+    best_accuracy: float
+
+    def at(self, step: int) -> State:
+        if step >= self.steps:
+            return self.final
+        return self.states[step]
+
+
+def rewind_step(point: float, total_steps: int) -> int:
+    """A rewinding point as a step: values below 1 are fractions of training, others steps."""
+    if point < 1.0:
+        return round(point * total_steps)
+    return min(int(point), total_steps)
+
+
+def cache_key(spec: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class DenseCache:
+    """Dense runs on disk (``<root>/dense-<key>.pt``), or in memory when ``root`` is None.
+
+    ``hits`` and ``misses`` count lookups in this process.
+    """
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else None
+        self._memory: dict[str, DenseRun] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get_or_compute(self, spec: Mapping[str, Any], compute: Callable[[], DenseRun]) -> DenseRun:
+        key = cache_key(spec)
+        if key in self._memory:
+            self.hits += 1
+            return self._memory[key]
+        if self.root is None:
+            self.misses += 1
+            run = compute()
+            self._memory[key] = run
+            return run
+        path = self.root / f"dense-{key}.pt"
+        with _locked(self.root / f"dense-{key}.lock"):
+            if path.is_file():
+                self.hits += 1
+                saved = torch.load(path, map_location="cpu", weights_only=True)
+                run = DenseRun(
+                    states={int(k): v for k, v in saved["states"].items()},
+                    final=saved["final"],
+                    steps=int(saved["steps"]),
+                    final_accuracy=float(saved["final_accuracy"]),
+                    best_accuracy=float(saved["best_accuracy"]),
+                )
+            else:
+                self.misses += 1
+                run = compute()
+                tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+                torch.save(
+                    {
+                        "states": {str(k): v for k, v in run.states.items()},
+                        "final": run.final,
+                        "steps": run.steps,
+                        "final_accuracy": run.final_accuracy,
+                        "best_accuracy": run.best_accuracy,
+                        "spec": json.dumps(dict(spec), sort_keys=True, default=str),
+                    },
+                    tmp,
+                )
+                tmp.replace(path)
+        self._memory[key] = run
+        return run

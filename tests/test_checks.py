@@ -1,0 +1,427 @@
+"""The sanity-check battery: data, score and ticket perturbations and their composition.
+
+Golden values come from the definitions (paper-spec.md), never from the checks themselves:
+Kaiming std sqrt(2 / fan_in), the chi-square quantile of a table, "the k smallest |θ|" computed
+with torch.topk, sorted pixel values, class counts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import nn
+
+from prunekit.data import ArrayData, DataBundle, iterate_batches, make_generator
+from prunekit.errors import PrunekitError
+from prunekit.hookspecs import hookimpl
+from prunekit.interfaces import Method, Scorer, ScoringContext
+from prunekit.pipeline import prune, resolve_check
+from prunekit.plugins import get_plugins, register_plugin, unregister_plugin
+from prunekit_plugins.checks import (
+    ComposedCheck,
+    HalfDataset,
+    LayerwiseRearrange,
+    LayerwiseWeightShuffle,
+    NoCheck,
+    RandomLabels,
+    RandomPixels,
+    Reinit,
+    ScoreInversion,
+    compose,
+)
+
+CLASSES = 4
+BIG = "6.weight"  # Linear(16, 512) of make_net: fan_in 16
+BIG_FAN_IN = 16
+
+
+# ------------------------------------------------------------------------------- fixtures
+def make_net(seed: int) -> nn.Module:
+    """Two convs and two linears; conv/linear weights Kaiming-normal (fan_in, relu), default biases."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(BIG_FAN_IN, 512),
+            nn.ReLU(),
+            nn.Linear(512, CLASSES),
+        )
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+    return net
+
+
+def make_bundle(per_class: int = 100, seed: int = 0) -> DataBundle:
+    """1×6×6 uint8 images of random values (so every image is identifiable), 4 classes."""
+    g = torch.Generator().manual_seed(seed)
+    n = per_class * CLASSES
+    x = torch.randint(0, 256, (n, 1, 6, 6), generator=g, dtype=torch.uint8)
+    y = torch.arange(n, dtype=torch.int64) % CLASSES
+    train = ArrayData(x=x, y=y)
+    test = ArrayData(x=x[:8].clone(), y=y[:8].clone())
+    return DataBundle(name="toy", train=train, test=test, num_classes=CLASSES, mean=(0.5,), std=(0.25,))
+
+
+class SpyScorer(Scorer):
+    """Data-dependent scorer recording the scoring batches it is given; scores |θ|."""
+
+    name: ClassVar[str] = "spy"
+    description: ClassVar[str] = "records its scoring batches"
+    needs_data: ClassVar[bool] = True
+    seen: ClassVar[list[tuple[tuple[torch.Tensor, torch.Tensor], ...]]] = []
+
+    def score(self, model: nn.Module, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        SpyScorer.seen.append(ctx.batches)
+        params = dict(model.named_parameters())
+        return {layer.name: params[layer.name].detach().abs().clone() for layer in ctx.layers}
+
+
+class SpyPlugin:
+    @hookimpl
+    def register_scorers(self, register):  # type: ignore[no-untyped-def]
+        register(SpyScorer)
+
+
+SPY = Method(name="spy_method", description="spy scores", family="initial", scorer="spy", schedule="uniform")
+MAG_UNIFORM = Method(
+    name="mag_uniform", description="|θ| per layer", family="initial", scorer="magnitude", schedule="uniform"
+)
+
+
+@pytest.fixture
+def spy() -> Iterator[type[SpyScorer]]:
+    SpyScorer.seen.clear()
+    register_plugin(SpyPlugin(), "spy_plugin")
+    assert not get_plugins().problems
+    yield SpyScorer
+    unregister_plugin("spy_plugin")
+    SpyScorer.seen.clear()
+
+
+def scoring_batch(
+    spy: type[SpyScorer], check_name: str, seed: int = 3
+) -> tuple[DataBundle, torch.Tensor, torch.Tensor]:
+    """Prune with the spy method under ``check_name``; the bundle and the one scoring batch."""
+    data = make_bundle()
+    train, x0, y0 = data.train, data.train.x.clone(), data.train.y.clone()
+    prune(make_net(0), data, SPY, 0.5, seed=seed, check=resolve_check(check_name, SPY))
+    assert data.train is train
+    assert torch.equal(data.train.x, x0) and torch.equal(data.train.y, y0), "clean data changed"
+    (batches,) = spy.seen
+    ((xb, yb),) = batches
+    return data, xb, yb
+
+
+def prune_ticket(check_name: str | None, seed: int = 0) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """magnitude + uniform at 90% sparsity on make_net(0), with a ticket check."""
+    model = make_net(0)
+    check = resolve_check(check_name, MAG_UNIFORM) if check_name else None
+    data = make_bundle(per_class=10)
+    out = prune(model, data, MAG_UNIFORM, 0.9, seed=seed, check=check, init_model=make_net)
+    return model, dict(out.masks)
+
+
+# ------------------------------------------------------------------------- pruning data
+def test_random_labels_change_scoring_labels_not_training_data(spy: type[SpyScorer]) -> None:
+    """Through prune: the scoring batch holds the original images with mostly new labels, and
+    the bundle's train split is bit-identical afterwards."""
+    data, xb, yb = scoring_batch(spy, "random_labels")
+    clean = data.normalize(data.train.x).flatten(1)
+    match = (xb.flatten(1)[:, None, :] == clean[None]).all(-1)
+    assert (match.sum(1) == 1).all(), "images must be kept as they are"
+    rows = match.float().argmax(1)
+    changed = (yb != data.train.y[rows]).float().mean().item()
+    assert changed > 0.5  # expected 1 - 1/4
+
+
+def test_random_pixels_change_scoring_images_not_training_data(spy: type[SpyScorer]) -> None:
+    """Through prune: every scoring image is a rearrangement of exactly one training image (with
+    that image's label) and none is in its original arrangement; the train split is unchanged."""
+    data, xb, yb = scoring_batch(spy, "random_pixels")
+    clean = data.normalize(data.train.x).flatten(1)
+    match = (xb.flatten(1).sort(1).values[:, None, :] == clean.sort(1).values[None]).all(-1)
+    assert (match.sum(1) == 1).all(), "each scoring image must hold one training image's values"
+    rows = match.float().argmax(1)
+    assert torch.equal(yb, data.train.y[rows]), "labels must be kept"
+    assert not (xb.flatten(1) == clean[rows]).all(1).any(), "images must be rearranged"
+
+
+def test_corrupted_data_randomises_labels_and_pixels(spy: type[SpyScorer]) -> None:
+    """corrupted_data (registered composition): scoring images rearranged and labels mostly new."""
+    data, xb, yb = scoring_batch(spy, "corrupted_data")
+    clean = data.normalize(data.train.x).flatten(1)
+    match = (xb.flatten(1).sort(1).values[:, None, :] == clean.sort(1).values[None]).all(-1)
+    assert (match.sum(1) == 1).all()
+    rows = match.float().argmax(1)
+    assert not (xb.flatten(1) == clean[rows]).all(1).any()
+    assert (yb != data.train.y[rows]).float().mean().item() > 0.5
+
+
+def test_random_pixels_one_fixed_permutation_per_image() -> None:
+    """Each image is a permutation of its own values (over C·H·W); images get different
+    permutations; the same seed gives the same images; the input is untouched; the permuted
+    images are fixed across epochs."""
+    n, shape = 50, (3, 4, 4)
+    base = torch.arange(48, dtype=torch.uint8).view(1, *shape)
+    data = ArrayData(x=base.repeat(n, 1, 1, 1), y=torch.arange(n, dtype=torch.int64))
+    x0, y0 = data.x.clone(), data.y.clone()
+    out = RandomPixels().perturb_data(data, n, make_generator(7, "pixels"))
+    again = RandomPixels().perturb_data(data, n, make_generator(7, "pixels"))
+    other = RandomPixels().perturb_data(data, n, make_generator(8, "pixels"))
+    assert torch.equal(data.x, x0) and torch.equal(data.y, y0)
+    assert out.x.shape == data.x.shape and out.x.dtype == torch.uint8
+    flat = out.x.flatten(1)
+    assert torch.equal(flat.sort(1).values, x0.flatten(1).sort(1).values)
+    assert torch.unique(flat, dim=0).shape[0] == n, "two images share a permutation"
+    assert not (flat == x0.flatten(1)).all(1).any()
+    assert torch.equal(out.y, y0)
+    assert torch.equal(out.x, again.x) and not torch.equal(out.x, other.x)
+    epochs = []
+    for epoch in range(2):
+        seen = {}
+        for xb, yb in iterate_batches(out, 8, make_generator(epoch, "order")):
+            seen.update({int(label): img.clone() for img, label in zip(xb, yb)})
+        epochs.append(seen)
+    assert all(torch.equal(epochs[0][i], epochs[1][i]) for i in range(n))
+
+
+def test_random_labels_uniform_and_mostly_new() -> None:
+    """5000 labels over 10 classes: chi-square below the 0.1% quantile (27.88, 9 dof), about a
+    tenth unchanged, images kept, same seed gives the same labels, input untouched."""
+    n, c = 5000, 10
+    y = torch.arange(n, dtype=torch.int64) % c
+    data = ArrayData(x=torch.zeros(n, 1, 2, 2, dtype=torch.uint8), y=y)
+    out = RandomLabels().perturb_data(data, c, make_generator(1, "labels"))
+    assert out.y.dtype == torch.int64 and int(out.y.min()) >= 0 and int(out.y.max()) < c
+    counts = torch.bincount(out.y, minlength=c).double()
+    chi2 = float(((counts - n / c) ** 2 / (n / c)).sum())
+    assert chi2 < 27.88
+    same = (out.y == y).double().mean().item()
+    assert 0.05 < same < 0.15
+    assert torch.equal(out.x, data.x)
+    assert torch.equal(data.y, torch.arange(n) % c)
+    assert torch.equal(out.y, RandomLabels().perturb_data(data, c, make_generator(1, "labels")).y)
+
+
+def _indexed_data(counts: tuple[int, ...]) -> ArrayData:
+    n = sum(counts)
+    y = torch.cat([torch.full((k,), c, dtype=torch.int64) for c, k in enumerate(counts)])
+    y = y[torch.randperm(n, generator=torch.Generator().manual_seed(0))]
+    i = torch.arange(n)
+    x = torch.stack([i % 256, i // 256], dim=1).to(torch.uint8).view(n, 1, 1, 2)
+    return ArrayData(x=x, y=y)
+
+
+def _rows(data: ArrayData) -> torch.Tensor:
+    return data.x[:, 0, 0, 0].long() + 256 * data.x[:, 0, 0, 1].long()
+
+
+def test_half_dataset_fixed_stratified_half() -> None:
+    """Stratified: half of every class (±1 per class), distinct original rows with their labels,
+    in original order, the same for the same seed and different for another; non-stratified:
+    exactly half of all rows."""
+    counts = (101, 300, 599)
+    data = _indexed_data(counts)
+    x0, y0 = data.x.clone(), data.y.clone()
+    out = HalfDataset().perturb_data(data, 3, make_generator(5, "half"))
+    assert torch.equal(data.x, x0) and torch.equal(data.y, y0)
+    rows = _rows(out)
+    assert torch.unique(rows).numel() == rows.numel() == len(out)
+    assert torch.equal(rows, rows.sort().values)
+    assert torch.equal(out.y, y0[rows])
+    for c, k in enumerate(counts):
+        assert int((out.y == c).sum()) in (k // 2, (k + 1) // 2)
+    assert abs(len(out) - sum(counts) / 2) <= len(counts)
+    again = HalfDataset().perturb_data(data, 3, make_generator(5, "half"))
+    other = HalfDataset().perturb_data(data, 3, make_generator(6, "half"))
+    assert torch.equal(_rows(again), rows)
+    assert not torch.equal(_rows(other), rows)
+    plain = HalfDataset(stratified=False).perturb_data(data, 3, make_generator(5, "half"))
+    assert len(plain) == sum(counts) // 2
+    assert torch.unique(_rows(plain)).numel() == len(plain)
+
+
+# --------------------------------------------------------------------------------- scores
+def test_score_inversion_keeps_lowest_under_uniform_budgets() -> None:
+    """magnitude + uniform at 90%: every layer keeps exactly its round(0.1·n) smallest |θ₀|."""
+    model = make_net(0)
+    dense = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("weight")}
+    check = resolve_check("score_inversion", MAG_UNIFORM)
+    masks = prune(model, make_bundle(per_class=10), MAG_UNIFORM, 0.9, seed=0, check=check).masks
+    assert list(masks) == list(dense)
+    for name, w in dense.items():
+        k = round(0.1 * w.numel())
+        expected = torch.zeros(w.numel(), dtype=torch.bool)
+        expected[torch.topk(w.abs().flatten(), k, largest=False).indices] = True
+        assert torch.equal(masks[name].flatten(), expected), name
+
+
+def test_score_inversion_returns_new_scores() -> None:
+    """perturb_scores negates into new tensors and leaves its input as it was."""
+    scores = {"a": torch.tensor([0.5, -1.0, 2.0])}
+    out = ScoreInversion().perturb_scores(scores, make_generator(0))
+    assert torch.equal(scores["a"], torch.tensor([0.5, -1.0, 2.0]))
+    assert torch.equal(out["a"], torch.tensor([-0.5, 1.0, -2.0]))
+
+
+# --------------------------------------------------------------------------------- ticket
+def test_layerwise_rearrange_keeps_counts_moves_positions() -> None:
+    """Every layer keeps its count, most kept positions move (about 10% overlap is expected at
+    90% sparsity), positions kept in both keep the ticket's value, newly kept ones get nonzero
+    values, pruned ones are zero."""
+    clean_model, clean = prune_ticket(None)
+    model, masks = prune_ticket("layerwise_rearrange")
+    clean_w, w = dict(clean_model.named_parameters()), dict(model.named_parameters())
+    moved = total = 0
+    for name, m in masks.items():
+        assert int(m.sum()) == int(clean[name].sum()), name
+        both, new = m & clean[name], m & ~clean[name]
+        moved += int(new.sum())
+        total += int(m.sum())
+        assert torch.equal(w[name][both], clean_w[name][both])
+        assert (w[name][new] != 0).all()
+        assert (w[name][~m] == 0).all()
+    assert moved / total > 0.5
+
+
+def test_layerwise_rearrange_gives_new_positions_their_unpruned_weights() -> None:
+    """Every kept position of the rearranged ticket holds the ticket's own unpruned weight
+    there (θ₀ of the same seed), not a fresh draw."""
+    init = dict(make_net(0).named_parameters())
+    model, masks = prune_ticket("layerwise_rearrange")
+    w = dict(model.named_parameters())
+    for name, m in masks.items():
+        assert torch.equal(w[name][m], init[name].detach()[m]), name
+
+
+def test_layerwise_weight_shuffle_keeps_mask_and_values_changes_order() -> None:
+    """The mask is unchanged, each layer keeps the multiset of its surviving values, and most
+    surviving values move."""
+    clean_model, clean = prune_ticket(None)
+    model, masks = prune_ticket("layerwise_weight_shuffle")
+    clean_w, w = dict(clean_model.named_parameters()), dict(model.named_parameters())
+    changed = total = 0
+    for name, m in masks.items():
+        assert torch.equal(m, clean[name]), name
+        assert torch.equal(w[name][m].sort().values, clean_w[name][m].sort().values), name
+        assert (w[name][~m] == 0).all()
+        changed += int((w[name][m] != clean_w[name][m]).sum())
+        total += int(m.sum())
+    assert changed / total > 0.5
+
+
+def test_reinit_redraws_from_init_distribution() -> None:
+    """The mask is unchanged; surviving weights of the 16→512 linear have std sqrt(2/16) (Kaiming
+    fan-in) within 15%, unlike the magnitude-selected originals; values differ; biases untouched."""
+    clean_model, clean = prune_ticket(None)
+    model, masks = prune_ticket("reinit")
+    clean_p, p = dict(clean_model.named_parameters()), dict(model.named_parameters())
+    for name, m in masks.items():
+        assert torch.equal(m, clean[name]), name
+        assert (p[name][~m] == 0).all()
+        assert (p[name][m] == clean_p[name][m]).double().mean().item() < 0.01
+    expected = math.sqrt(2.0 / BIG_FAN_IN)
+    kept = p[BIG][masks[BIG]]
+    assert kept.numel() > 800
+    assert abs(kept.std().item() / expected - 1) < 0.15
+    assert clean_p[BIG][masks[BIG]].std().item() > 1.3 * expected  # what a no-op would leave
+    for name in p:
+        if name.endswith("bias"):
+            assert torch.equal(p[name], clean_p[name]), name
+
+
+@pytest.mark.parametrize("name", ["layerwise_rearrange", "layerwise_weight_shuffle", "reinit"])
+def test_ticket_checks_are_determined_by_the_seed(name: str) -> None:
+    """The same run seed gives the same perturbed ticket bit for bit; another seed another."""
+    a_model, a = prune_ticket(name, seed=0)
+    b_model, b = prune_ticket(name, seed=0)
+    c_model, c = prune_ticket(name, seed=1)
+    sa, sb, sc = a_model.state_dict(), b_model.state_dict(), c_model.state_dict()
+    assert all(torch.equal(a[n], b[n]) for n in a)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+
+
+# ---------------------------------------------------------------------------- applicability
+@pytest.mark.parametrize(
+    ("check", "method", "reason"),
+    [
+        ("random_labels", "magnitude_at_init", "does not use data"),
+        ("random_pixels", "magnitude_at_init", "does not use data"),
+        ("corrupted_data", "magnitude_at_init", "does not use data"),
+        ("score_inversion", "random_uniform", "not random"),
+        ("layerwise_rearrange", "dense", "not dense"),
+        ("reinit", "dense", "not dense"),
+    ],
+)
+def test_check_refused_for_registered_methods(check: str, method: str, reason: str) -> None:
+    """resolve_check raises PrunekitError with the reason when a check does not apply."""
+    m = get_plugins().registry("method").get(method)
+    with pytest.raises(PrunekitError, match=reason):
+        resolve_check(check, m)
+
+
+def test_check_applicability_refinements(spy: type[SpyScorer]) -> None:
+    """score_inversion refuses a random scorer even in an initial-family method; half_dataset
+    refuses initial tickets and accepts partially-trained ones; data checks accept a
+    data-dependent scorer."""
+    random_initial = Method(name="rand_init", description="r", family="initial", scorer="random")
+    with pytest.raises(PrunekitError, match="scores at random"):
+        resolve_check("score_inversion", random_initial)
+    with pytest.raises(PrunekitError, match="hybrid, partially_trained"):
+        resolve_check("half_dataset", SPY)
+    lrr = Method(
+        name="lrr",
+        description="l",
+        family="partially_trained",
+        scorer="magnitude",
+        pretrain=True,
+        rewind="trained",
+    )
+    assert isinstance(resolve_check("half_dataset", lrr), HalfDataset)
+    assert isinstance(resolve_check("random_labels", SPY), RandomLabels)
+    assert isinstance(resolve_check("score_inversion", SPY), ScoreInversion)
+
+
+# ------------------------------------------------------------------------------ composition
+def test_compose_unions_stages_and_intersects_families() -> None:
+    """compose: stages are the union, families the intersection, components refine refusal;
+    None / none are dropped, one check stays itself, nested compositions flatten."""
+    both = compose(RandomLabels(), Reinit())
+    assert isinstance(both, ComposedCheck)
+    assert both.stages() == frozenset({"pruning_data", "ticket"})
+    assert both.name == "random_labels+reinit"
+    assert compose(HalfDataset(), LayerwiseRearrange()).applies_to == frozenset({"partially_trained", "hybrid"})
+    random_initial = Method(name="rand_init", description="r", family="initial", scorer="random")
+    reason = compose(LayerwiseRearrange(), ScoreInversion()).not_applicable(random_initial, False)
+    assert reason is not None and "random" in reason
+    assert compose(LayerwiseRearrange(), ScoreInversion()).not_applicable(MAG_UNIFORM, False) is None
+    shuffle = LayerwiseWeightShuffle()
+    assert compose(None, NoCheck(), shuffle) is shuffle
+    assert compose(compose(RandomLabels(), RandomPixels()), Reinit()).checks == (  # type: ignore[union-attr]
+        RandomLabels(),
+        RandomPixels(),
+        Reinit(),
+    )
+
+
+def test_composed_data_check_applies_components_in_order() -> None:
+    """A composition's perturb_data equals its components applied in order on one generator."""
+    data = make_bundle(per_class=5).train
+    composed = compose(RandomLabels(), RandomPixels())
+    assert composed is not None
+    out = composed.perturb_data(data, CLASSES, make_generator(2, "c"))
+    g = make_generator(2, "c")
+    expected = RandomPixels().perturb_data(RandomLabels().perturb_data(data, CLASSES, g), CLASSES, g)
+    assert torch.equal(out.x, expected.x) and torch.equal(out.y, expected.y)
+    assert not torch.equal(out.y, data.y) and not torch.equal(out.x, data.x)
