@@ -158,8 +158,6 @@ class SGDTrainer(Trainer):
                 "test_accuracy": test_acc,
             }
             history.append(record)
-            if progress is not None:
-                progress(record)
             if checkpoint is not None:
                 _save_checkpoint(
                     Path(checkpoint),
@@ -174,6 +172,8 @@ class SGDTrainer(Trainer):
                         "snapshots": snapshots,
                     },
                 )
+            if progress is not None:
+                progress(record)
         if history:
             final_loss, final_acc = history[-1]["test_loss"], history[-1]["test_accuracy"]
         else:

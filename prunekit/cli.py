@@ -135,6 +135,42 @@ def _model_name(model: str | None, dataset: str) -> str:
     return str(cls.default_model)
 
 
+def _protocol(dataset: str, epochs: int | None = None, **overrides: Any) -> Any:
+    """The dataset's training protocol (or the CIFAR one) with command-line overrides."""
+    from prunekit.interfaces import TrainConfig
+
+    dataset_cls = get_plugins().registry("dataset").get(dataset)
+    config = getattr(dataset_cls, "default_protocol", None) or TrainConfig()
+    changes = {k: v for k, v in {"epochs": epochs, **overrides}.items() if v is not None}
+    try:
+        return attrs.evolve(config, **changes)
+    except ValueError as err:
+        raise PrunekitError(f"bad training option: {err}") from None
+
+
+def _save_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(path)
+
+
+def _load_weights(model: torch.nn.Module, path: Path) -> None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise PrunekitError(f"ticket weights {path} are missing; keep them beside their mask file")
+    try:
+        state = load_file(str(path))
+        model.load_state_dict(state)
+    except (SafetensorError, RuntimeError, OSError) as err:
+        first = str(err).strip().splitlines()[0]
+        raise PrunekitError(f"ticket weights {path} do not fit the model ({first})") from None
+
+
 @cli.command()
 @_data_options
 @click.option("--method", default=None, help="A named method (`prunekit list methods`).")
@@ -146,6 +182,9 @@ def _model_name(model: str | None, dataset: str) -> str:
 @click.option("--sparsity", type=float, required=True, help="Fraction of prunable weights removed, in [0, 1).")
 @click.option("--check", default="none", show_default=True, help="Sanity check (`prunekit list checks`).")
 @click.option("--allow-collapse", is_flag=True, help="Allow layers with no surviving weight.")
+@click.option("--trainer", default="sgd", show_default=True, help="Trainer for dense pre-training (lottery tickets).")
+@click.option("--epochs", type=int, default=None, help="Dense pre-training epochs; default: the dataset's protocol.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=".prunekit-cache", show_default=True, help="Where dense pre-training runs are cached.")
 @click.option("--out", type=click.Path(dir_okay=False), default="masks.safetensors", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def prune(
@@ -164,11 +203,15 @@ def prune(
     sparsity: float,
     check: str,
     allow_collapse: bool,
+    trainer: str,
+    epochs: int | None,
+    cache_dir: str,
     out: str,
     as_json: bool,
 ) -> None:
     """Prune a model and write its masks; print the per-layer densities."""
     from prunekit import pipeline
+    from prunekit.dense import DenseCache
     from prunekit.diagnostics import effective_sparsity, layer_table
 
     pipeline.check_sparsity(sparsity)
@@ -185,6 +228,16 @@ def prune(
     model_name = _model_name(model, dataset)
     data = pipeline.load_dataset(dataset, data_root, download=download)
     net = pipeline.build_model(model_name, data, seed)
+    training = None
+    if recipe.pretrain:
+        training = pipeline.Training(
+            trainer=pipeline.instantiate("trainer", trainer),
+            config=_protocol(dataset, epochs),
+            model_name=model_name,
+            dataset_key=dataset,
+            cache=DenseCache(cache_dir),
+            device=dev,
+        )
     outcome = pipeline.prune(
         net,
         data,
@@ -195,6 +248,7 @@ def prune(
         device=dev,
         allow_collapse=allow_collapse,
         init_model=lambda s: pipeline.build_model(model_name, data, s),
+        training=training,
     )
     rows = layer_table(outcome.layers, outcome.masks)
     effective = effective_sparsity(net, outcome.masks, data.input_shape)
@@ -205,6 +259,11 @@ def prune(
         "num_classes": data.num_classes,
         "prunekit_version": __version__,
     }
+    if recipe.pretrain or sanity is not None:
+        # the ticket's weights are not the seed's initialisation: keep them for `prunekit train`
+        weights = Path(out).with_suffix(".weights.safetensors")
+        _save_weights(net, weights)
+        meta["weights"] = weights.name
     path = outcome.masks.save(out, meta)
     summary = {
         "masks": str(path),
@@ -265,7 +324,6 @@ def train(
 ) -> None:
     """Train a masked (or dense) model and print its test accuracy."""
     from prunekit import pipeline
-    from prunekit.interfaces import TrainConfig
     from prunekit.masks import Masks
 
     masks = None
@@ -273,25 +331,17 @@ def train(
         masks, meta = Masks.load(masks_path)
         model = model or meta.get("model")
     fit = pipeline.instantiate("trainer", trainer)
-    dataset_cls = get_plugins().registry("dataset").get(dataset)
-    config = getattr(dataset_cls, "default_protocol", None) or TrainConfig()
-    overrides = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "weight_decay": weight_decay,
-        "lr_schedule": lr_schedule,
-    }
-    try:
-        config = attrs.evolve(config, **{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as err:
-        raise PrunekitError(f"bad training option: {err}") from None
+    config = _protocol(
+        dataset, epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule
+    )
     dev = resolve_device(device)
     model_name = _model_name(model, dataset)
     data = pipeline.load_dataset(dataset, data_root, download=download)
     net = pipeline.build_model(model_name, data, seed)
     if masks is not None:
         masks.check_fits(net, source=f"masks in {masks_path}")
+        if meta.get("weights"):
+            _load_weights(net, Path(masks_path).parent / meta["weights"])  # type: ignore[arg-type]
         masks.apply(net)
 
     from rich.progress import Progress
@@ -343,6 +393,9 @@ def main(argv: list[str] | None = None) -> None:
         cli.main(args=argv, prog_name="prunekit", standalone_mode=False)
     except click.exceptions.Abort:
         _fail("aborted", 130)
+    except click.exceptions.NoArgsIsHelpError as err:
+        click.echo(err.format_message())
+        sys.exit(err.exit_code)
     except click.ClickException as err:
         _fail(f"{err.format_message()} (see `prunekit --help`)", err.exit_code)
     except PrunekitError as err:

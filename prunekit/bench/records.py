@@ -1,0 +1,39 @@
+"""The record of one benchmark cell, as the results store keeps it and reports read it."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import attrs
+
+Status = Literal["done", "failed", "running", "not_applicable"]
+
+
+@attrs.frozen(kw_only=True)
+class ResultRow:
+    """One cell: what was run (spec + protocol fingerprint) and what came out."""
+
+    key: str  # content hash of cell spec + protocol + plugin versions
+    suite: str
+    model: str
+    dataset: str
+    method: str
+    check: str
+    sparsity: float  # target sparsity
+    seed: int
+    protocol: str  # fingerprint of the training + scoring protocol
+    status: Status
+    final_accuracy: float | None = None
+    best_accuracy: float | None = None
+    final_loss: float | None = None
+    achieved_sparsity: float | None = None
+    effective_sparsity: float | None = None
+    wall_time: float | None = None
+    error: str | None = None
+    layer_density: dict[str, float] = attrs.field(factory=dict)
+    history: list[dict[str, float]] = attrs.field(factory=list)
+    environment: dict[str, Any] = attrs.field(factory=dict)  # versions, device, plugins
+    bench_id: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)

@@ -1,0 +1,127 @@
+"""The sgd trainer: accuracy, schedules, masks, snapshots, checkpoint and resume."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunekit.data import ArrayData, Augment, DataBundle, augment_batch, make_generator
+from prunekit.interfaces import TrainConfig
+from prunekit.layers import prunable_layers
+from prunekit.masks import Masks
+from prunekit.pipeline import build_model, instantiate, load_dataset
+from prunekit_plugins.sgd import lr_factor
+
+FAST = TrainConfig(epochs=2, batch_size=64, lr=0.05, weight_decay=5e-4, lr_schedule="cosine")
+
+
+@pytest.fixture(scope="module")
+def digits() -> DataBundle:
+    return load_dataset("digits")
+
+
+def test_dense_digits_cnn_learns(digits: DataBundle) -> None:
+    """digits_cnn with the digits protocol reaches >= 90% test accuracy (chance is 10%)."""
+    from prunekit_plugins.datasets import Digits
+
+    model = build_model("digits_cnn", digits, 0)
+    result = instantiate("trainer", "sgd").fit(model, digits, Digits.default_protocol, seed=0)
+    assert result.final_accuracy >= 0.90
+    assert result.best_accuracy >= result.final_accuracy
+    assert len(result.history) == Digits.default_protocol.epochs
+    assert result.steps == Digits.default_protocol.epochs * math.ceil(len(digits.train) / 64)
+
+
+def test_multistep_factor_matches_paper_protocol() -> None:
+    """The CIFAR protocol: lr x0.1 at epoch 80 and x0.01 at 120 of 160."""
+    config = TrainConfig()
+    assert lr_factor(config, 79.9) == 1.0
+    assert lr_factor(config, 80.0) == pytest.approx(0.1)
+    assert lr_factor(config, 120.0) == pytest.approx(0.01)
+    cosine = TrainConfig(epochs=10, lr_schedule="cosine", warmup_epochs=2)
+    assert lr_factor(cosine, 1.0) == pytest.approx(0.5)
+    assert lr_factor(cosine, 6.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_masked_training_keeps_mask_through_trainer(digits: DataBundle) -> None:
+    """Through the trainer, pruned weights stay exactly zero after training."""
+    model = build_model("digits_mlp", digits, 0)
+    g = torch.Generator().manual_seed(0)
+    masks = Masks({layer.name: torch.rand(layer.shape, generator=g) < 0.2 for layer in prunable_layers(model)})
+    masks.apply(model)
+    instantiate("trainer", "sgd").fit(model, digits, FAST, masks=masks, seed=0)
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        assert torch.count_nonzero(params[name][~mask]) == 0
+
+
+def test_same_seed_same_result_and_snapshots(digits: DataBundle) -> None:
+    """Two runs with one seed give identical weights; snapshot 0 is the initial state and a
+    snapshot at step k differs from both the start and the end."""
+    trainer = instantiate("trainer", "sgd")
+    a, b = build_model("digits_mlp", digits, 1), build_model("digits_mlp", digits, 1)
+    start = {k: v.clone() for k, v in a.state_dict().items()}
+    ra = trainer.fit(a, digits, FAST, seed=3, snapshot_steps=[0, 5])
+    trainer.fit(b, digits, FAST, seed=3)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k])
+    assert all(torch.equal(ra.snapshots[0][k], start[k]) for k in start)
+    w = next(k for k in start if k.endswith("weight"))
+    assert not torch.equal(ra.snapshots[5][w], start[w])
+    assert not torch.equal(ra.snapshots[5][w], a.state_dict()[w])
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(digits: DataBundle, tmp_path: Path) -> None:
+    """A run killed after epoch 1 and resumed from its checkpoint ends with the same weights
+    as the same run straight through."""
+    trainer = instantiate("trainer", "sgd")
+    straight = build_model("digits_mlp", digits, 2)
+    trainer.fit(straight, digits, FAST, seed=0)
+    ckpt = tmp_path / "run.ckpt"
+
+    class Killed(Exception):
+        pass
+
+    def kill(record: dict[str, float]) -> None:
+        raise Killed
+
+    with pytest.raises(Killed):
+        trainer.fit(build_model("digits_mlp", digits, 2), digits, FAST, seed=0, checkpoint=ckpt, progress=kill)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    resumed = build_model("digits_mlp", digits, 2)
+    result = trainer.fit(resumed, digits, FAST, seed=0, checkpoint=ckpt)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    for k, v in straight.state_dict().items():
+        assert torch.equal(resumed.state_dict()[k], v), k
+
+
+def test_augment_crop_offsets_uniform_and_flip_half() -> None:
+    """Crop offsets cover 0..2·pad uniformly and about half the images flip."""
+    n, pad = 4000, 2
+    x = torch.zeros(n, 1, 4, 4, dtype=torch.uint8)
+    x[:, :, 0, 0] = 255  # a marker pixel: its position after the crop reveals the offsets
+    out = augment_batch(x, Augment(crop_padding=pad, hflip=False), make_generator(0, "t"))
+    pos = out.view(n, -1).argmax(1)
+    has = out.view(n, -1).amax(1) > 0
+    # marker lands at (pad - oy, pad - ox) when visible, i.e. for oy, ox <= pad
+    visible = has.float().mean().item()
+    assert visible == pytest.approx((pad + 1) ** 2 / (2 * pad + 1) ** 2, abs=0.03)
+    rows = (pos[has] // 4).float()
+    assert rows.mean().item() == pytest.approx(1.0, abs=0.1)  # uniform over 0..2
+    y = torch.zeros(n, 1, 2, 2, dtype=torch.uint8)
+    y[:, :, :, 0] = 255
+    flipped = augment_batch(y, Augment(hflip=True), make_generator(0, "f"))
+    rate = (flipped[:, 0, 0, 1] == 255).float().mean().item()
+    assert rate == pytest.approx(0.5, abs=0.03)
+    assert torch.equal(augment_batch(y, Augment(), make_generator(0, "f")), y)
+
+
+def test_train_data_override_is_used(digits: DataBundle) -> None:
+    """``train_data`` replaces the train split: an epoch over 64 samples is one step."""
+    small = ArrayData(x=digits.train.x[:64], y=digits.train.y[:64])
+    model = build_model("digits_mlp", digits, 0)
+    result = instantiate("trainer", "sgd").fit(model, digits, FAST, seed=0, train_data=small)
+    assert result.steps == FAST.epochs
