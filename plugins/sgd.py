@@ -51,20 +51,37 @@ class SGDTrainer(Trainer):
     description: ClassVar[str] = "SGD + momentum, multistep/cosine LR, masks enforced every step"
 
     eval_batch_size: int = 1024
+    compile: bool = False  # torch.compile the model for training (off until measured per model)
+    data_on_device: str = attrs.field(
+        default="auto", validator=attrs.validators.in_(("auto", "always", "never"))
+    )  # keep the whole split on the accelerator (auto: when it fits in half the free memory)
+
+    def _place(self, data: ArrayData, device: torch.device) -> ArrayData:
+        """The split on ``device`` when it fits (or is asked), else pinned host memory; batches
+        are then moved one by one."""
+        if device.type != "cuda" or self.data_on_device == "always":
+            return data.to(device)
+        if self.data_on_device == "auto":
+            free, _ = torch.cuda.mem_get_info(device)
+            size = data.x.numel() * data.x.element_size() + data.y.numel() * 8
+            if size < free // 2:
+                return data.to(device)
+        cpu = data.to("cpu")
+        return ArrayData(x=cpu.x.pin_memory(), y=cpu.y.pin_memory())
 
     def evaluate(self, model: nn.Module, data: DataBundle, *, device: torch.device | str = "cpu") -> tuple[float, float]:
         device = torch.device(device)
-        test = data.test.to(device)
+        test = self._place(data.test, device)
         was_training = model.training
         model.eval()
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.int64)
         with torch.no_grad(), _autocast(device):
             for start in range(0, len(test), self.eval_batch_size):
-                x = data.normalize(test.x[start : start + self.eval_batch_size])
+                x = data.normalize(test.x[start : start + self.eval_batch_size].to(device, non_blocking=True))
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
-                y = test.y[start : start + self.eval_batch_size]
+                y = test.y[start : start + self.eval_batch_size].to(device, non_blocking=True)
                 logits = model(x).float()
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
                 correct += (logits.argmax(1) == y).sum()
@@ -90,15 +107,18 @@ class SGDTrainer(Trainer):
         model.to(device)
         if device.type == "cuda":
             model.to(memory_format=torch.channels_last)
-        train = (train_data if train_data is not None else data.train).to(device)
+        train = self._place(train_data if train_data is not None else data.train, device)
+        fused = device.type == "cuda"
         optimizer = torch.optim.SGD(
             model.parameters(),
             lr=config.lr,
             momentum=config.momentum,
             nesterov=config.nesterov and config.momentum > 0,
             weight_decay=config.weight_decay,
-            foreach=True,
+            fused=fused or None,
+            foreach=None if fused else True,
         )
+        forward = torch.compile(model) if self.compile else model
         enforce = masks.enforcer(model, optimizer) if masks is not None else None
         if enforce is not None:
             enforce()
@@ -129,12 +149,13 @@ class SGDTrainer(Trainer):
                 factor = lr_factor(config, epoch + i / steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * factor
-                xb = augment_batch(xb, data.augment, generator)
+                xb = augment_batch(xb.to(device, non_blocking=True), data.augment, generator)
+                yb = yb.to(device, non_blocking=True)
                 x = data.normalize(xb)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
                 with _autocast(device):
-                    logits = model(x)
+                    logits = forward(x)
                     loss = F.cross_entropy(logits.float(), yb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
