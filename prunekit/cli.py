@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -13,7 +14,7 @@ import torch
 
 from prunekit import __version__
 from prunekit.errors import PrunekitError
-from prunekit.plugins import KINDS, get_plugins
+from prunekit.plugins import KINDS, PluginInfo, get_plugins, reset_plugins
 
 KIND_ALIASES = {
     **{k: k for k in KINDS},
@@ -59,32 +60,112 @@ def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
     return out
 
 
+def _set_plugins_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    """--plugins-dir: load every *.py file of DIR as a plugin (sets PRUNEKIT_PLUGINS_DIR)."""
+    if value is None or ctx.resilient_parsing:
+        return
+    os.environ["PRUNEKIT_PLUGINS_DIR"] = value
+    reset_plugins()
+    _add_plugin_commands()  # commands of the plugins in DIR
+
+
+def _set_strict(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """--strict-plugins: any plugin problem is an error (sets PRUNEKIT_STRICT_PLUGINS)."""
+    if not value or ctx.resilient_parsing:
+        return
+    os.environ["PRUNEKIT_STRICT_PLUGINS"] = "1"
+    reset_plugins()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="prunekit")
-def cli() -> None:
-    """prunekit: pruning at initialization, sanity-checked and benchmarked."""
+@click.option(
+    "--plugins-dir",
+    type=click.Path(exists=True, file_okay=False),
+    callback=_set_plugins_dir,
+    expose_value=False,
+    is_eager=True,
+    help="Also load every *.py file of DIR as a plugin (same as PRUNEKIT_PLUGINS_DIR).",
+)
+@click.option(
+    "--strict-plugins",
+    is_flag=True,
+    callback=_set_strict,
+    expose_value=False,
+    is_eager=True,
+    help="Make any plugin problem an error (same as PRUNEKIT_STRICT_PLUGINS=1).",
+)
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """prunekit: pruning at initialization, sanity-checked and benchmarked.
+
+    Plugins load from the entry-point group `prunekit`; PRUNEKIT_DISABLE_PLUGIN_AUTOLOAD=1 loads
+    only the built-in ones and PRUNEKIT_PLUGINS=a,b only those. `prunekit plugins` shows them.
+    """
+    loaded = get_plugins()  # strict mode raises here: one line, exit 1
+    if ctx.invoked_subcommand != "plugins":  # that command shows the problems itself
+        for info in loaded.info:
+            for error in info.errors:
+                click.echo(f"warning: plugin {info.name} ({_origin(info)}): {error}", err=True)
+        if loaded.problems:
+            click.echo(
+                "warning: the other plugins work; `prunekit plugins` says how to fix this", err=True
+            )
 
 
 # ------------------------------------------------------------------------------ plugins
+def _origin(info: PluginInfo) -> str:
+    return f"{info.distribution} {info.version}".strip()
+
+
+def _fix(info: PluginInfo) -> str | None:
+    """What to do about a plugin's problems (None when it has none)."""
+    if not info.errors:
+        return None
+    if info.builtin:
+        return (
+            "a built-in plugin failed: reinstall prunekit (pip install -e . in a checkout) "
+            "and report it"
+        )
+    if info.distribution == "runtime":
+        return "fix the object passed to prunekit.plugins.register_plugin"
+    if info.distribution.startswith("file:"):
+        path = info.distribution.removeprefix("file:")
+        return (
+            f"fix or remove {path} (loaded from the plugins folder: "
+            "--plugins-dir / PRUNEKIT_PLUGINS_DIR)"
+        )
+    if info.distribution == "-":
+        return "pass an existing folder to --plugins-dir / PRUNEKIT_PLUGINS_DIR"
+    dist = info.distribution
+    return (
+        f"upgrade it (pip install -U {dist}) or remove it (pip uninstall {dist}); to skip "
+        "it, name the plugins to load in PRUNEKIT_PLUGINS=a,b, or load none with "
+        "PRUNEKIT_DISABLE_PLUGIN_AUTOLOAD=1"
+    )
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
-    """Every plugin: name, version, what it registers, or its error."""
+    """Every plugin: name, distribution, version, hooks, what it registered, problems, fixes."""
     loaded = get_plugins()
-    rows = [p.as_dict() for p in loaded.info]
     if as_json:
-        _emit_json(rows)
+        _emit_json([{**p.as_dict(), "fix": _fix(p)} for p in loaded.info])
         return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="prunekit plugins")
-    for col in ("plugin", "version", "registers", "problems"):
-        table.add_column(col)
     for p in loaded.info:
-        registers = "; ".join(f"{k}: {', '.join(v)}" for k, v in p.registered.items())
-        table.add_row(p.name, f"{p.distribution} {p.version}", registers, "\n".join(p.errors) or "-")
-    Console().print(table)
+        kind = "built-in" if p.builtin else "third-party"
+        click.echo(f"{click.style(p.name, bold=True)}  {_origin(p)}  ({kind})")
+        click.echo(f"  hooks: {', '.join(p.hooks) or '-'}")
+        for registered_kind, names in p.registered.items():
+            click.echo(f"  {registered_kind}: {', '.join(names)}")
+        for error in p.errors:
+            click.echo(f"  problem: {error}")
+        if p.errors:
+            click.echo(f"  fix: {_fix(p)}")
+    count = len(loaded.problems)
+    summary = f"{count} problem(s): see above" if count else "no problems"
+    click.echo(f"{len(loaded.info)} plugins, {summary}")
 
 
 @cli.command("list")
@@ -373,6 +454,10 @@ def train(
             f"{result.final_accuracy:.4f}, best {result.best_accuracy:.4f} "
             f"({config.epochs} epochs, {result.wall_time:.1f} s)"
         )
+
+
+from prunekit.bench.command_report import report  # noqa: E402
+cli.add_command(report)
 
 
 def _add_plugin_commands() -> None:

@@ -1,0 +1,49 @@
+"""Every built-in scorer, schedule, sanity check and method passes the conformance kit.
+
+Parametrized over the registries themselves (as timm's tests run over its model registry),
+so a new built-in is checked without touching this file.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from prunekit import testing
+from prunekit.plugins import load_plugins
+
+_BUILTINS = load_plugins(autoload=False)
+
+
+def _names(kind: str) -> list[str]:
+    return _BUILTINS.registry(kind).names()
+
+
+@pytest.mark.parametrize("name", _names("scorer"))
+def test_builtin_scorer_conforms(name: str) -> None:
+    """The scorer returns finite, deterministic scores of the right shapes on the kit's models
+    and leaves the model, the masks and the global RNG untouched."""
+    testing.check_scorer(name)
+
+
+@pytest.mark.parametrize("name", _names("ratio_schedule"))
+def test_builtin_schedule_conforms(name: str) -> None:
+    """The schedule's counts lie in 0..numel and hit every density within one weight per layer."""
+    testing.check_schedule(name)
+
+
+@pytest.mark.parametrize("name", _names("sanity_check"))
+def test_builtin_check_conforms(name: str) -> None:
+    """The check perturbs every stage it declares (none: nothing), deterministically, without
+    changing its inputs."""
+    testing.check_sanity_check(name)
+
+
+@pytest.mark.parametrize("name", _names("method"))
+def test_builtin_method_conforms(name: str) -> None:
+    """The recipe prunes the kit's conv net to the target density, deterministically."""
+    testing.check_method(name)
+
+
+def test_every_kind_is_covered() -> None:
+    """The parametrization is not silently empty: the built-ins register objects of each kind."""
+    assert all(_names(kind) for kind in ("scorer", "ratio_schedule", "sanity_check", "method"))
