@@ -13,4 +13,9 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "prunekit_plugins.sgd",
     "prunekit_plugins.methods",
     "prunekit_plugins.tickets",
+    "prunekit_plugins.snip",
+    "prunekit_plugins.grasp",
+    "prunekit_plugins.synflow",
+    "prunekit_plugins.suites_plugin",
+    "prunekit_plugins.executors",
 )

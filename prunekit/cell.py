@@ -19,6 +19,7 @@ import torch
 from prunekit.data import DataBundle
 from prunekit.dense import DenseCache
 from prunekit.interfaces import TrainConfig
+from prunekit.pipeline import TicketCache
 from prunekit.plugins import get_plugins
 
 
@@ -65,6 +66,17 @@ class CellResult:
         return attrs.asdict(self)
 
 
+_TICKETS: TicketCache | None = None
+
+
+def ticket_cache() -> TicketCache:
+    """This process's cache of tickets before their ticket check (see :class:`TicketCache`)."""
+    global _TICKETS
+    if _TICKETS is None:
+        _TICKETS = TicketCache()
+    return _TICKETS
+
+
 @functools.lru_cache(maxsize=2)
 def _data(dataset: str, root: str | None) -> DataBundle:
     from prunekit.pipeline import load_dataset
@@ -109,6 +121,8 @@ def run_cell(
         allow_collapse=True,
         init_model=lambda s: pipeline.build_model(spec.model, data, s),
         training=training,
+        reuse=ticket_cache(),
+        reuse_key=[spec.model, spec.dataset, spec.data_root, attrs.asdict(spec.protocol), spec.trainer],
     )
     masks = outcome.masks
     effective = effective_sparsity(model, masks, data.input_shape)

@@ -456,7 +456,10 @@ def train(
         )
 
 
+from prunekit.bench.command_bench import bench  # noqa: E402
 from prunekit.bench.command_report import report  # noqa: E402
+
+cli.add_command(bench)
 cli.add_command(report)
 
 

@@ -7,6 +7,8 @@ with one-line errors for unknown names. Everything random is drawn from the run 
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -188,11 +190,23 @@ def dense_run(
     seed: int,
     pruning_train: ArrayData,
     check_name: str,
+    check_options: Mapping[str, Any] | None = None,
 ) -> DenseRun:
-    """The dense training of ``model`` (at θ₀) on the pruning data, with θ_k kept; cached."""
+    """The dense training of ``model`` (at θ₀) on the pruning data, with θ_k kept; cached.
+
+    The cache key is everything that changes the training (the pruning-data check with its
+    options included), not which states are kept: every method shares the run. It keeps θ₀,
+    θ_k of ``method`` and of every registered late-rewinding method, so that the whole
+    lottery-ticket family trains dense once whatever order its methods come in.
+    """
     steps_per_epoch = -(-len(pruning_train) // training.config.batch_size)
     total = steps_per_epoch * training.config.epochs
     k = rewind_step(method.rewind_point, total) if method.rewind == "step" else 0
+    wanted = {0, k} | {
+        rewind_step(m.rewind_point, total)
+        for m in (e.obj for e in get_plugins().registry("method").entries())
+        if m.pretrain and m.rewind == "step"
+    }
     spec = {
         "model": training.model_name,
         "data": training.dataset_key,
@@ -200,11 +214,11 @@ def dense_run(
         "trainer": training.trainer.name,
         "seed": seed,
         "pruning_data": check_name,
-        "snapshots": sorted({0, k}),
+        "pruning_options": dict(check_options or {}),
         "version": __version__,
     }
 
-    def compute() -> DenseRun:
+    def compute(snapshot_steps: list[int]) -> DenseRun:
         start = {n: v.detach().clone() for n, v in model.state_dict().items()}
         result = training.trainer.fit(
             model,
@@ -213,7 +227,7 @@ def dense_run(
             seed=seed,
             device=training.device,
             train_data=pruning_train,
-            snapshot_steps=sorted({0, k}),
+            snapshot_steps=snapshot_steps,
         )
         final = {n: v.detach().clone() for n, v in model.state_dict().items()}
         model.load_state_dict(start)
@@ -226,7 +240,7 @@ def dense_run(
             best_accuracy=result.best_accuracy,
         )
 
-    return training.cache.get_or_compute(spec, compute)
+    return training.cache.get_or_compute(spec, compute, snapshots=sorted(wanted))
 
 
 def _density_steps(method: Method, density: float) -> list[float]:
@@ -280,6 +294,93 @@ def _score_and_select(
     return masks
 
 
+def _find_ticket(
+    model: nn.Module,
+    data: DataBundle,
+    method: Method,
+    layers: tuple[PrunableLayer, ...],
+    masks: Masks,
+    density: float,
+    *,
+    seed: int,
+    device: torch.device,
+    check: SanityCheck | None,
+    check_rng: torch.Generator,
+    pruning_check: str,
+    init_model: Callable[[int], nn.Module] | None,
+    training: Training | None,
+) -> tuple[Masks, dict[str, torch.Tensor], dict[str, Any]]:
+    """Score, select and rewind: the ticket before any ticket check, with its unpruned
+    weights and what to record about it."""
+    scorer = instantiate("scorer", method.scorer, dict(method.scorer_options))  # type: ignore[arg-type]
+    schedule = instantiate("ratio_schedule", method.schedule, dict(method.schedule_options))
+    meta: dict[str, Any] = {
+        "scorer_options": attrs.asdict(scorer) if attrs.has(type(scorer)) else {},
+        "schedule_options": attrs.asdict(schedule) if attrs.has(type(schedule)) else {},
+    }
+    pruning_train = data.train
+    if check is not None and "pruning_data" in check.stages():
+        pruning_train = check.perturb_data(data.train, data.num_classes, check_rng)
+    batches = scoring_batches(data, scorer.data_request(model, data), seed, device, pruning_train)
+    select = dict(seed=seed, device=device, batches=batches, scorer=scorer, schedule=schedule, check=check, check_rng=check_rng)
+    names = [layer.name for layer in layers]
+    if not method.pretrain:
+        unpruned = _prunable_copy(model, names)
+        masks = _score_and_select(model, data, method, layers, masks, density, **select)  # type: ignore[arg-type]
+        masks.apply(model)
+        return masks, unpruned, meta
+    if training is None:
+        raise PrunekitError(f"method {method.name!r} trains the dense network first: give it a training protocol")
+    dense = dense_run(
+        model, data, method, training, seed=seed, pruning_train=pruning_train, check_name=pruning_check,
+        # options such as half_dataset's fraction change the data: part of the cache key
+        check_options=attrs.asdict(check) if pruning_check != "none" and attrs.has(type(check)) else None,
+    )
+    meta["dense_accuracy"] = dense.final_accuracy
+    k = rewind_step(method.rewind_point, dense.steps) if method.rewind == "step" else 0
+    trained = dense.final
+    densities = _density_steps(method, density)
+    meta["round_densities"] = []
+    for i, round_density in enumerate(densities):
+        model.load_state_dict(trained)
+        masks = _score_and_select(model, data, method, layers, masks, round_density, **select)  # type: ignore[arg-type]
+        meta["round_densities"].append(masks.density())
+        _rewind(model, method, dense, k, trained, data, init_model, seed)
+        unpruned = _prunable_copy(model, names)
+        masks.apply(model)
+        if i < len(densities) - 1:  # IMP: retrain the rewound ticket before the next round
+            training.trainer.fit(
+                model, data, training.config, masks=masks, seed=seed, device=device, train_data=pruning_train
+            )
+            trained = {n: v.detach().clone() for n, v in model.state_dict().items()}
+    return masks, unpruned, meta
+
+
+class TicketCache:
+    """Tickets before their ticket check, kept in memory (least recently used first out), so
+    the clean run and every ticket check of one (method, sparsity, seed) prune once."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> Any:
+        if key in self._items:
+            self.hits += 1
+            self._items.move_to_end(key)
+            return self._items[key]
+        self.misses += 1
+        return None
+
+    def put(self, key: str, value: Any) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
 def prune(
     model: nn.Module,
     data: DataBundle,
@@ -293,6 +394,8 @@ def prune(
     allow_collapse: bool = False,
     init_model: Callable[[int], nn.Module] | None = None,
     training: Training | None = None,
+    reuse: TicketCache | None = None,
+    reuse_key: object = None,
 ) -> PruneOutcome:
     """Prune ``model`` in place with ``method`` to ``sparsity``; return the masks.
 
@@ -302,7 +405,9 @@ def prune(
     the model to θ₀, θ_k, keep θ_T, or re-initialise it; with ``prune_fraction`` they prune,
     rewind and retrain round after round (IMP). A ``pruning_data`` check perturbs the data used
     for scoring and pre-training (never the final training data), a ``scores`` check the scores
-    before selection, a ``ticket`` check the rewound model and masks.
+    before selection, a ``ticket`` check the rewound model and masks. With ``reuse`` (and a
+    ``reuse_key`` naming the model, data and protocol), the ticket before a ticket-only check
+    is shared with the clean run: the result is identical, the work is done once.
     """
     sparsity = check_sparsity(sparsity)
     device = torch.device(device)
@@ -314,44 +419,29 @@ def prune(
     meta: dict[str, Any] = {"method": method.spec(), "sparsity": sparsity, "seed": seed, "check": check_name}
     if method.scorer is None or sparsity == 0.0:
         return PruneOutcome(masks=masks, layers=layers, metadata=meta)
-    scorer = instantiate("scorer", method.scorer, dict(method.scorer_options))
-    schedule = instantiate("ratio_schedule", method.schedule, dict(method.schedule_options))
-    meta["scorer_options"] = attrs.asdict(scorer) if attrs.has(type(scorer)) else {}
-    meta["schedule_options"] = attrs.asdict(schedule) if attrs.has(type(schedule)) else {}
     stages = check.stages() if check is not None else frozenset()
     check_rng = make_generator(seed, "check", check_name)
-    pruning_train = data.train
-    if "pruning_data" in stages:
-        pruning_train = check.perturb_data(data.train, data.num_classes, check_rng)  # type: ignore[union-attr]
-    batches = scoring_batches(data, scorer.data_request(model, data), seed, device, pruning_train)
-    select = dict(seed=seed, device=device, batches=batches, scorer=scorer, schedule=schedule, check=check, check_rng=check_rng)
-
-    names = [layer.name for layer in layers]
-    if not method.pretrain:
-        unpruned = _prunable_copy(model, names)
-        masks = _score_and_select(model, data, method, layers, masks, density, **select)  # type: ignore[arg-type]
-        masks.apply(model)
+    # a check acting on the ticket only leaves everything before it as the clean run has it
+    before_ticket = check_name if stages - {"ticket"} else "none"
+    key = None
+    if reuse is not None and reuse_key is not None:
+        key = json.dumps([reuse_key, method.spec(), sparsity, seed, before_ticket], sort_keys=True, default=str)
+    found = reuse.get(key) if reuse is not None and key is not None else None
+    if found is not None:
+        masks, state, unpruned, found_meta = found
+        model.load_state_dict(state)
+        meta.update(found_meta)
     else:
-        if training is None:
-            raise PrunekitError(f"method {method.name!r} trains the dense network first: give it a training protocol")
-        dense = dense_run(model, data, method, training, seed=seed, pruning_train=pruning_train, check_name=check_name)
-        meta["dense_accuracy"] = dense.final_accuracy
-        k = rewind_step(method.rewind_point, dense.steps) if method.rewind == "step" else 0
-        trained = dense.final
-        densities = _density_steps(method, density)
-        meta["round_densities"] = []
-        for i, round_density in enumerate(densities):
-            model.load_state_dict(trained)
-            masks = _score_and_select(model, data, method, layers, masks, round_density, **select)  # type: ignore[arg-type]
-            meta["round_densities"].append(masks.density())
-            _rewind(model, method, dense, k, trained, data, init_model, seed)
-            unpruned = _prunable_copy(model, names)
-            masks.apply(model)
-            if i < len(densities) - 1:  # IMP: retrain the rewound ticket before the next round
-                training.trainer.fit(
-                    model, data, training.config, masks=masks, seed=seed, device=device, train_data=pruning_train
-                )
-                trained = {n: v.detach().clone() for n, v in model.state_dict().items()}
+        masks, unpruned, found_meta = _find_ticket(
+            model, data, method, layers, masks, density,
+            seed=seed, device=device, check=check, check_rng=check_rng,
+            pruning_check=check_name if "pruning_data" in stages else "none",
+            init_model=init_model, training=training,
+        )
+        meta.update(found_meta)
+        if reuse is not None and key is not None:
+            state = {n: v.detach().clone() for n, v in model.state_dict().items()}
+            reuse.put(key, (Masks(dict(masks)), state, unpruned, found_meta))
     if "ticket" in stages:
         if init_model is None:
             raise PrunekitError(f"check {check_name!r} needs a way to re-initialise the model")

@@ -1,0 +1,1 @@
+"""The benchmark suites shipped with prunekit (TOML files, installed as package data)."""
