@@ -4,7 +4,8 @@ A :class:`DenseRun` holds θ₀, θ_k (after ``k`` steps) and θ_T of one dense 
 (model, data, protocol, seed, pruning-data perturbation). :class:`DenseCache` keeps them on disk
 under a content hash of everything that determines them, so every method and check that needs
 the same dense run reuses it; a file lock makes two processes asking for the same run compute
-it once.
+it once. Which states are kept does not change the training, so it is not part of the key: a
+stored run that lacks a wanted rewinding point is trained again keeping both sets of states.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -74,31 +75,39 @@ class DenseCache:
         self.hits = 0
         self.misses = 0
 
-    def get_or_compute(self, spec: Mapping[str, Any], compute: Callable[[], DenseRun]) -> DenseRun:
+    def get_or_compute(
+        self,
+        spec: Mapping[str, Any],
+        compute: Callable[..., DenseRun],
+        snapshots: Sequence[int] | None = None,
+    ) -> DenseRun:
+        """The run of ``spec``: from memory, from disk, or ``compute``-d (and stored).
+
+        Without ``snapshots``, ``compute()`` is called on a miss. With ``snapshots``, a stored
+        run counts as a hit only when it kept the state after every one of those steps (or has
+        fewer steps); otherwise ``compute(steps)`` trains again keeping ``steps`` = the wanted
+        ones and those the stored run had, and the new run replaces it.
+        """
         key = cache_key(spec)
-        if key in self._memory:
+        wanted = None if snapshots is None else sorted({int(s) for s in snapshots})
+        known = self._memory.get(key)
+        if known is not None and _covers(known, wanted):
             self.hits += 1
-            return self._memory[key]
+            return known
         if self.root is None:
             self.misses += 1
-            run = compute()
+            run = _compute(compute, wanted, known)
             self._memory[key] = run
             return run
         path = self.root / f"dense-{key}.pt"
         with _locked(self.root / f"dense-{key}.lock"):
-            if path.is_file():
+            stored = _load(path) if path.is_file() else None
+            if stored is not None and _covers(stored, wanted):
                 self.hits += 1
-                saved = torch.load(path, map_location="cpu", weights_only=True)
-                run = DenseRun(
-                    states={int(k): v for k, v in saved["states"].items()},
-                    final=saved["final"],
-                    steps=int(saved["steps"]),
-                    final_accuracy=float(saved["final_accuracy"]),
-                    best_accuracy=float(saved["best_accuracy"]),
-                )
+                run = stored
             else:
                 self.misses += 1
-                run = compute()
+                run = _compute(compute, wanted, stored or known)
                 tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
                 torch.save(
                     {
@@ -114,3 +123,29 @@ class DenseCache:
                 tmp.replace(path)
         self._memory[key] = run
         return run
+
+
+def _covers(run: DenseRun, wanted: Sequence[int] | None) -> bool:
+    """Whether ``run`` kept every wanted state (steps at or past its end are its final state)."""
+    return wanted is None or all(s in run.states or s >= run.steps for s in wanted)
+
+
+def _compute(
+    compute: Callable[..., DenseRun], wanted: Sequence[int] | None, old: DenseRun | None
+) -> DenseRun:
+    """``compute()``, or ``compute(steps)`` keeping the wanted states and those ``old`` kept."""
+    if wanted is None:
+        return compute()
+    keep = set(wanted) | (set(old.states) if old is not None else set())
+    return compute(sorted(keep))
+
+
+def _load(path: Path) -> DenseRun:
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    return DenseRun(
+        states={int(k): v for k, v in saved["states"].items()},
+        final=saved["final"],
+        steps=int(saved["steps"]),
+        final_accuracy=float(saved["final_accuracy"]),
+        best_accuracy=float(saved["best_accuracy"]),
+    )

@@ -33,6 +33,7 @@ def _csv(value: str | None, cast: type = str) -> list:  # type: ignore[type-arg]
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Reports and plots (default: prunekit-report/ beside the db).")
 @click.option("--executor", "executor_name", default="local", show_default=True, help="local, processes, or a plugin's executor.")
 @click.option("--jobs", type=int, default=1, show_default=True, help="Worker processes (the processes executor).")
+@click.option("--ray-address", default=None, help="Ray cluster address for --executor ray (e.g. auto or ray://host:10001).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the suite's).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where datasets live (overrides the suite).")
 @click.option("--json", "as_json", is_flag=True, help="Summary and leaderboard as JSON on stdout.")
@@ -43,7 +44,7 @@ def _csv(value: str | None, cast: type = str) -> list:  # type: ignore[type-arg]
 def bench(
     all_methods: bool, suite_name: str, methods: str | None, checks: str | None, sparsities: str | None,
     seeds: str | None, dry_run: bool, db: str, out: str | None, executor_name: str, jobs: int,
-    device: str | None, data_root: str | None, as_json: bool, use_wandb: bool, wandb_project: str,
+    ray_address: str | None, device: str | None, data_root: str | None, as_json: bool, use_wandb: bool, wandb_project: str,
     wandb_entity: str | None, wandb_mode: str,
 ) -> None:
     """Run a benchmark suite: prune, check, train, store, rank and report."""
@@ -67,7 +68,7 @@ def bench(
         return
     dev = str(resolve_device(device or ("auto" if suite.device == "cuda" else "cpu")))
     executor_cls = get_plugins().registry("executor").get(executor_name)
-    executor = executor_cls(jobs=jobs)
+    executor = executor_cls(jobs=jobs, **({"address": ray_address} if ray_address else {}))
     from prunekit.bench.store import ResultStore
 
     store = ResultStore(db)
