@@ -18,4 +18,5 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "prunekit_plugins.synflow",
     "prunekit_plugins.suites_plugin",
     "prunekit_plugins.executors",
+    "prunekit_plugins.ray_executor",
 )
