@@ -152,6 +152,8 @@ def _candidates(
         yield module_name, "prunekit", __version__, True, lambda m=module_name: importlib.import_module(m)
     if autoload:
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.value in BUILTIN_PLUGINS:  # listed too, but always loaded above
+                continue
             if only is not None and ep.name not in only:
                 continue
             dist = getattr(ep, "dist", None)

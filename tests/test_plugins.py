@@ -151,3 +151,16 @@ def test_plugins_dir_loads_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     plugins.reset_plugins()
     assert "ones_scorer" in plugins.registry("scorer")
     sys.modules.pop("prunekit_local_plugins.local_ones", None)
+
+
+def test_builtins_are_listed_as_entry_points_and_loaded_once() -> None:
+    """pyproject's 'prunekit' entry points list every built-in plugin, and each loads once."""
+    import importlib.metadata
+
+    from prunekit_plugins import BUILTIN_PLUGINS
+
+    values = {ep.value for ep in importlib.metadata.entry_points(group="prunekit")}
+    assert set(BUILTIN_PLUGINS) <= values
+    names = [p.name for p in plugins.load_plugins().info]
+    assert len(names) == len(set(names))
+    assert plugins.load_plugins().registry("scorer").entry("magnitude").origin.plugin == "prunekit_plugins.basic_scorers"
