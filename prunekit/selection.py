@@ -45,7 +45,7 @@ def select_top(
 ) -> Masks:
     """Keep exactly ``counts[layer]`` weights with the highest scores in every layer.
 
-    Ties are broken by position (stable sort), so the result is deterministic.
+    Ties are broken by position (lower index first), so the result is deterministic.
     """
     masks = {}
     for layer in layers:
@@ -57,7 +57,14 @@ def select_top(
         if k == layer.numel:
             mask.fill_(True)
         elif k > 0:
-            order = torch.argsort(flat.float() if flat.dtype == torch.bfloat16 else flat, descending=True, stable=True)
-            mask[order[:k]] = True
+            # the k-th largest score, then every score above it and the first ties by position:
+            # the same set as a stable descending sort, at a fraction of its cost
+            values = flat.float() if flat.dtype in (torch.bfloat16, torch.float16) else flat
+            threshold = torch.kthvalue(values, layer.numel - k + 1).values
+            mask = values > threshold
+            missing = k - int(mask.sum())
+            if missing > 0:
+                ties = torch.nonzero(values == threshold, as_tuple=False).flatten()[:missing]
+                mask[ties] = True
         masks[layer.name] = mask.view(layer.shape)
     return Masks(masks)

@@ -135,3 +135,20 @@ def test_load_rejects_missing_and_foreign_files(tmp_path: Path) -> None:
     save_file({"w": torch.zeros(2)}, str(foreign))
     with pytest.raises(PrunekitError, match="not a prunekit mask file"):
         Masks.load(foreign)
+
+
+def test_select_top_equals_stable_sort_with_ties() -> None:
+    """Top-k selection keeps exactly k per layer: the same set as a stable descending sort,
+    ties at the threshold taken by position."""
+    from prunekit.layers import PrunableLayer
+    from prunekit.selection import select_top
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 5, (40, 7), generator=g).float()  # many ties
+    layer = PrunableLayer(name="w", module="", kind="linear", shape=(40, 7), index=0)
+    for k in (0, 1, 13, 139, 140, 280):
+        mask = select_top([layer], {"w": scores}, {"w": k})["w"].flatten()
+        order = torch.argsort(scores.flatten(), descending=True, stable=True)[:k]
+        expected = torch.zeros(280, dtype=torch.bool)
+        expected[order] = True
+        assert int(mask.sum()) == k and torch.equal(mask, expected), k

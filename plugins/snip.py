@@ -1,0 +1,187 @@
+"""SNIP (Lee, Ajanthan, Torr, ICLR 2019): connection sensitivity s = |θ ⊙ ∂L/∂θ|.
+
+Scored on the model itself at its current (masked) weights: cross-entropy on the class-balanced
+scoring batches, gradients of the prunable weights summed over the batches (one forward and
+one backward per batch, :func:`torch.autograd.grad` on the prunable weights only, so ``.grad``
+is never touched). BatchNorm runs in train mode by default, as in the reference code (which
+scores a fresh model, i.e. in train mode); the running statistics that this updates are saved
+before and restored afterwards, as is every module's train/eval flag, so the model leaves the
+scorer exactly as it came.
+
+Scoring batch (``batch_rule``), as in the authors' code (Su et al. 2020, ``train_ticket.py``):
+
+* ``single`` — 10 samples per class, 1 iteration;
+* ``split`` — 1 sample per class, 10 iterations (gradients summed);
+* ``auto`` (default) — ``split`` when the dataset has ≥ 200 classes (Tiny-ImageNet) or the model
+  is deeper than 32, else ``single``. *Depth* is the number of prunable layers that are not
+  1×1 convolutions — the usual count, which leaves out ResNet projection shortcuts:
+  ``cifar_resnet32`` → 32 (single), ``cifar_resnet56`` → 56 (split), ``cifar_vgg19_bn`` → 17.
+
+``samples_per_class`` / ``iterations`` override the rule when given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import ClassVar, Literal
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from prunekit.data import DataBundle
+from prunekit.errors import PrunekitError
+from prunekit.hookspecs import hookimpl
+from prunekit.interfaces import DataRequest, Scorer, ScoringContext
+from prunekit.layers import prunable_layers
+
+BatchRule = Literal["auto", "single", "split"]
+DEEP = 32  # "ResNets deeper than 32" use the split batch
+MANY_CLASSES = 200  # Tiny-ImageNet uses the split batch
+
+
+def model_depth(model: nn.Module) -> int:
+    """Prunable layers that are not 1×1 convolutions (ResNet32 → 32, VGG19 → 17)."""
+    return sum(
+        1
+        for layer in prunable_layers(model)
+        if not (layer.kind == "conv" and all(k == 1 for k in layer.shape[2:]) and len(layer.shape) > 2)
+    )
+
+
+def batch_request(
+    model: nn.Module,
+    num_classes: int,
+    rule: str,
+    samples_per_class: int | None,
+    iterations: int | None,
+) -> DataRequest:
+    """The scoring batch of SNIP and GraSP under ``rule`` (see the module docstring)."""
+    if rule == "auto":
+        split = num_classes >= MANY_CLASSES or model_depth(model) > DEEP
+        rule = "split" if split else "single"
+    per_class, iters = (1, 10) if rule == "split" else (10, 1)
+    return DataRequest(
+        samples_per_class=samples_per_class if samples_per_class is not None else per_class,
+        iterations=iterations if iterations is not None else iters,
+    )
+
+
+def _grads(grads: tuple[torch.Tensor | None, ...], like: list[nn.Parameter]) -> tuple[torch.Tensor, ...]:
+    """Gradients with zeros for weights the loss does not use."""
+    return tuple(
+        torch.zeros_like(w, requires_grad=False) if g is None else g for g, w in zip(grads, like)
+    )
+
+
+def prunable_weights(model: nn.Module, ctx: ScoringContext) -> list[nn.Parameter]:
+    params = dict(model.named_parameters())
+    return [params[layer.name] for layer in ctx.layers]
+
+
+@contextmanager
+def preserved(model: nn.Module, *, buffers: bool) -> Iterator[None]:
+    """Restore every module's train/eval flag (and, with ``buffers``, every buffer's values)."""
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [(b, b.detach().clone()) for b in model.buffers()] if buffers else []
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
+        for m, mode in modes:
+            m.training = mode
+
+
+@contextmanager
+def grad_enabled_on(weights: list[nn.Parameter]) -> Iterator[None]:
+    """Temporarily make ``weights`` require grad (frozen weights are scored too)."""
+    flags = [w.requires_grad for w in weights]
+    try:
+        for w in weights:
+            w.requires_grad_(True)
+        with torch.enable_grad():
+            yield
+    finally:
+        for w, flag in zip(weights, flags):
+            w.requires_grad_(flag)
+
+
+def set_mode(model: nn.Module, bn_mode: str) -> None:
+    model.train(bn_mode == "train")
+
+
+def _mode_validator() -> object:
+    return attrs.validators.in_(("train", "eval"))
+
+
+def _rule_validator() -> object:
+    return attrs.validators.in_(("auto", "single", "split"))
+
+
+def _optional_positive() -> object:
+    return attrs.validators.optional(attrs.validators.gt(0))
+
+
+@attrs.frozen(kw_only=True)
+class Snip(Scorer):
+    """|θ ⊙ ∂L/∂θ| on class-balanced batches, gradients summed (Lee et al. 2019)."""
+
+    name: ClassVar[str] = "snip"
+    description: ClassVar[str] = "connection sensitivity |θ·∂L/∂θ| on a class-balanced batch"
+
+    batch_rule: BatchRule = attrs.field(default="auto", validator=_rule_validator())
+    samples_per_class: int | None = attrs.field(default=None, validator=_optional_positive())
+    iterations: int | None = attrs.field(default=None, validator=_optional_positive())
+    xavier_copy: bool = False  # score re-drawn Xavier-normal weights (one popular port)
+    bn_mode: Literal["train", "eval"] = attrs.field(default="train", validator=_mode_validator())
+
+    def data_request(self, model: nn.Module, data: DataBundle) -> DataRequest:
+        return batch_request(model, data.num_classes, self.batch_rule, self.samples_per_class, self.iterations)
+
+    def score(self, model: nn.Module, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        weights = prunable_weights(model, ctx)
+        saved_weights: list[torch.Tensor] = []
+        with preserved(model, buffers=self.bn_mode == "train"), grad_enabled_on(weights):
+            try:
+                if self.xavier_copy:
+                    saved_weights = self._redraw(weights, ctx)
+                set_mode(model, self.bn_mode)
+                grads: list[torch.Tensor] | None = None
+                dtype = weights[0].dtype
+                for x, y in ctx.batches:
+                    loss = F.cross_entropy(model(x.to(dtype)), y)
+                    g = _grads(torch.autograd.grad(loss, weights, allow_unused=True), weights)
+                    if grads is None:
+                        grads = list(g)
+                    else:
+                        torch._foreach_add_(grads, g)
+                if grads is None:
+                    raise PrunekitError("snip needs at least one scoring batch")
+                scores = [g if g.is_contiguous() else g.contiguous() for g in grads]
+                with torch.no_grad():  # the summed gradients are ours: score in place
+                    torch._foreach_mul_(scores, [w.detach() for w in weights])
+                    torch._foreach_abs_(scores)
+            finally:
+                if saved_weights:
+                    with torch.no_grad():
+                        torch._foreach_copy_(weights, saved_weights)
+        return {layer.name: s for layer, s in zip(ctx.layers, scores)}
+
+    @torch.no_grad()
+    def _redraw(self, weights: list[nn.Parameter], ctx: ScoringContext) -> list[torch.Tensor]:
+        """Replace the weights by Xavier-normal draws (masked); return the originals."""
+        saved = [w.detach().clone() for w in weights]
+        for layer, w in zip(ctx.layers, weights):
+            draw = torch.empty(w.shape, dtype=w.dtype)
+            nn.init.xavier_normal_(draw, generator=ctx.generator("snip-xavier", layer.name))
+            w.copy_(draw.to(w.device) * ctx.masks[layer.name].to(device=w.device, dtype=w.dtype))
+        return saved
+
+
+@hookimpl
+def register_scorers(register):  # type: ignore[no-untyped-def]
+    register(Snip)

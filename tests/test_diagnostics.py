@@ -1,0 +1,142 @@
+"""Diagnostics: layer table, collapsed layers, effective masks and effective sparsity."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+from prunekit.diagnostics import collapsed_layers, effective_masks, effective_sparsity, layer_table
+from prunekit.errors import PrunekitError
+from prunekit.layers import prunable_layers
+from prunekit.masks import Masks
+from prunekit.plugins import get_plugins
+
+
+def _chain() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(3, 4, bias=True), nn.ReLU(), nn.Linear(4, 2, bias=True))
+
+
+def _ones(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {layer.name: torch.ones(layer.shape, dtype=torch.bool) for layer in prunable_layers(model)}
+
+
+def test_pruned_outputs_of_a_hidden_unit_cut_its_inputs() -> None:
+    """Layer 2 loses every weight leaving hidden unit j (its column j): the weights into unit j
+    (row j of layer 1) no longer reach the output and become ineffective; nothing else does."""
+    model = _chain()
+    m = _ones(model)
+    m["3.weight"][:, 1] = False
+    masks = Masks(m)
+    eff = effective_masks(model, masks, (3, 1, 1))
+    expected_l1 = torch.ones(4, 3, dtype=torch.bool)
+    expected_l1[1] = False
+    assert torch.equal(eff["1.weight"], expected_l1)
+    assert torch.equal(eff["3.weight"], m["3.weight"])
+    sparsity = effective_sparsity(model, masks, (3, 1, 1))
+    assert sparsity == pytest.approx(5 / 20)
+    assert sparsity >= masks.sparsity()
+
+
+def test_pruned_inputs_of_a_hidden_unit_cut_its_outputs() -> None:
+    """Layer 1 loses every weight into hidden unit j (row j): the weights leaving unit j
+    (column j of layer 2) carry no input signal and become ineffective — biases do not count
+    as a path from the input."""
+    model = _chain()
+    m = _ones(model)
+    m["1.weight"][2] = False
+    eff = effective_masks(model, Masks(m), (3, 1, 1))
+    expected_l2 = torch.ones(2, 4, dtype=torch.bool)
+    expected_l2[:, 2] = False
+    assert torch.equal(eff["3.weight"], expected_l2)
+    assert torch.equal(eff["1.weight"], m["1.weight"])
+
+
+def test_mixed_signs_do_not_cancel() -> None:
+    """Weights whose signed contributions would cancel exactly are still effective (the probe
+    uses the mask, not the weights)."""
+    model = _chain()
+    with torch.no_grad():
+        model[1].weight.copy_(torch.tensor([[1.0, -1.0, 0.0]] * 4))
+    m = _ones(model)
+    assert effective_masks(model, Masks(m), (3, 1, 1)).kept() == 20
+
+
+class _Residual(nn.Module):
+    """stem conv → [conv a → BN → ReLU → conv b → BN] + skip → ReLU → pool → fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        self.a = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn_a = nn.BatchNorm2d(4)
+        self.b = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn_b = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = self.bn_b(self.b(torch.relu(self.bn_a(self.a(x)))))
+        x = torch.relu(x + y)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_residual_branch_with_a_collapsed_layer() -> None:
+    """When conv b collapses, conv a's weights are cut from the output, while the skip keeps
+    the stem and the classifier effective; BN running stats and modes do not matter and are
+    left unchanged."""
+    torch.manual_seed(0)
+    model = _Residual()
+    with torch.no_grad():
+        model.bn_a.running_mean.fill_(5.0)  # would zero the branch if used as is
+        model.bn_a.weight.fill_(-1.0)
+    model.train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    m = _ones(model)
+    m["b.weight"][:] = False
+    masks = Masks(m)
+    eff = effective_masks(model, masks, (1, 5, 5))
+    assert collapsed_layers(masks) == ["b.weight"]
+    assert eff.layer_kept() == {"stem.weight": 36, "a.weight": 0, "b.weight": 0, "fc.weight": 12}
+    assert model.training and all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+    # intact branch: everything effective
+    assert effective_masks(model, Masks(_ones(model)), (1, 5, 5)).kept() == Masks(_ones(model)).kept()
+
+
+def test_dense_cnn_with_max_pool_is_fully_effective_and_sparse_is_not_less_sparse() -> None:
+    """digits_cnn (BN, max-pool, avg-pool): dense masks are fully effective; for a random 95 %
+    sparse mask the effective mask is a subset and effective sparsity ≥ sparsity."""
+    get_plugins()
+    model = timm.create_model("digits_cnn", num_classes=10)
+    layers = prunable_layers(model)
+    dense = Masks(_ones(model))
+    assert effective_masks(model, dense, (1, 8, 8)).kept() == dense.kept()
+    g = torch.Generator().manual_seed(0)
+    sparse = Masks({layer.name: torch.rand(layer.shape, generator=g) < 0.05 for layer in layers})
+    eff = effective_masks(model, sparse, (1, 8, 8))
+    assert all(torch.equal(eff[n] & ~sparse[n], torch.zeros_like(sparse[n])) for n in sparse)
+    assert effective_sparsity(model, sparse, (1, 8, 8)) >= sparse.sparsity()
+
+
+def test_layer_table_and_collapsed_layers() -> None:
+    """layer_table lists name, kind, shape, kept, total, density per layer in order."""
+    model = _chain()
+    m = _ones(model)
+    m["1.weight"][0, :2] = False
+    m["3.weight"][:] = False
+    masks = Masks(m)
+    rows = layer_table(prunable_layers(model), masks)
+    assert rows == [
+        {"name": "1.weight", "kind": "linear", "shape": (4, 3), "kept": 10, "total": 12, "density": 10 / 12},
+        {"name": "3.weight", "kind": "linear", "shape": (2, 4), "kept": 0, "total": 8, "density": 0.0},
+    ]
+    assert collapsed_layers(masks) == ["3.weight"]
+
+
+def test_layer_norm_models_are_refused() -> None:
+    """A LayerNorm erases the constant probe, so effective sparsity refuses it clearly."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
+    with pytest.raises(PrunekitError, match="LayerNorm"):
+        effective_masks(model, Masks(_ones(model)), (3, 1, 1))
