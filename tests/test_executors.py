@@ -30,6 +30,13 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
+def _same(a: dict[CellSpec, tuple[str, float, float]], b: dict[CellSpec, tuple[str, float, float]]) -> bool:
+    """Identical masks and accuracies; losses equal up to float summation order (1e-6)."""
+    return a.keys() == b.keys() and all(
+        a[k][:2] == b[k][:2] and abs(a[k][2] - b[k][2]) <= 1e-6 * max(1.0, abs(b[k][2])) for k in a
+    )
+
+
 def _results(name: str, **options: object) -> dict[CellSpec, tuple[str, float, float]]:
     executor = get_plugins().registry("executor").get(name)(**options)
     out = {}
@@ -44,13 +51,13 @@ def test_processes_match_local(one_thread: None) -> None:
     """Two worker processes return, for every cell, the masks and metrics of the local run."""
     local = _results("local")
     assert len(local) == len(CELLS) and len({h for h, _, _ in local.values()}) == len(CELLS)
-    assert _results("processes", jobs=2) == local
+    assert _same(_results("processes", jobs=2), local)
 
 
 def test_ray_matches_local(one_thread: None) -> None:
     """On a local Ray instance with CPUs, the same grid gives the same masks and metrics."""
     pytest.importorskip("ray", reason="the ray extra is not installed")  # installed in CI by .ci/run
-    assert _results("ray", jobs=2) == _results("local")
+    assert _same(_results("ray", jobs=2), _results("local"))
 
 
 def test_jobs_must_be_positive() -> None:
