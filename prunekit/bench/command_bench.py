@@ -73,17 +73,22 @@ def bench(
 
     store = ResultStore(db)
     out_dir = Path(out) if out else Path(db).resolve().parent / "prunekit-report"
+    from prunekit.bench.runner import new_bench_id
+
+    bench_id = new_bench_id()
     sink = None
     if use_wandb:
+        out_dir.mkdir(parents=True, exist_ok=True)
         from prunekit.bench.wandb_sink import WandbSink
 
-        sink = WandbSink(project=wandb_project, entity=wandb_entity, mode=wandb_mode, bench_id=suite.name)
+        sink = WandbSink(project=wandb_project, entity=wandb_entity, mode=wandb_mode, bench_id=bench_id, dir=out_dir)
     from prunekit.bench.runner import run_bench
 
     summary = run_bench(
         suite, grid, store=store, executor=executor, device=dev,
         cache_dir=Path(db).resolve().parent / ".prunekit-cache",
         progress=not as_json, on_row=sink.log_cell if sink is not None else None, argv=sys.argv,
+        bench_id=bench_id,
     )
     rows = store.rows(suite=suite.name)
     keys = {r.key for r in rows}

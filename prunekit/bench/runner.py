@@ -93,6 +93,11 @@ def _row(spec: CellSpec, suite: Suite, key: str, status: str, bench_id: str, env
     )
 
 
+def new_bench_id() -> str:
+    """A bench id: the start time and a random suffix."""
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
 def run_bench(
     suite: Suite,
     grid: Grid,
@@ -104,6 +109,7 @@ def run_bench(
     progress: bool = True,
     on_row: Callable[[ResultRow], None] | None = None,
     argv: list[str] | None = None,
+    bench_id: str | None = None,
 ) -> BenchSummary:
     """Run every cell of ``grid`` not yet done in ``store``; record each result as it arrives.
 
@@ -115,7 +121,7 @@ def run_bench(
 
     started = time.perf_counter()
     _data(suite.dataset, suite.data_root)  # a missing dataset fails here, before any write
-    bench_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    bench_id = bench_id or new_bench_id()
     keyed = [(spec, cell_key(spec, suite)) for spec in grid.cells]
     status = store.statuses(k for _, k in keyed)
     todo = [(spec, key) for spec, key in keyed if status.get(key) != "done"]
