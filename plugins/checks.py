@@ -251,7 +251,7 @@ class LayerwiseWeightShuffle(SanityCheck):
 
     @torch.no_grad()
     def perturb_ticket(self, ticket: TicketContext) -> Masks:
-        model, masks, generator, init_model = ticket.model, ticket.masks, ticket.generator, ticket.init_model
+        model, masks, generator = ticket.model, ticket.masks, ticket.generator
         for name, w in _weights(model, masks, "the model").items():
             mask = masks[name].to(w.device)
             values = w[mask]
@@ -363,7 +363,7 @@ class ComposedCheck(SanityCheck):
         return scores
 
     def perturb_ticket(self, ticket: TicketContext) -> Masks:
-        model, masks, generator, init_model = ticket.model, ticket.masks, ticket.generator, ticket.init_model
+        model, masks = ticket.model, ticket.masks
         for c in self._at("ticket"):
             masks = c.perturb_ticket(attrs.evolve(ticket, masks=masks))
             masks.apply(model)

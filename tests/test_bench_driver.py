@@ -17,8 +17,8 @@ import pytest
 from prunekit.bench.grid import expand
 from prunekit.bench.store import ResultStore
 from prunekit.bench.suite import load_suite, resolve_suite
-from prunekit.cli import main
 from prunekit.errors import PrunekitError
+from tests.cli_runner import run_cli as run
 
 TINY = """
 name = "tiny"
@@ -68,14 +68,6 @@ def suite_file(tmp_path: Path) -> Path:
     return path
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _cells(db: Path) -> list[tuple[str, str, float | None]]:

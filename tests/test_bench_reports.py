@@ -20,6 +20,7 @@ from prunekit.bench.published import PUBLISHED, compare_published, lookup
 from prunekit.bench.records import ResultRow
 from prunekit.bench.report import print_terminal_report, write_reports
 from prunekit.errors import PrunekitError
+from tests.cli_runner import run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODEL, DATASET, PROTOCOL = "cifar_vgg19_bn", "cifar10", "proto-A"
@@ -229,16 +230,6 @@ def fake_store(monkeypatch: pytest.MonkeyPatch) -> type[FakeStore]:
     return FakeStore
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    from prunekit.cli import main
-
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_report_command_regenerates_files(

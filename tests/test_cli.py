@@ -8,19 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from prunekit.cli import main
 from prunekit.masks import Masks
+from tests.cli_runner import run_cli as run
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run ``prunekit argv`` in process; (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_list_methods_json(capsys: pytest.CaptureFixture[str]) -> None:

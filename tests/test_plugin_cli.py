@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from prunekit.cli import cli, main
+from prunekit.cli import cli
+from tests.cli_runner import run_cli as run
 
 GOOD = """
     import attrs, torch
@@ -62,15 +63,6 @@ COMMAND = """
 """
 
 
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run ``prunekit argv`` in process; (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(autouse=True)

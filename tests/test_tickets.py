@@ -25,7 +25,6 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from prunekit.cell import CellSpec, run_cell
-from prunekit.cli import main
 from prunekit.data import ArrayData, DataBundle, make_generator, stratified_split
 from prunekit.dense import DenseCache, DenseRun
 from prunekit.hookspecs import hookimpl
@@ -43,6 +42,7 @@ from prunekit.pipeline import (
 )
 from prunekit.plugins import get_plugins, register_plugin, unregister_plugin
 from prunekit_plugins.sgd import SGDTrainer
+from tests.cli_runner import run_cli as _run
 
 MODEL = "digits_mlp"
 CONFIG = TrainConfig(epochs=1, batch_size=64, lr=0.05, lr_schedule="cosine")
@@ -580,14 +580,6 @@ def test_ticket_checks_reuse_the_clean_dense_run(data: DataBundle) -> None:
 
 
 # ------------------------------------------------------------------------------- the CLI
-def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(argv)
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("method", FAMILY)

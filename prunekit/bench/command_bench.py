@@ -90,12 +90,10 @@ def bench(
         progress=not as_json, on_row=sink.log_cell if sink is not None else None, argv=sys.argv,
         bench_id=bench_id,
     )
-    rows = store.rows(suite=suite.name)
-    keys = {r.key for r in rows}
     from prunekit.bench.runner import cell_key
 
     wanted = {cell_key(spec, suite) for spec in grid.cells}
-    rows = [r for r in rows if r.key in wanted and r.key in keys]
+    rows = [r for r in store.rows(suite=suite.name) if r.key in wanted]  # this grid's cells only
     from prunekit.bench.report import print_terminal_report, write_reports
 
     files = write_reports(rows, out_dir)
