@@ -2,20 +2,39 @@
 
 An executor is a plugin kind: ``local`` runs cells in this process one after another,
 ``processes`` runs them in ``jobs`` worker processes (one per GPU when several are visible).
-Third parties register cluster back-ends through ``register_executors``.
+Third parties register cluster back-ends through ``register_executors``: subclass
+:class:`Executor`, implement :meth:`Executor.run` with :func:`run_one` on the workers.
+
+Worker processes load plugins the way the driver's environment says (entry points,
+``PRUNEKIT_PLUGINS_DIR``); a plugin registered at runtime in the driver
+(``prunekit.plugins.register_plugin``) exists only there, so run such cells with ``local``.
 """
 
 from __future__ import annotations
 
 import abc
 import os
+import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from prunekit.cell import CellResult, CellSpec
+from prunekit.dense import DenseCache
+from prunekit.errors import PrunekitError
 
 Outcome = tuple[CellSpec, CellResult | None, str | None]
+
+
+def error_text(err: BaseException) -> str:
+    """``Type: first line of the message (at file:line in function)`` — what a failed cell keeps."""
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = f"{type(err).__name__}: {message}" if message else type(err).__name__
+    frames = traceback.extract_tb(err.__traceback__)
+    if frames:
+        last = frames[-1]
+        text += f" (at {Path(last.filename).name}:{last.lineno} in {last.name})"
+    return text
 
 
 def run_one(spec: CellSpec, device: str, cache_dir: str | None) -> tuple[CellResult | None, str | None]:
@@ -23,33 +42,36 @@ def run_one(spec: CellSpec, device: str, cache_dir: str | None) -> tuple[CellRes
     from prunekit.cell import run_cell
 
     try:
-        return run_cell(spec, device=device, cache=_cache(cache_dir)), None
+        return run_cell(spec, device=device, cache=dense_cache(cache_dir)), None
     except Exception as err:  # noqa: BLE001 - any plugin error fails this cell only
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        return None, f"{type(err).__name__}: {first}"
+        return None, error_text(err)
 
 
-_CACHES: dict[str | None, object] = {}
+_CACHES: dict[str | None, DenseCache] = {}
 
 
-def _cache(cache_dir: str | None):  # type: ignore[no-untyped-def]
-    from prunekit.dense import DenseCache
-
+def dense_cache(cache_dir: str | None) -> DenseCache:
+    """This process's dense cache for ``cache_dir`` (on disk; in memory when None), shared by
+    every cell it runs so pre-training is computed once per (model, data, protocol, seed)."""
     if cache_dir not in _CACHES:
         _CACHES[cache_dir] = DenseCache(cache_dir)
     return _CACHES[cache_dir]
 
 
 class Executor(abc.ABC):
-    """Runs cells; yields ``(spec, result, error)`` as each one finishes."""
+    """Runs cells; yields ``(spec, result, error)`` as each one finishes.
+
+    ``result`` is None exactly when ``error`` is the text of what the cell raised. Every given
+    spec must come back once (the very object given). ``in_order`` executors yield in the order
+    given, one cell at a time, so the driver can show which cell is running.
+    """
 
     name: ClassVar[str]
     description: ClassVar[str]
+    in_order: ClassVar[bool] = False
 
-    def __init__(self, jobs: int = 1, **options: object) -> None:
+    def __init__(self, jobs: int = 1, **options: Any) -> None:
         if jobs < 1:
-            from prunekit.errors import PrunekitError
-
             raise PrunekitError(f"--jobs must be at least 1, got {jobs}")
         self.jobs = jobs
         self.options = options
@@ -61,6 +83,7 @@ class Executor(abc.ABC):
 class LocalExecutor(Executor):
     name: ClassVar[str] = "local"
     description: ClassVar[str] = "in this process, one cell after another"
+    in_order: ClassVar[bool] = True
 
     def run(self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None) -> Iterator[Outcome]:
         for spec in cells:
@@ -68,12 +91,12 @@ class LocalExecutor(Executor):
             yield spec, result, error
 
 
-def _init_worker(slots: object, threads: int) -> None:
+def _init_worker(slots: Any, threads: int) -> None:
     """Pin this worker to one GPU (when there are several) and share the CPU cores."""
     import torch
 
-    slot = slots.get()  # type: ignore[attr-defined]
-    if slot is not None:
+    slot = slots.get()
+    if slot is not None:  # before anything touches CUDA in this process
         os.environ["CUDA_VISIBLE_DEVICES"] = str(slot)
     torch.set_num_threads(threads)
 
@@ -89,20 +112,24 @@ class ProcessExecutor(Executor):
         import torch
 
         ctx = mp.get_context("spawn")
-        slots = ctx.Manager().Queue()
-        gpus = torch.cuda.device_count() if device.startswith("cuda") else 0
+        # device "cuda" (no index) with several GPUs: worker i gets GPU i mod count as its only GPU
+        gpus = torch.cuda.device_count() if device == "cuda" else 0
+        slots = ctx.SimpleQueue()
         for i in range(self.jobs):
-            slots.put(i % gpus if gpus > 1 else None)
-        worker_device = "cuda" if gpus > 1 else device
+            slots.put(str(i % gpus) if gpus > 1 else None)
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
-        with ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker, initargs=(slots, threads)) as pool:
-            futures = {
-                pool.submit(run_one, spec, worker_device, str(cache_dir) if cache_dir else None): spec for spec in cells
-            }
-            for future in as_completed(futures):
-                spec = futures[future]
-                try:
-                    result, error = future.result()
-                except Exception as err:  # a worker died
-                    result, error = None, f"{type(err).__name__}: {err}"
-                yield spec, result, error
+        folder = str(cache_dir) if cache_dir else None
+        pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker, initargs=(slots, threads))
+        with pool:
+            futures = {pool.submit(run_one, spec, device, folder): spec for spec in cells}
+            try:
+                for future in as_completed(futures):
+                    spec = futures[future]
+                    try:
+                        result, error = future.result()
+                    except Exception as err:  # noqa: BLE001 - the worker died (killed, out of memory)
+                        result, error = None, f"the worker process died: {error_text(err)}"
+                    yield spec, result, error
+            finally:
+                for future in futures:
+                    future.cancel()

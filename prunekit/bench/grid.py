@@ -1,4 +1,9 @@
-"""From a suite to the grid of cells: methods × applicable checks × sparsities × seeds × models."""
+"""From a suite to the grid of cells: methods × applicable checks × sparsities × seeds × models.
+
+A check that does not apply to a method (``SanityCheck.not_applicable``) is never run: the pair
+is listed in :attr:`Grid.skipped` with its reason, and :attr:`Grid.not_applicable` holds the
+cells it would have had, so the store and the reports can show them.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,11 @@ import attrs
 from prunekit.bench.suite import ALL, Suite
 from prunekit.cell import CellSpec
 from prunekit.errors import PrunekitError
-from prunekit.pipeline import instantiate, uses_data
+from prunekit.pipeline import check_sparsity, instantiate, uses_data
 from prunekit.plugins import get_plugins
+
+CLEAN = "none"
+DENSE = "dense"
 
 
 @attrs.frozen(kw_only=True)
@@ -23,62 +31,79 @@ class Skipped:
 
 
 @attrs.frozen(kw_only=True)
-class Grid:
-    cells: tuple[CellSpec, ...]
-    skipped: tuple[Skipped, ...]
+class Filters:
+    """What the command line narrows a suite to (empty = the suite's own lists).
 
-    def estimate_seconds(self, cell_seconds: float) -> float:
-        return len(self.cells) * cell_seconds
+    ``everything`` (``--all``) takes every installed method and every installed check instead of
+    the suite's lists; ``methods`` / ``checks`` still narrow it.
+    """
+
+    everything: bool = False
+    methods: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    checks: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    sparsities: tuple[float, ...] = attrs.field(default=(), converter=tuple)
+    seeds: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen(kw_only=True)
+class Grid:
+    cells: tuple[CellSpec, ...]  # to run, in order (a ticket's checks follow it)
+    skipped: tuple[Skipped, ...]  # (method, check) pairs that do not apply
+    not_applicable: tuple[tuple[CellSpec, str], ...] = ()  # the cells of those pairs, with the reason
+
+    def estimate_seconds(self, cell_seconds: float | None) -> float | None:
+        return estimate_seconds(self.cells, cell_seconds)
+
+
+def estimate_seconds(cells: Sequence[CellSpec], cell_seconds: float | None) -> float | None:
+    """Rough cost of running ``cells`` one after another (None when the cost per cell is unknown)."""
+    if cell_seconds is None:
+        return None
+    return len(cells) * cell_seconds
 
 
 def _validated(kind: str, names: Sequence[str]) -> list[str]:
     registry = get_plugins().registry(kind)
     for name in names:
+        if kind == "sanity_check" and name == CLEAN:
+            continue
         registry.get(name)  # unknown names: one line with suggestions
     return list(dict.fromkeys(names))
 
 
-def expand(
-    suite: Suite,
-    *,
-    all_methods: bool = False,
-    methods: Sequence[str] | None = None,
-    checks: Sequence[str] | None = None,
-    sparsities: Sequence[float] | None = None,
-    seeds: Sequence[int] | None = None,
-) -> Grid:
-    """The cells of ``suite``, narrowed by the filters.
+def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
+    """The cells of ``suite``, narrowed by ``filters``.
 
-    ``all_methods`` takes every registered method (else the suite's list). The clean check
-    ``none`` is always part of the grid, since every verdict compares with it; ``dense`` runs once
-    per model and seed. Pairs whose check does not apply to the method are listed as skipped.
+    The clean check ``none`` is always part of the grid, since every verdict compares with it;
+    ``dense`` runs once per model and seed (check ``none``, sparsity recorded as 0.0). Pairs
+    whose check does not apply to the method are listed as skipped, with their reason.
     """
     plugins = get_plugins()
-    if methods:
-        method_names = _validated("method", methods)
-    elif all_methods or suite.methods == ALL:
+    if filters.methods:
+        method_names = _validated("method", filters.methods)
+    elif filters.everything or suite.methods == ALL:
         method_names = plugins.registry("method").names()
     else:
         method_names = _validated("method", suite.methods)  # type: ignore[arg-type]
-    if checks:
-        check_names = _validated("sanity_check", checks)
-    elif suite.checks == ALL:
+    if filters.checks:
+        check_names = _validated("sanity_check", filters.checks)
+    elif filters.everything or suite.checks == ALL:
         check_names = plugins.registry("sanity_check").names()
     else:
         check_names = _validated("sanity_check", suite.checks)  # type: ignore[arg-type]
-    check_names = ["none", *[c for c in check_names if c != "none"]]
-    sparsity_values = list(sparsities) if sparsities else list(suite.sparsities)
-    for s in sparsity_values:
-        if not 0.0 <= s < 1.0:
-            raise PrunekitError(f"sparsity must be in [0, 1), got {s}")
-    seed_values = list(seeds) if seeds is not None and len(seeds) else list(suite.seeds)
+    check_names = [CLEAN, *[c for c in check_names if c != CLEAN]]
+    sparsities = [check_sparsity(s) for s in dict.fromkeys(filters.sparsities or suite.sparsities)]
+    seeds = list(dict.fromkeys(filters.seeds or suite.seeds))
+    for seed in seeds:
+        if seed < 0:
+            raise PrunekitError(f"seeds must be integers >= 0, got {seed}")
 
     pairs: list[tuple[str, str]] = []
     skipped: list[Skipped] = []
     for m in method_names:
         method = plugins.registry("method").get(m)
         for c in check_names:
-            if c == "none":
+            if c == CLEAN:
                 pairs.append((m, c))
                 continue
             reason = instantiate("sanity_check", c).not_applicable(method, uses_data(method))
@@ -87,19 +112,30 @@ def expand(
             else:
                 pairs.append((m, c))
     cells: list[CellSpec] = []
+    not_applicable: list[tuple[CellSpec, str]] = []
     common = dict(dataset=suite.dataset, protocol=suite.protocol, trainer=suite.trainer, data_root=suite.data_root)
     for model in suite.models:
-        for seed in seed_values:
-            if ("dense", "none") in pairs:
-                cells.append(CellSpec(model=model, method="dense", check="none", sparsity=0.0, seed=seed, **common))
-            for sparsity in sparsity_values:
+        for seed in seeds:
+            if (DENSE, CLEAN) in pairs:
+                cells.append(CellSpec(model=model, method=DENSE, check=CLEAN, sparsity=0.0, seed=seed, **common))
+            for sparsity in sparsities:
                 # one (method, sparsity, seed) after another, so a ticket is reused by its checks
                 for m, c in pairs:
-                    if m == "dense":
-                        continue
-                    cells.append(CellSpec(model=model, method=m, check=c, sparsity=sparsity, seed=seed, **common))
+                    if m != DENSE:
+                        cells.append(CellSpec(model=model, method=m, check=c, sparsity=sparsity, seed=seed, **common))
+                for s in skipped:
+                    if s.method != DENSE:
+                        spec = CellSpec(
+                            model=model, method=s.method, check=s.check, sparsity=sparsity, seed=seed, **common
+                        )
+                        not_applicable.append((spec, s.reason))
+            for s in skipped:
+                if s.method == DENSE:
+                    spec = CellSpec(model=model, method=DENSE, check=s.check, sparsity=0.0, seed=seed, **common)
+                    not_applicable.append((spec, s.reason))
     if not cells:
         raise PrunekitError(
-            f"the grid of suite {suite.name!r} is empty with these filters; widen --methods/--checks/--sparsities/--seeds"
+            f"the grid of suite {suite.name!r} is empty with these filters "
+            f"(methods: {', '.join(method_names) or 'none'}); widen --methods/--checks/--sparsities/--seeds"
         )
-    return Grid(cells=tuple(cells), skipped=tuple(skipped))
+    return Grid(cells=tuple(cells), skipped=tuple(skipped), not_applicable=tuple(not_applicable))

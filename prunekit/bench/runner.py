@@ -1,4 +1,10 @@
-"""The benchmark driver: grid -> executor -> results store, resumable, with live progress."""
+"""The benchmark driver: suite -> grid -> executor -> results store, resumable, with live progress.
+
+:func:`run_bench` checks everything it can before any training (the grid's names, the store
+path, the executor, the dataset's files), then runs every cell of the grid that the store does
+not hold as ``done``. Cells left ``running`` by a killed run and ``failed`` cells run again;
+``done`` cells are reused. Results are recorded one by one as they arrive, by this process only.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +12,58 @@ import platform
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 import torch
 
 from prunekit import __version__
 from prunekit.bench.executors import Executor
-from prunekit.bench.grid import Grid
+from prunekit.bench.grid import Filters, expand
 from prunekit.bench.records import ResultRow
-from prunekit.bench.store import ResultStore
+from prunekit.bench.store import ResultStore, check_db_path
 from prunekit.bench.suite import Suite
 from prunekit.cell import CellResult, CellSpec
+from prunekit.errors import PrunekitError
 from prunekit.plugins import get_plugins
+
+CACHE_DIR = ".prunekit-cache"  # dense pre-training, beside the store
+
+
+class CellSink(Protocol):
+    """Where finished cells also go (the W&B sink)."""
+
+    def log_cell(self, row: ResultRow) -> Any: ...
 
 
 @attrs.frozen(kw_only=True)
 class BenchSummary:
+    """What one ``run_bench`` did. ``total`` counts the cells to run (the grid); cells of checks
+    that do not apply are counted apart, in ``not_applicable`` (``skipped_pairs`` pairs)."""
+
     bench_id: str
     total: int
     ran: int
     done: int
     failed: int
     reused: int
-    skipped: int
+    not_applicable: int
+    skipped_pairs: int
     wall_time: float
+    rows: tuple[ResultRow, ...] = attrs.field(repr=False)  # this grid's cells, as stored
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self, filter=lambda a, _: a.name != "rows")
+
+    def line(self) -> str:
+        return (
+            f"{self.total} cells: {self.done} run, {self.reused} reused, {self.failed} failed; "
+            f"{self.not_applicable} cells of {self.skipped_pairs} method/check pairs not applicable; "
+            f"{self.wall_time:.0f} s"
+        )
 
 
 def cell_versions(spec: CellSpec) -> dict[str, str]:
@@ -48,32 +79,53 @@ def cell_versions(spec: CellSpec) -> dict[str, str]:
     if method.scorer is not None:
         entries.append(plugins.registry("scorer").entry(method.scorer))
         entries.append(plugins.registry("ratio_schedule").entry(method.schedule))
-    for part in spec.check.split("+"):
-        entries.append(plugins.registry("sanity_check").entry(part))
+    if spec.check != "none":
+        entries.append(plugins.registry("sanity_check").entry(spec.check))
     versions = {"prunekit": __version__}
     versions.update({e.origin.plugin: e.origin.version for e in entries})
     return versions
 
 
 def cell_key(spec: CellSpec, suite: Suite) -> str:
+    """The store key: protocol fingerprint + content hash of the spec and its plugins' versions."""
     return f"{suite.fingerprint()}-{spec.key(cell_versions(spec))}"
 
 
-def environment(device: str) -> dict[str, Any]:
+def environment(device: str, executor: str) -> dict[str, Any]:
+    """Versions, device and plugins, recorded with every row."""
     import timm
 
+    cuda = device.startswith("cuda") and torch.cuda.is_available()
     return {
         "prunekit": __version__,
         "torch": torch.__version__,
         "timm": timm.__version__,
         "python": platform.python_version(),
-        "device": torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else platform.processor() or "cpu",
+        "device": device,
+        "device_name": (
+            torch.cuda.get_device_name(torch.device(device)) if cuda else platform.processor() or platform.machine()
+        ),
+        "cuda": torch.version.cuda if cuda else None,
+        "executor": executor,
         "plugins": get_plugins().versions(),
     }
 
 
-def _row(spec: CellSpec, suite: Suite, key: str, status: str, bench_id: str, env: dict[str, Any],
-         result: CellResult | None = None, error: str | None = None) -> ResultRow:
+def new_bench_id() -> str:
+    """A bench id: the start time and a random suffix."""
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def _row(
+    spec: CellSpec,
+    suite: Suite,
+    key: str,
+    status: str,
+    bench_id: str,
+    env: Mapping[str, Any],
+    result: CellResult | None = None,
+    error: str | None = None,
+) -> ResultRow:
     metrics: dict[str, Any] = {}
     if result is not None:
         metrics = dict(
@@ -87,73 +139,170 @@ def _row(spec: CellSpec, suite: Suite, key: str, status: str, bench_id: str, env
             history=[dict(h) for h in result.history],
         )
     return ResultRow(
-        key=key, suite=suite.name, model=spec.model, dataset=spec.dataset, method=spec.method,
-        check=spec.check, sparsity=spec.sparsity, seed=spec.seed, protocol=suite.fingerprint(),
-        status=status, error=error, environment=env, bench_id=bench_id, **metrics,  # type: ignore[arg-type]
+        key=key,
+        suite=suite.name,
+        model=spec.model,
+        dataset=spec.dataset,
+        method=spec.method,
+        check=spec.check,
+        sparsity=spec.sparsity,
+        seed=spec.seed,
+        protocol=suite.fingerprint(),
+        status=status,  # type: ignore[arg-type]
+        error=error,
+        environment=dict(env),
+        bench_id=bench_id,
+        **metrics,
     )
 
 
-def new_bench_id() -> str:
-    """A bench id: the start time and a random suffix."""
-    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+def make_executor(name: str | Executor, jobs: int = 1, options: Mapping[str, Any] | None = None) -> Executor:
+    """An executor instance: a registered name (one-line error with suggestions) or as given."""
+    if isinstance(name, Executor):
+        return name
+    cls = get_plugins().registry("executor").get(name)
+    return cls(jobs=jobs, **dict(options or {}))
+
+
+def check_data(suite: Suite) -> None:
+    """Load the suite's dataset once (the process keeps it): a missing dataset is its one-line
+    error here, before anything is written or trained."""
+    from prunekit.cell import _data
+
+    _data(suite.dataset, suite.data_root)
+
+
+def _cell_text(spec: CellSpec) -> str:
+    at = "" if spec.method == "dense" else f" at {spec.sparsity:g}"
+    return f"{spec.model} {spec.method} / {spec.check}{at}, seed {spec.seed}"
+
+
+@contextmanager
+def _progress(enabled: bool, title: str, total: int) -> Iterator[Callable[[int, str], None]]:
+    """A rich progress bar on stderr: cells done/total, elapsed, ETA and the current cell."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn(f"[bold]{title}[/bold]"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        TextColumn("{task.description}"),
+        console=Console(stderr=True),
+        disable=not enabled,
+        transient=False,
+    )
+    with bar:
+        task = bar.add_task("", total=total)
+        yield lambda advance, text: bar.update(task, advance=advance, description=text)
 
 
 def run_bench(
     suite: Suite,
-    grid: Grid,
     *,
-    store: ResultStore,
-    executor: Executor,
+    db: str | Path,
+    filters: Filters = Filters(),
+    executor: str | Executor = "local",
+    jobs: int = 1,
     device: str = "cpu",
-    cache_dir: Path | None = None,
+    data_root: str | None = None,
     progress: bool = True,
-    on_row: Callable[[ResultRow], None] | None = None,
-    argv: list[str] | None = None,
+    wandb: CellSink | None = None,
     bench_id: str | None = None,
+    argv: Sequence[str] | None = None,
+    executor_options: Mapping[str, Any] | None = None,
 ) -> BenchSummary:
-    """Run every cell of ``grid`` not yet done in ``store``; record each result as it arrives.
+    """Run every cell of the suite's grid (narrowed by ``filters``) not yet done in ``db``.
 
-    Cells already ``done`` are reused (resume); ``running`` cells (a killed run) and ``failed``
-    ones run again. A cell whose plugin raises is recorded as failed with its error and the grid
-    goes on. Checks that the data is present before anything is written.
+    Before any training: the grid (unknown names, empty grid), the store path, the executor and
+    the dataset are checked, each failure one :class:`PrunekitError` line with nothing written.
+    Then cells already ``done`` are reused; ``running`` (killed) and ``failed`` ones run again.
+    Cells of checks that do not apply are recorded as ``not_applicable`` with the reason. Each
+    result is recorded as it arrives (a raising plugin fails its own cell only, with its error
+    text) and passed to ``wandb.log_cell``. The dense cache lives in ``.prunekit-cache/`` beside
+    the store, so pre-training is computed once per (model, data, protocol, seed).
     """
-    from prunekit.cell import _data
-
     started = time.perf_counter()
-    _data(suite.dataset, suite.data_root)  # a missing dataset fails here, before any write
+    if data_root is not None:
+        suite = attrs.evolve(suite, data_root=data_root)
+    grid = expand(suite, filters)
+    db = check_db_path(db)
+    runner = make_executor(executor, jobs, executor_options)
+    if suite.scoring:
+        raise PrunekitError(
+            f"suite {suite.name!r} sets [scoring] overrides ({', '.join(suite.scoring)}), which cells do not "
+            "apply yet (CellSpec has no scoring field); remove the table from the suite"
+        )
+    check_data(suite)
     bench_id = bench_id or new_bench_id()
-    keyed = [(spec, cell_key(spec, suite)) for spec in grid.cells]
-    status = store.statuses(k for _, k in keyed)
-    todo = [(spec, key) for spec, key in keyed if status.get(key) != "done"]
-    env = environment(device)
-    store.start_bench(bench_id, suite.name, argv or sys.argv, get_plugins().versions())
-    keys = dict((id(spec), key) for spec, key in todo)
-    done = failed = 0
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-        console=console, disable=not progress or not todo, transient=False,
-    ) as bar:
-        task = bar.add_task(f"{suite.name}: {len(todo)} to run, {len(keyed) - len(todo)} reused", total=len(todo))
-        for spec, key in todo:
-            store.record(_row(spec, suite, key, "running", bench_id, env))
-        for spec, result, error in executor.run([s for s, _ in todo], device=device, cache_dir=cache_dir):
-            key = keys.get(id(spec)) or cell_key(spec, suite)
-            row = _row(spec, suite, key, "done" if error is None else "failed", bench_id, env, result, error)
+    keyed = {spec: cell_key(spec, suite) for spec in grid.cells}
+    cache_dir = db.resolve().parent / CACHE_DIR
+    env = environment(device, runner.name)
+    store = ResultStore(db)
+    try:
+        status = store.statuses(keyed.values())
+        todo = {spec: key for spec, key in keyed.items() if status.get(key) != "done"}
+        store.start_bench(bench_id, suite.name, list(argv if argv is not None else sys.argv), get_plugins().versions())
+        not_applicable = [
+            _row(spec, suite, cell_key(spec, suite), "not_applicable", bench_id, env, error=reason)
+            for spec, reason in grid.not_applicable
+        ]
+        store.record(*not_applicable)
+        store.mark_running(*(_row(spec, suite, key, "running", bench_id, env) for spec, key in todo.items()))
+        done = failed = 0
+        order = list(todo)
+        with _progress(progress and bool(todo), suite.name, len(todo)) as show:
+            if runner.in_order and order:
+                show(0, f"running {_cell_text(order[0])}")
+            for spec, result, error in runner.run(order, device=device, cache_dir=cache_dir):
+                key = todo.pop(spec, None)
+                if key is None:
+                    raise PrunekitError(
+                        f"executor {runner.name!r} returned a cell it was not given, or one cell twice: "
+                        f"{_cell_text(spec)}"
+                    )
+                if error is None and result is None:
+                    error = f"executor {runner.name!r} returned neither a result nor an error"
+                row = _row(spec, suite, key, "done" if error is None else "failed", bench_id, env, result, error)
+                store.record(row)
+                done, failed = done + (error is None), failed + (error is not None)
+                if wandb is not None:
+                    wandb.log_cell(row)
+                if runner.in_order and todo:
+                    current = f"running {_cell_text(next(iter(todo)))}"
+                else:
+                    current = f"finished {_cell_text(spec)}"
+                show(1, current + (f" · {failed} failed" if failed else ""))
+        for spec, key in todo.items():  # the executor ended without them
+            row = _row(spec, suite, key, "failed", bench_id, env, error=f"executor {runner.name!r} returned no result")
             store.record(row)
-            if error is None:
-                done += 1
-            else:
-                failed += 1
-            if on_row is not None:
-                on_row(row)
-            bar.update(task, advance=1, description=f"{spec.method} / {spec.check} / s={spec.sparsity:g} / seed {spec.seed}")
+            failed += 1
+            if wandb is not None:
+                wandb.log_cell(row)
+        wanted = set(keyed.values()) | {r.key for r in not_applicable}
+        rows = tuple(r for r in store.rows(suite=suite.name) if r.key in wanted)
+    finally:
+        store.close()
+    ran = done + failed
     return BenchSummary(
-        bench_id=bench_id, total=len(keyed), ran=len(todo), done=done, failed=failed,
-        reused=len(keyed) - len(todo), skipped=len(grid.skipped), wall_time=time.perf_counter() - started,
+        bench_id=bench_id,
+        total=len(keyed),
+        ran=ran,
+        done=done,
+        failed=failed,
+        reused=len(keyed) - ran,
+        not_applicable=len(grid.not_applicable),
+        skipped_pairs=len(grid.skipped),
+        wall_time=time.perf_counter() - started,
+        rows=rows,
     )

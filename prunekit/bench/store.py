@@ -1,18 +1,24 @@
 """The results store: SQLite (WAL), one row per cell keyed by a content hash.
 
-Only the benchmark driver writes it. A cell is marked ``running`` when dispatched and replaced
-by its result when it arrives, in one transaction, so a killed run leaves ``running`` rows that
-the next run re-runs, and no cell is ever recorded twice.
+Only the benchmark driver writes it. A cell is marked ``running`` when dispatched and its row
+is replaced by its result when it arrives, each in one transaction, so a killed run leaves
+``running`` rows that the next run re-runs, and no cell is ever recorded twice. Tables:
+
+- ``cells``: the columns of :class:`~prunekit.bench.records.ResultRow` (``layer_density``,
+  ``history`` and ``environment`` as JSON) plus ``started`` / ``finished`` (Unix time);
+- ``benches``: one row per ``prunekit bench`` run (id, suite, start, argv, plugin versions);
+- ``meta``: the schema version.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from types import TracebackType
 
 import attrs
 
@@ -20,10 +26,11 @@ from prunekit.bench.records import ResultRow
 from prunekit.errors import PrunekitError
 
 DEFAULT_DB = "prunekit-results.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: started/finished timestamps (added to older stores when opened)
 _JSON = ("layer_density", "history", "environment")
 _COLUMNS = [f.name for f in attrs.fields(ResultRow)]
 _QUOTED = ", ".join(f'"{c}"' for c in _COLUMNS)  # "check" is an SQL keyword
+_TIMES = ("started", "finished")
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -32,77 +39,118 @@ CREATE TABLE IF NOT EXISTS benches (
 );
 CREATE TABLE IF NOT EXISTS cells (
     {", ".join(('"key" TEXT PRIMARY KEY' if c == "key" else f'"{c}"') for c in _COLUMNS)},
-    updated REAL
+    started REAL, finished REAL
 );
 CREATE INDEX IF NOT EXISTS cells_suite ON cells (suite, status);
 """
 
 
-def _check_path(path: Path) -> None:
+def check_db_path(path: str | Path) -> Path:
+    """Refuse, in one line, a store path that cannot be a file we write (before any work)."""
+    path = Path(path).expanduser()
     if path.is_dir():
         raise PrunekitError(f"results store {path} is a directory; pass a file path with --db")
-    parent = path.parent if str(path.parent) else Path(".")
+    parent = path.parent
     if not parent.is_dir():
-        raise PrunekitError(f"the folder {parent} of results store {path} does not exist; create it or choose another --db")
+        raise PrunekitError(
+            f"the folder {parent} of results store {path} does not exist; create it or choose another --db"
+        )
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise PrunekitError(f"results store {path} is not writable; choose another --db")
+    if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise PrunekitError(f"cannot create results store {path}: the folder {parent} is not writable")
+    return path
 
 
 class ResultStore:
-    """The SQLite file of one or more benchmark runs."""
+    """The SQLite file of one or more benchmark runs.
+
+    ``create=False`` opens an existing store only (for readers such as ``prunekit report``).
+    """
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
-        self.path = Path(path)
-        _check_path(self.path)
+        self.path = check_db_path(path) if create else Path(path)
         if not create and not self.path.is_file():
             raise PrunekitError(f"no results store at {self.path}; run `prunekit bench` first")
+        self._db: sqlite3.Connection | None = None
         try:
             self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
-            self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(cells)")}
+            for column in (*_COLUMNS, *_TIMES):
+                if column not in have:  # a store written by an older prunekit
+                    self._db.execute(f'ALTER TABLE cells ADD COLUMN "{column}"')
+            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         except sqlite3.DatabaseError as err:
+            if self._db is not None:
+                self._db.close()
             raise PrunekitError(f"cannot use {self.path} as a results store ({err}); choose another --db") from None
 
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise PrunekitError(f"the results store {self.path} is closed")
+        return self._db
+
     def close(self) -> None:
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def __enter__(self) -> ResultStore:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     # --- writing (the driver only) --------------------------------------------------------
     def start_bench(self, bench_id: str, suite: str, argv: list[str], plugins: dict[str, str]) -> None:
-        self._db.execute(
+        """Record one ``prunekit bench`` run."""
+        self.db.execute(
             "INSERT OR REPLACE INTO benches VALUES (?, ?, ?, ?, ?)",
             (bench_id, suite, time.time(), json.dumps(argv), json.dumps(plugins, sort_keys=True)),
         )
 
-    def record(self, row: ResultRow) -> None:
-        """Insert or replace the row of ``row.key`` (one transaction)."""
-        values = [json.dumps(getattr(row, c), sort_keys=True) if c in _JSON else getattr(row, c) for c in _COLUMNS]
-        placeholders = ", ".join("?" for _ in range(len(_COLUMNS) + 1))
-        with self._transaction():
-            self._db.execute(
-                f"INSERT OR REPLACE INTO cells ({_QUOTED}, updated) VALUES ({placeholders})",
-                [*values, time.time()],
-            )
+    def mark_running(self, *rows: ResultRow) -> None:
+        """Mark cells dispatched (status ``running``, start time now), in one transaction."""
+        self._upsert(rows, started_now=True, finished_now=False)
 
-    def _transaction(self) -> Any:
-        db = self._db
+    def record(self, *rows: ResultRow) -> None:
+        """Insert or replace the rows of these keys (results, failures, not applicable), in one
+        transaction; a cell marked running keeps its start time."""
+        self._upsert(rows, started_now=False, finished_now=True)
 
-        class _Tx:
-            def __enter__(self) -> None:
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type: object, *rest: object) -> None:
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-        return _Tx()
+    def _upsert(self, rows: Iterable[ResultRow], *, started_now: bool, finished_now: bool) -> None:
+        now = time.time()
+        columns = [*_COLUMNS, *_TIMES]
+        names = ", ".join(f'"{c}"' for c in columns)
+        placeholders = ", ".join("?" for _ in columns)
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in _COLUMNS if c != "key")
+        started = "excluded.started" if started_now else "COALESCE(cells.started, excluded.started)"
+        sql = (
+            f"INSERT INTO cells ({names}) VALUES ({placeholders}) ON CONFLICT(key) DO UPDATE SET "
+            f"{updates}, started = {started}, finished = excluded.finished"
+        )
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for row in rows:
+                values = [
+                    json.dumps(getattr(row, c), sort_keys=True) if c in _JSON else getattr(row, c) for c in _COLUMNS
+                ]
+                db.execute(sql, [*values, now, now if finished_now else None])
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     # --- reading ----------------------------------------------------------------------------
     def statuses(self, keys: Iterable[str] | None = None) -> dict[str, str]:
-        rows = self._db.execute("SELECT key, status FROM cells").fetchall()
+        """key -> status, of every cell or of ``keys``."""
+        rows = self.db.execute("SELECT key, status FROM cells").fetchall()
         wanted = set(keys) if keys is not None else None
         return {k: s for k, s in rows if wanted is None or k in wanted}
 
@@ -110,6 +158,7 @@ class ResultStore:
         return {k for k, s in self.statuses().items() if s == "done"}
 
     def rows(self, suite: str | None = None, status: str | None = None) -> list[ResultRow]:
+        """The cells (optionally of one suite, one status) in the order they were first stored."""
         query, args = f"SELECT {_QUOTED} FROM cells", []
         where = []
         if suite is not None:
@@ -122,12 +171,17 @@ class ResultStore:
             query += " WHERE " + " AND ".join(where)
         query += " ORDER BY rowid"
         out = []
-        for values in self._db.execute(query, args).fetchall():
+        for values in self.db.execute(query, args).fetchall():
             d = dict(zip(_COLUMNS, values))
             for c in _JSON:
-                d[c] = json.loads(d[c]) if d[c] else ({} if c != "history" else [])
+                d[c] = json.loads(d[c]) if d[c] else ([] if c == "history" else {})
             out.append(ResultRow(**d))
         return out
 
+    def times(self, key: str) -> tuple[float | None, float | None]:
+        """(started, finished) of one cell, Unix time (None where unknown)."""
+        found = self.db.execute("SELECT started, finished FROM cells WHERE key = ?", (key,)).fetchone()
+        return (found[0], found[1]) if found else (None, None)
+
     def count(self) -> int:
-        return int(self._db.execute("SELECT COUNT(*) FROM cells").fetchone()[0])
+        return int(self.db.execute("SELECT COUNT(*) FROM cells").fetchone()[0])

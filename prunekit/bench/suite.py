@@ -2,9 +2,10 @@
 
 A suite fixes the dataset, models, sparsities, seeds, methods and checks (``"all"`` or a list),
 the training protocol (a ``[protocol]`` table with the fields of
-:class:`~prunekit.interfaces.TrainConfig`) and the trainer. Unknown keys are an error that
-names the key and the file. :meth:`Suite.fingerprint` identifies the protocol: every result
-row carries it, so results of different protocols are never compared silently.
+:class:`~prunekit.interfaces.TrainConfig`), the scoring overrides (a ``[scoring]`` table) and
+the trainer. Unknown keys are an error that names the key and the file; a value of the wrong
+type or range is one line naming the key. :meth:`Suite.fingerprint` identifies the protocol:
+every result row carries it, so results of different protocols are never compared silently.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ALL = "all"
+DEVICES = ("cpu", "cuda")
+SCORING_KEYS = ("samples_per_class", "iterations")  # overrides of the scorers' data request
 
 
 def _names(value: Any) -> tuple[str, ...] | str:
@@ -37,6 +40,8 @@ def _names(value: Any) -> tuple[str, ...] | str:
 
 @attrs.frozen(kw_only=True)
 class Suite:
+    """A benchmark: what to run (the grid) and how to train (the protocol)."""
+
     name: str
     description: str = ""
     dataset: str
@@ -47,72 +52,154 @@ class Suite:
     methods: tuple[str, ...] | str = attrs.field(default=ALL, converter=_names)
     checks: tuple[str, ...] | str = attrs.field(default=ALL, converter=_names)
     protocol: TrainConfig = TrainConfig()
+    scoring: Mapping[str, int] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
     trainer: str = "sgd"
-    device: str = "cpu"  # where the suite is meant to run ("cpu" or "cuda")
-    published: str | None = None  # name of a published table to compare with
-    cell_seconds: float = 60.0  # rough cost of one cell on ``device``, for --dry-run estimates
-    source: str = attrs.field(default="", eq=False)
+    device: str = attrs.field(default="cpu", validator=attrs.validators.in_(DEVICES))  # where it is meant to run
+    published: str | None = None  # name of the published table it reproduces (for the reader)
+    estimated_cell_seconds: float | None = None  # mean cost of one cell on ``device`` (--dry-run)
+    source: str = attrs.field(default="", eq=False)  # the file it was loaded from
 
     def __attrs_post_init__(self) -> None:
+        if not self.models or not self.sparsities or not self.seeds:
+            raise ValueError("models, sparsities and seeds must not be empty")
         for s in self.sparsities:
             if not 0.0 <= s < 1.0:
                 raise ValueError(f"sparsity {s} outside [0, 1)")
-        if not self.models or not self.sparsities or not self.seeds:
-            raise ValueError("models, sparsities and seeds must not be empty")
 
     def fingerprint(self) -> str:
-        """Short hash of everything that defines the protocol (training, trainer, dataset)."""
-        payload = {"protocol": attrs.asdict(self.protocol), "trainer": self.trainer, "dataset": self.dataset}
+        """Short hash of everything that defines the protocol: training, trainer, dataset and
+        scoring overrides (left out while empty, so adding the table kept old fingerprints)."""
+        payload: dict[str, Any] = {
+            "protocol": attrs.asdict(self.protocol),
+            "trainer": self.trainer,
+            "dataset": self.dataset,
+        }
+        if self.scoring:
+            payload["scoring"] = dict(self.scoring)
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-_SUITE_KEYS = {f.name for f in attrs.fields(Suite)} - {"protocol", "source"}
-_PROTOCOL_KEYS = {f.name for f in attrs.fields(TrainConfig)}
+# ------------------------------------------------------------------------------- validation
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _list_of(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: isinstance(v, list) and all(check(x) for x in v)
+
+
+def _str_list(v: Any) -> bool:
+    return _list_of(lambda x: isinstance(x, str))(v)
+
+
+# key -> (test, what it must be)
+_SUITE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "description": (lambda v: isinstance(v, str), "a string"),
+    "dataset": (lambda v: isinstance(v, str) and bool(v), "a dataset name (string)"),
+    "data_root": (lambda v: isinstance(v, str), "a folder path (string)"),
+    "models": (lambda v: _str_list(v) and bool(v), "a non-empty list of model names"),
+    "sparsities": (
+        lambda v: _list_of(lambda x: _is_number(x) and 0.0 <= x < 1.0)(v) and bool(v),
+        "a non-empty list of numbers in [0, 1), e.g. [0.9, 0.95]",
+    ),
+    "seeds": (lambda v: _list_of(lambda x: _is_int(x) and x >= 0)(v) and bool(v), "a non-empty list of integers >= 0"),
+    "methods": (lambda v: v == ALL or _str_list(v), f'"{ALL}" or a list of method names'),
+    "checks": (lambda v: v == ALL or _str_list(v), f'"{ALL}" or a list of check names'),
+    "trainer": (lambda v: isinstance(v, str) and bool(v), "a trainer name (string)"),
+    "device": (lambda v: v in DEVICES, " or ".join(f'"{d}"' for d in DEVICES)),
+    "published": (lambda v: isinstance(v, str), "the name of a published table (string)"),
+    "estimated_cell_seconds": (lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
+}
+_TABLES = ("protocol", "scoring")
+_PROTOCOL_FIELDS = {f.name: f for f in attrs.fields(TrainConfig)}
+
+
+def _protocol_test(field: attrs.Attribute) -> tuple[Callable[[Any], bool], str]:
+    """Type test of one TrainConfig field, from its default's type."""
+    default = field.default
+    if isinstance(default, bool):
+        return (lambda v: isinstance(v, bool)), "true or false"
+    if isinstance(default, int):
+        return _is_int, "an integer"
+    if isinstance(default, float):
+        return _is_number, "a number"
+    if isinstance(default, str):
+        return (lambda v: isinstance(v, str)), "a string"
+    if isinstance(default, tuple):
+        return _list_of(_is_number), "a list of numbers"
+    return (lambda v: True), "a value"  # pragma: no cover - a new field type
+
+
+def _bad(source: str, key: str, value: Any, expected: str) -> PrunekitError:
+    return PrunekitError(f"invalid suite {source}: {key!r} must be {expected}, got {value!r}")
+
+
+def _unknown(source: str, key: str, allowed: Any) -> PrunekitError:
+    return PrunekitError(f"unknown key {key!r} in suite {source}; allowed keys: {', '.join(sorted(allowed))}")
 
 
 def suite_from_mapping(raw: Mapping[str, Any], source: str) -> Suite:
     """Build a suite from parsed TOML; one-line errors naming the key and the file."""
-    unknown = sorted(set(raw) - _SUITE_KEYS - {"protocol"})
-    if unknown:
-        raise PrunekitError(
-            f"unknown key {unknown[0]!r} in suite {source}; allowed keys: {', '.join(sorted(_SUITE_KEYS | {'protocol'}))}"
-        )
-    protocol_raw = raw.get("protocol", {})
-    if not isinstance(protocol_raw, Mapping):
-        raise PrunekitError(f"'protocol' in suite {source} must be a table")
-    bad = sorted(set(protocol_raw) - _PROTOCOL_KEYS)
-    if bad:
-        raise PrunekitError(
-            f"unknown key 'protocol.{bad[0]}' in suite {source}; allowed: {', '.join(sorted(_PROTOCOL_KEYS))}"
-        )
-    fields = {k: v for k, v in raw.items() if k != "protocol"}
+    allowed = set(_SUITE_FIELDS) | set(_TABLES)
+    for key in raw:
+        if key not in allowed:
+            raise _unknown(source, key, allowed)
+    for key in ("name", "dataset", "models", "sparsities", "seeds"):
+        if key not in raw:
+            raise PrunekitError(f"invalid suite {source}: the key {key!r} is missing")
+    for key, value in raw.items():
+        if key in _SUITE_FIELDS:
+            test, expected = _SUITE_FIELDS[key]
+            if not test(value):
+                raise _bad(source, key, value, expected)
+    tables: dict[str, dict[str, Any]] = {}
+    for table in _TABLES:
+        value = raw.get(table, {})
+        if not isinstance(value, Mapping):
+            raise _bad(source, table, value, "a table ([" + table + "])")
+        tables[table] = dict(value)
+    for key, value in tables["protocol"].items():
+        if key not in _PROTOCOL_FIELDS:
+            raise _unknown(source, f"protocol.{key}", {f"protocol.{k}" for k in _PROTOCOL_FIELDS})
+        test, expected = _protocol_test(_PROTOCOL_FIELDS[key])
+        if not test(value):
+            raise _bad(source, f"protocol.{key}", value, expected)
+    for key, value in tables["scoring"].items():
+        if key not in SCORING_KEYS:
+            raise _unknown(source, f"scoring.{key}", {f"scoring.{k}" for k in SCORING_KEYS})
+        if not (_is_int(value) and value > 0):
+            raise _bad(source, f"scoring.{key}", value, "an integer > 0")
     try:
-        protocol = TrainConfig(**protocol_raw)
-        for key in ("sparsities", "seeds", "models"):
-            if key in fields and not isinstance(fields[key], list):
-                raise TypeError(f"{key!r} must be a list")
-        for key in ("methods", "checks"):
-            if key in fields and fields[key] != ALL and not isinstance(fields[key], list):
-                raise TypeError(f"{key!r} must be \"all\" or a list of names")
-        return Suite(**fields, protocol=protocol, source=source)
+        protocol = TrainConfig(**tables["protocol"])
     except (TypeError, ValueError) as err:
+        raise PrunekitError(f"invalid suite {source}: [protocol]: {err}") from None
+    fields = {k: v for k, v in raw.items() if k not in _TABLES}
+    try:
+        return Suite(**fields, protocol=protocol, scoring=tables["scoring"], source=source)
+    except (TypeError, ValueError) as err:  # pragma: no cover - the checks above come first
         raise PrunekitError(f"invalid suite {source}: {err}") from None
 
 
 def load_suite(path: str | Path) -> Suite:
+    """A suite from its TOML file (its name defaults to the file's stem)."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except OSError as err:
-        raise PrunekitError(f"cannot read suite file {path}: {err.strerror}") from None
-    except tomllib.TOMLDecodeError as err:
+        raise PrunekitError(f"cannot read suite file {path}: {err.strerror or err}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise PrunekitError(f"suite file {path} is not valid TOML: {err}") from None
     raw.setdefault("name", path.stem)
     return suite_from_mapping(raw, str(path))
 
 
 def resolve_suite(name_or_path: str) -> Suite:
-    """A registered suite by name, or a suite file (a path ending in .toml)."""
+    """A registered suite by name (`prunekit list suite`), or a suite file (a .toml path)."""
     if name_or_path.endswith(".toml") or Path(name_or_path).is_file():
         return load_suite(name_or_path)
     from prunekit.plugins import get_plugins
