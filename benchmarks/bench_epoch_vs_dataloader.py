@@ -20,7 +20,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 from PIL import Image
 from torch.nn import functional as F
