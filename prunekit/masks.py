@@ -2,16 +2,22 @@
 
 A :class:`Masks` maps parameter names (as in ``model.named_parameters()``) to boolean tensors of
 the parameter's shape; ``True`` means the weight is kept. Pruned weights stay exactly zero for
-the whole of training: :meth:`Masks.enforcer` returns a callable that, after each optimizer
-step, multiplies the weights *and* the optimizer state at masked positions by zero with foreach
-ops (never by testing ``w != 0``, so a surviving weight that happens to be 0 keeps training).
+the whole of training: :meth:`Masks.enforcer` returns a :class:`MaskEnforcer` that, after each
+optimizer step, sets the weights *and* every optimizer state tensor of a parameter's shape to
+exactly zero at pruned positions (never by testing ``w != 0``, so a surviving weight that happens
+to be 0 keeps training).
+
+Zeroing is not a multiplication by the mask: NaN x 0 is NaN, so a diverged run would bring
+pruned weights back. It multiplies the tensors' *bits*, seen as integers of the same width, by
+0 or 1 with one foreach op per list: exact for every value (NaN and inf included, and 0.0 never
+becomes -0.0), as fast as a float multiply.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -108,57 +114,19 @@ class Masks(Mapping[str, torch.Tensor]):
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> None:
-        """Zero the pruned weights of ``model`` in place."""
+        """Set the pruned weights of ``model`` to exactly zero in place (NaN and inf included)."""
         self.check_fits(model)
-        params, masks = self._pairs(model)
-        torch._foreach_mul_(params, masks)
-
-    def _pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         named = dict(model.named_parameters())
         params = [named[n] for n in self._masks]
-        masks = [m.to(device=p.device, dtype=p.dtype) for m, p in zip(self._masks.values(), params)]
-        return params, masks
+        _zero_pruned(params, [m.to(p.device) for m, p in zip(self._masks.values(), params)])
 
     def enforcer(
         self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
-    ) -> Callable[[], None]:
-        """A callable to run after every optimizer step: re-zero pruned weights and their state.
-
-        Masks are converted to the parameters' dtype and device once; each call is one foreach
-        multiply over the weights and one per kind of optimizer state (momentum buffers, Adam
-        moments), collected once the optimizer has created them.
-        """
+    ) -> MaskEnforcer:
+        """What to run after every optimizer step: re-zero pruned weights and their optimizer
+        state (see :class:`MaskEnforcer`). Create it after the model is on its device."""
         self.check_fits(model)
-        params, masks = self._pairs(model)
-        state_lists: list[tuple[list[torch.Tensor], list[torch.Tensor]]] = []
-        collected = False
-
-        def collect() -> bool:
-            if optimizer is None:
-                return True
-            by_key: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
-            for p, m in zip(params, masks):
-                state = optimizer.state.get(p)
-                if not state:
-                    return False
-                for key, value in state.items():
-                    if torch.is_tensor(value) and value.shape == p.shape:
-                        ts, ms = by_key.setdefault(key, ([], []))
-                        ts.append(value)
-                        ms.append(m if value.dtype == m.dtype else m.to(value.dtype))
-            state_lists.extend(by_key.values())
-            return True
-
-        @torch.no_grad()
-        def enforce() -> None:
-            nonlocal collected
-            torch._foreach_mul_(params, masks)
-            if not collected:
-                collected = collect()
-            for tensors, ms in state_lists:
-                torch._foreach_mul_(tensors, ms)
-
-        return enforce
+        return MaskEnforcer(self, model, optimizer)
 
     # --- files --------------------------------------------------------------------------
     def save(self, path: str | Path, metadata: Mapping[str, object] | None = None) -> Path:
@@ -210,3 +178,92 @@ class Masks(Mapping[str, torch.Tensor]):
         if meta.get("content_hash") not in (None, masks.content_hash()):
             raise PrunekitError(f"{path} is corrupt: its content hash does not match its masks")
         return masks, meta
+
+
+# ------------------------------------------------------------------------------- enforcement
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor | None:
+    """``t``'s storage seen as integers of the same width (None when no such integer type)."""
+    t = t.detach()
+    if t.dtype == torch.bool:
+        return t.view(torch.uint8)
+    if not (t.is_floating_point() or t.is_complex()):
+        return t
+    width = _BITS.get(t.element_size())
+    return t.view(width) if width is not None else None
+
+
+@torch.no_grad()
+def _zero_pruned(tensors: list[torch.Tensor], keep: list[torch.Tensor]) -> None:
+    """Zero every ``tensors[i]`` where ``keep[i]`` is False, whatever the value there."""
+    views, factors = [], []
+    for t, k in zip(tensors, keep):
+        bits = _bits(t)
+        if bits is None:  # e.g. complex128: no integer of its width
+            t.masked_fill_(~k, 0)
+            continue
+        views.append(bits)
+        factors.append(k.to(bits.dtype))
+    if views:
+        torch._foreach_mul_(views, factors)
+
+
+class MaskEnforcer:
+    """Keeps pruned positions exactly zero in a model's weights, their gradients and the
+    optimizer's state.
+
+    * calling it, after every optimizer step: zeroes the weights, and every tensor in
+      ``optimizer.state[p]`` whose shape equals ``p``'s (SGD's momentum buffer, Adam's
+      ``exp_avg`` and ``exp_avg_sq``, any state a plugin's optimizer keeps), found again at
+      every call, so optimizers that create or replace state tensors are covered;
+    * :meth:`gradients`, before the step: zeroes pruned gradients, so that a global gradient
+      norm (clipping) or an optimizer that couples coordinates sees only the kept weights.
+
+    Zeroing multiplies the tensors' bits by 0 or 1 (see the module docs), so NaN and inf at a
+    pruned position become 0 too. Each mask is converted once per (device, integer width).
+    """
+
+    def __init__(
+        self, masks: Masks, model: nn.Module, optimizer: torch.optim.Optimizer | None = None
+    ) -> None:
+        named = dict(model.named_parameters())
+        self.params = [named[n] for n in masks]
+        self.optimizer = optimizer
+        self._keep = [masks[n].to(p.device) for n, p in zip(masks, self.params)]
+        self._factors: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+
+    def _zero(self, pairs: list[tuple[int, torch.Tensor]]) -> None:
+        """Zero the pruned positions of tensor ``t`` of parameter ``i`` for every ``(i, t)``."""
+        views, factors = [], []
+        for i, t in pairs:
+            bits = _bits(t)
+            if bits is None:  # no integer of its width (complex128)
+                t.detach().masked_fill_(~self._keep[i].to(t.device), 0)
+                continue
+            key = (i, t.device, bits.dtype)
+            factor = self._factors.get(key)
+            if factor is None:
+                factor = self._factors[key] = self._keep[i].to(device=t.device, dtype=bits.dtype)
+            views.append(bits)
+            factors.append(factor)
+        if views:
+            torch._foreach_mul_(views, factors)
+
+    @torch.no_grad()
+    def __call__(self) -> None:
+        pairs = list(enumerate(self.params))
+        if self.optimizer is not None:
+            for i, p in enumerate(self.params):
+                state = self.optimizer.state.get(p)
+                if state:
+                    pairs.extend(
+                        (i, v) for v in state.values() if torch.is_tensor(v) and v.shape == p.shape
+                    )
+        self._zero(pairs)
+
+    @torch.no_grad()
+    def gradients(self) -> None:
+        """Zero the gradients at pruned positions (before clipping and the optimizer step)."""
+        self._zero([(i, p.grad) for i, p in enumerate(self.params) if p.grad is not None])

@@ -99,6 +99,121 @@ def test_without_enforcement_momentum_revives_weights() -> None:
     assert torch.count_nonzero(params["3.weight"][~masks["3.weight"]]) > 0
 
 
+def test_enforcer_zeroes_nan_and_inf_at_pruned_positions_only() -> None:
+    """NaN and inf at pruned positions of weights and optimizer state become exactly +0.0
+    (a multiplication by the mask would leave NaN); NaN at kept positions is left alone."""
+    model = tiny_convnet()
+    masks = _random_masks(model)
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01)
+    x, y = next(iter(_batches(1)))
+    nn.functional.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    w, keep = params["3.weight"], masks["3.weight"]
+    pruned_at = int((~keep).flatten().nonzero()[0])
+    kept_at = int(keep.flatten().nonzero()[0])
+    with torch.no_grad():
+        w.view(-1)[pruned_at] = float("nan")
+        w.view(-1)[kept_at] = float("nan")
+        w.view(-1)[int((~keep).flatten().nonzero()[1])] = float("-inf")
+        optimizer.state[w]["exp_avg"].view(-1)[pruned_at] = float("inf")
+        optimizer.state[w]["exp_avg_sq"].fill_(float("nan"))
+    masks.enforcer(model, optimizer)()
+    for name, mask in masks.items():
+        pruned = params[name].detach()[~mask]
+        assert torch.equal(pruned, torch.zeros_like(pruned)), name
+        assert not torch.signbit(pruned).any(), name  # +0.0, never -0.0
+        for key in ("exp_avg", "exp_avg_sq"):
+            state = optimizer.state[params[name]][key][~mask]
+            assert torch.equal(state, torch.zeros_like(state)), (name, key)
+    assert torch.isnan(w.view(-1)[kept_at])
+    assert torch.isnan(optimizer.state[w]["exp_avg_sq"][keep]).all()
+
+
+def test_apply_zeroes_nan_weights_at_pruned_positions() -> None:
+    """``Masks.apply`` on weights holding NaN gives exact zeros at pruned positions."""
+    model = tiny_convnet()
+    masks = _random_masks(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    masks.apply(model)
+    params = dict(model.named_parameters())
+    for name, mask in masks.items():
+        assert torch.count_nonzero(params[name][~mask]) == 0, name
+        assert torch.isnan(params[name][mask]).all(), name
+
+
+class _ReplacingMomentum(torch.optim.Optimizer):
+    """A plugin-style optimizer that keeps a state tensor of the parameter's shape under its own
+    key and *replaces* it with a new tensor every step (no in-place update)."""
+
+    def __init__(self, params, lr: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(params, {"lr": lr})
+
+    @torch.no_grad()
+    def step(self, closure=None):  # type: ignore[no-untyped-def]
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                state["velocity"] = 0.9 * state.get("velocity", torch.zeros_like(p)) + p.grad
+                state["scalar"] = torch.tensor(1.0)  # not the parameter's shape: left alone
+                p.add_(state["velocity"], alpha=-group["lr"])
+
+
+def test_enforcer_finds_plugin_optimizer_state_by_shape_every_step() -> None:
+    """State tensors of an unknown optimizer, replaced by new tensors every step, are zeroed
+    at pruned positions after every step; other state is not touched."""
+    model = tiny_convnet()
+    masks = _random_masks(model)
+    masks.apply(model)
+    params = dict(model.named_parameters())
+    optimizer = _ReplacingMomentum(model.parameters())
+    enforce = masks.enforcer(model, optimizer)
+    for x, y in _batches(5):
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        enforce()
+        for name, mask in masks.items():
+            velocity = optimizer.state[params[name]]["velocity"]
+            assert torch.count_nonzero(velocity[~mask]) == 0, name
+            assert torch.count_nonzero(velocity[mask]) > 0, name
+            assert optimizer.state[params[name]]["scalar"].item() == 1.0
+
+
+def test_enforcer_gradients_zeroes_pruned_gradients_only() -> None:
+    """``gradients()`` zeroes pruned gradients and leaves kept ones unchanged."""
+    model = tiny_convnet()
+    masks = _random_masks(model)
+    x, y = next(iter(_batches(1)))
+    nn.functional.cross_entropy(model(x), y).backward()
+    params = dict(model.named_parameters())
+    before = {n: params[n].grad.clone() for n in masks}
+    masks.enforcer(model).gradients()
+    for name, mask in masks.items():
+        assert torch.count_nonzero(params[name].grad[~mask]) == 0, name
+        assert torch.equal(params[name].grad[mask], before[name][mask]), name
+        assert torch.count_nonzero(before[name][~mask]) > 0, name  # there was something to zero
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_enforcer_exact_in_every_float_width(dtype: torch.dtype) -> None:
+    """The bit-level zeroing works for 16- and 64-bit floats as well: pruned positions become
+    +0.0 and kept values keep their exact bits."""
+    model = tiny_convnet().to(dtype)
+    masks = _random_masks(model)
+    params = dict(model.named_parameters())
+    before = {n: params[n].detach().clone() for n in masks}
+    masks.enforcer(model)()
+    for name, mask in masks.items():
+        w = params[name].detach()
+        assert torch.count_nonzero(w[~mask]) == 0 and not torch.signbit(w[~mask]).any(), name
+        assert torch.equal(w[mask].view(torch.uint8), before[name][mask].view(torch.uint8)), name
+
+
 def test_save_load_round_trip(tmp_path: Path, convnet: nn.Module) -> None:
     """Masks and metadata survive a file round trip, in the original layer order."""
     masks = _random_masks(convnet)
