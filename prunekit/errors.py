@@ -37,3 +37,20 @@ class DataNotFoundError(PrunekitError):
 
 class LayerCollapseError(PrunekitError):
     """A prunable layer lost every weight, which disconnects the network."""
+
+
+class DivergedError(PrunekitError):
+    """Training diverged: the loss or the weights stopped being finite.
+
+    ``step`` is the optimizer step whose loss (or whose update) was the first non-finite one,
+    counted as in ``TrainResult.steps``; ``epoch`` is the 1-based epoch it fell in. A diverged
+    run is a status, not a result: the bench stores it as ``diverged``.
+    """
+
+    def __init__(self, message: str, step: int, epoch: int) -> None:
+        super().__init__(message)
+        self.step = step
+        self.epoch = epoch
+
+    def __reduce__(self) -> tuple[type, tuple[str, int, int]]:  # picklable across processes
+        return (type(self), (str(self), self.step, self.epoch))
