@@ -232,10 +232,11 @@ def _protocol(dataset: str, epochs: int | None = None, **overrides: Any) -> Any:
 def _save_weights(model: torch.nn.Module, path: Path) -> None:
     from safetensors.torch import save_file
 
+    from prunekit.atomic import atomic_path
+
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp))
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp))
 
 
 def _load_weights(model: torch.nn.Module, path: Path) -> None:

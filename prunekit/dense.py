@@ -11,16 +11,16 @@ stored run that lacks a wanted rewinding point is trained again keeping both set
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
+
+from prunekit.atomic import atomic_path
 
 State = dict[str, torch.Tensor]
 
@@ -54,13 +54,12 @@ def cache_key(spec: Mapping[str, Any]) -> str:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes (and threads) on ``path`` (portable: filelock)."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with FileLock(str(path)):
+        yield
 
 
 class DenseCache:
@@ -108,19 +107,18 @@ class DenseCache:
             else:
                 self.misses += 1
                 run = _compute(compute, wanted, stored or known)
-                tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-                torch.save(
-                    {
-                        "states": {str(k): v for k, v in run.states.items()},
-                        "final": run.final,
-                        "steps": run.steps,
-                        "final_accuracy": run.final_accuracy,
-                        "best_accuracy": run.best_accuracy,
-                        "spec": json.dumps(dict(spec), sort_keys=True, default=str),
-                    },
-                    tmp,
-                )
-                tmp.replace(path)
+                with atomic_path(path) as tmp:
+                    torch.save(
+                        {
+                            "states": {str(k): v for k, v in run.states.items()},
+                            "final": run.final,
+                            "steps": run.steps,
+                            "final_accuracy": run.final_accuracy,
+                            "best_accuracy": run.best_accuracy,
+                            "spec": json.dumps(dict(spec), sort_keys=True, default=str),
+                        },
+                        tmp,
+                    )
         self._memory[key] = run
         return run
 

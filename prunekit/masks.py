@@ -25,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from prunekit.atomic import atomic_path
 from prunekit.errors import MaskMismatchError, PrunekitError
 
 FORMAT = "prunekit.masks/1"
@@ -130,7 +131,7 @@ class Masks(Mapping[str, torch.Tensor]):
 
     # --- files --------------------------------------------------------------------------
     def save(self, path: str | Path, metadata: Mapping[str, object] | None = None) -> Path:
-        """Write a safetensors file (uint8 tensors) with JSON metadata; atomic (tmp + rename)."""
+        """Write a safetensors file (uint8 tensors) with JSON metadata, atomically."""
         path = Path(path)
         meta = {
             "format": FORMAT,
@@ -141,12 +142,8 @@ class Masks(Mapping[str, torch.Tensor]):
             meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
         tensors = {n: m.detach().cpu().to(torch.uint8).contiguous() for n, m in self._masks.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        try:
+        with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=meta)
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import attrs
 
 from prunekit.bench.suite import ALL, Suite
-from prunekit.cell import CellSpec
+from prunekit.cell import CellSpec, resolve_method_options
 from prunekit.errors import PrunekitError
 from prunekit.pipeline import check_sparsity, instantiate, uses_data
 from prunekit.plugins import get_plugins
@@ -100,29 +100,51 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
 
     pairs: list[tuple[str, str]] = []
     skipped: list[Skipped] = []
+    for name in suite.method_options:  # a typo in a table name is an error, not a no-op
+        plugins.registry("method").get(name)
+    for name in suite.check_options:
+        plugins.registry("sanity_check").get(name)
     for m in method_names:
-        method = plugins.registry("method").get(m)
+        method = resolve_method_options(plugins.registry("method").get(m), suite.method_options.get(m, {}))
         for c in check_names:
             if c == CLEAN:
                 pairs.append((m, c))
                 continue
-            reason = instantiate("sanity_check", c).not_applicable(method, uses_data(method))
+            check = instantiate("sanity_check", c, suite.check_options.get(c, {}))
+            reason = check.not_applicable(method, uses_data(method))
             if reason:
                 skipped.append(Skipped(method=m, check=c, reason=reason))
             else:
                 pairs.append((m, c))
     cells: list[CellSpec] = []
     not_applicable: list[tuple[CellSpec, str]] = []
-    common = dict(dataset=suite.dataset, protocol=suite.protocol, trainer=suite.trainer, data_root=suite.data_root)
     for model in suite.models:
+        common = dict(
+            dataset=suite.dataset,
+            protocol=suite.protocol,
+            trainer=suite.trainer,
+            data_root=suite.data_root,
+            model_options=suite.options_for_model(model),
+        )
         for seed in seeds:
             if (DENSE, CLEAN) in pairs:
-                cells.append(CellSpec(model=model, method=DENSE, check=CLEAN, sparsity=0.0, seed=seed, **common))
+                cells.append(
+                    CellSpec(
+                        model=model, method=DENSE, check=CLEAN, sparsity=0.0, seed=seed,
+                        method_options=suite.method_options.get(DENSE, {}), **common,
+                    )
+                )
             for sparsity in sparsities:
                 # one (method, sparsity, seed) after another, so a ticket is reused by its checks
                 for m, c in pairs:
                     if m != DENSE:
-                        cells.append(CellSpec(model=model, method=m, check=c, sparsity=sparsity, seed=seed, **common))
+                        cells.append(
+                            CellSpec(
+                                model=model, method=m, check=c, sparsity=sparsity, seed=seed,
+                                method_options=suite.method_options.get(m, {}),
+                                check_options=suite.check_options.get(c, {}), **common,
+                            )
+                        )
                 for s in skipped:
                     if s.method != DENSE:
                         spec = CellSpec(

@@ -6,14 +6,14 @@ from typing import Any, Literal
 
 import attrs
 
-Status = Literal["done", "failed", "running", "not_applicable"]
+Status = Literal["done", "failed", "diverged", "running", "not_applicable"]
 
 
 @attrs.frozen(kw_only=True)
 class ResultRow:
     """One cell: what was run (spec + protocol fingerprint) and what came out."""
 
-    key: str  # content hash of cell spec + protocol + plugin versions
+    key: str  # prunekit.identity.cell_identity(...).key
     suite: str
     model: str
     dataset: str
@@ -34,6 +34,12 @@ class ResultRow:
     history: list[dict[str, float]] = attrs.field(factory=list)
     environment: dict[str, Any] = attrs.field(factory=dict)  # versions, device, plugins
     bench_id: str = ""
+    mask_hash: str | None = None  # content hash of the final masks (prunekit.masks)
+    dense_accuracy: float | None = None  # the dense pre-training's test accuracy (lottery tickets)
+    tie_fraction: float | None = None  # of the kept weights, the fraction chosen among tied scores
+    warnings: list[str] = attrs.field(factory=list)
+    spec: dict[str, Any] = attrs.field(factory=dict)  # the cell spec (runner.spec_from_payload)
+    identity: dict[str, Any] = attrs.field(factory=dict)  # the payload the key hashes
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import attrs
 import torch
 
-from prunekit import __version__
+from prunekit import __version__, identity
 from prunekit.bench.executors import Executor
 from prunekit.bench.grid import Filters, expand
 from prunekit.bench.records import ResultRow
@@ -28,9 +28,11 @@ from prunekit.bench.store import ResultStore, check_db_path
 from prunekit.bench.suite import Suite
 from prunekit.cell import CellResult, CellSpec
 from prunekit.errors import PrunekitError
+from prunekit.identity import Identity, canonical
 from prunekit.plugins import get_plugins
 
-CACHE_DIR = ".prunekit-cache"  # dense pre-training, beside the store
+CACHE_DIR = ".prunekit-cache"
+FINISHED = ("done", "diverged")  # statuses reused on resume (diverging is a deterministic outcome)  # dense pre-training, beside the store
 
 
 class CellSink(Protocol):
@@ -50,6 +52,7 @@ class BenchSummary:
     done: int
     failed: int
     reused: int
+    diverged: int = 0
     not_applicable: int
     skipped_pairs: int
     wall_time: float
@@ -60,35 +63,17 @@ class BenchSummary:
 
     def line(self) -> str:
         return (
-            f"{self.total} cells: {self.done} run, {self.reused} reused, {self.failed} failed; "
+            f"{self.total} cells: {self.done} run, {self.reused} reused, {self.failed} failed"
+            + (f", {self.diverged} diverged" if self.diverged else "")
+            + "; "
             f"{self.not_applicable} cells of {self.skipped_pairs} method/check pairs not applicable; "
             f"{self.wall_time:.0f} s"
         )
 
 
-def cell_versions(spec: CellSpec) -> dict[str, str]:
-    """Versions of the plugins that produce a cell (prunekit's included), for its key: installing
-    an unrelated plugin does not invalidate finished cells."""
-    plugins = get_plugins()
-    method = plugins.registry("method").get(spec.method)
-    entries = [
-        plugins.registry("method").entry(spec.method),
-        plugins.registry("trainer").entry(spec.trainer),
-        plugins.registry("dataset").entry(spec.dataset),
-    ]
-    if method.scorer is not None:
-        entries.append(plugins.registry("scorer").entry(method.scorer))
-        entries.append(plugins.registry("ratio_schedule").entry(method.schedule))
-    if spec.check != "none":
-        entries.append(plugins.registry("sanity_check").entry(spec.check))
-    versions = {"prunekit": __version__}
-    versions.update({e.origin.plugin: e.origin.version for e in entries})
-    return versions
-
-
-def cell_key(spec: CellSpec, suite: Suite) -> str:
-    """The store key: protocol fingerprint + content hash of the spec and its plugins' versions."""
-    return f"{suite.fingerprint()}-{spec.key(cell_versions(spec))}"
+def cell_identity(spec: CellSpec, device: str) -> Identity:
+    """The identity (key and payload) of a cell run on ``device`` (its type enters the key)."""
+    return identity.cell_identity(spec, device_type=torch.device(device).type)
 
 
 def environment(device: str, executor: str) -> dict[str, Any]:
@@ -119,7 +104,7 @@ def new_bench_id() -> str:
 def _row(
     spec: CellSpec,
     suite: Suite,
-    key: str,
+    ident: Identity,
     status: str,
     bench_id: str,
     env: Mapping[str, Any],
@@ -137,9 +122,13 @@ def _row(
             wall_time=result.wall_time,
             layer_density=dict(result.layer_density),
             history=[dict(h) for h in result.history],
+            mask_hash=result.mask_hash,
+            dense_accuracy=result.dense_accuracy,
+            tie_fraction=result.tie_fraction,
+            warnings=list(result.warnings),
         )
     return ResultRow(
-        key=key,
+        key=ident.key,
         suite=suite.name,
         model=spec.model,
         dataset=spec.dataset,
@@ -152,8 +141,53 @@ def _row(
         error=error,
         environment=dict(env),
         bench_id=bench_id,
+        spec=spec_payload(spec),
+        identity=ident.payload,
         **metrics,
     )
+
+
+def spec_payload(spec: CellSpec) -> dict[str, Any]:
+    """A cell's spec as stored (enough to rebuild it with :func:`spec_from_payload`)."""
+    return {f.name: canonical(getattr(spec, f.name)) for f in attrs.fields(CellSpec) if f.name != "data_root"}
+
+
+def spec_from_payload(payload: Mapping[str, Any], data_root: str | None = None) -> CellSpec:
+    """The :class:`CellSpec` of a stored row (raises ``TypeError``/``ValueError`` when the row
+    comes from a prunekit whose spec had other fields)."""
+    from prunekit.interfaces import TrainConfig
+
+    fields = dict(payload)
+    fields["protocol"] = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields["protocol"].items()})
+    for name in ("model_options", "method_options", "check_options"):
+        if name in fields:
+            fields[name] = _from_canonical(fields[name])
+    return CellSpec(**fields, data_root=data_root)
+
+
+def _from_canonical(value: Any) -> Any:
+    """Stored option pairs back to their converter's input (lists of pairs -> mappings)."""
+    if isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 and isinstance(p[0], str) for p in value):
+        return {k: _from_canonical(v) for k, v in value}
+    if isinstance(value, list):
+        return tuple(value)
+    return value
+
+
+def _status(error: str | None) -> str:
+    """A cell's status from its error text: ``done``, ``diverged`` (training blew up: a finding
+    about the method, kept out of rankings) or ``failed``."""
+    if error is None:
+        return "done"
+    return "diverged" if error.startswith("DivergedError") else "failed"
+
+
+def _na_identity(spec: CellSpec, device: str) -> Identity:
+    """The identity of a cell that is not run because its check does not apply (the check is
+    left unresolved, since resolving it is what refuses it)."""
+    base = cell_identity(attrs.evolve(spec, check="none", check_options={}), device)
+    payload = {**base.payload, "check": {"name": spec.check, "not_applicable": True}}
+    return Identity(key=identity.digest(payload), payload=payload)
 
 
 def make_executor(name: str | Executor, jobs: int = 1, options: Mapping[str, Any] | None = None) -> Executor:
@@ -245,21 +279,22 @@ def run_bench(
         )
     check_data(suite)
     bench_id = bench_id or new_bench_id()
-    keyed = {spec: cell_key(spec, suite) for spec in grid.cells}
+    idents = {spec: cell_identity(spec, device) for spec in grid.cells}
+    keyed = {spec: ident.key for spec, ident in idents.items()}
     cache_dir = db.resolve().parent / CACHE_DIR
     env = environment(device, runner.name)
     store = ResultStore(db)
     try:
         status = store.statuses(keyed.values())
-        todo = {spec: key for spec, key in keyed.items() if status.get(key) != "done"}
+        todo = {spec: key for spec, key in keyed.items() if status.get(key) not in FINISHED}
         store.start_bench(bench_id, suite.name, list(argv if argv is not None else sys.argv), get_plugins().versions())
         not_applicable = [
-            _row(spec, suite, cell_key(spec, suite), "not_applicable", bench_id, env, error=reason)
+            _row(spec, suite, _na_identity(spec, device), "not_applicable", bench_id, env, error=reason)
             for spec, reason in grid.not_applicable
         ]
         store.record(*not_applicable)
-        store.mark_running(*(_row(spec, suite, key, "running", bench_id, env) for spec, key in todo.items()))
-        done = failed = 0
+        store.mark_running(*(_row(spec, suite, idents[spec], "running", bench_id, env) for spec in todo))
+        done = failed = diverged = 0
         order = list(todo)
         with _progress(progress and bool(todo), suite.name, len(todo)) as show:
             if runner.in_order and order:
@@ -273,9 +308,11 @@ def run_bench(
                     )
                 if error is None and result is None:
                     error = f"executor {runner.name!r} returned neither a result nor an error"
-                row = _row(spec, suite, key, "done" if error is None else "failed", bench_id, env, result, error)
+                row = _row(spec, suite, idents[spec], _status(error), bench_id, env, result, error)
                 store.record(row)
-                done, failed = done + (error is None), failed + (error is not None)
+                done += row.status == "done"
+                failed += row.status == "failed"
+                diverged += row.status == "diverged"
                 if wandb is not None:
                     wandb.log_cell(row)
                 if runner.in_order and todo:
@@ -284,7 +321,7 @@ def run_bench(
                     current = f"finished {_cell_text(spec)}"
                 show(1, current + (f" · {failed} failed" if failed else ""))
         for spec, key in todo.items():  # the executor ended without them
-            row = _row(spec, suite, key, "failed", bench_id, env, error=f"executor {runner.name!r} returned no result")
+            row = _row(spec, suite, idents[spec], "failed", bench_id, env, error=f"executor {runner.name!r} returned no result")
             store.record(row)
             failed += 1
             if wandb is not None:
@@ -293,13 +330,14 @@ def run_bench(
         rows = tuple(r for r in store.rows(suite=suite.name) if r.key in wanted)
     finally:
         store.close()
-    ran = done + failed
+    ran = done + failed + diverged
     return BenchSummary(
         bench_id=bench_id,
         total=len(keyed),
         ran=ran,
         done=done,
         failed=failed,
+        diverged=diverged,
         reused=len(keyed) - ran,
         not_applicable=len(grid.not_applicable),
         skipped_pairs=len(grid.skipped),

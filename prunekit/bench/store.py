@@ -8,6 +8,12 @@ is replaced by its result when it arrives, each in one transaction, so a killed 
   ``history`` and ``environment`` as JSON) plus ``started`` / ``finished`` (Unix time);
 - ``benches``: one row per ``prunekit bench`` run (id, suite, start, argv, plugin versions);
 - ``meta``: the schema version.
+
+The file is marked as prunekit's (SQLite's ``application_id``). Before writing anything the store
+checks that a file it is given is empty, or a prunekit store of this or an older schema: another
+application's SQLite file, a ``cells`` table of another shape or a store from a newer prunekit is
+refused in one line and left byte-identical. Readers (``prunekit report``, ``prunekit status``)
+open it read-only and never change its bytes, so a store on read-only media can be reported.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import attrs
 
@@ -26,8 +33,13 @@ from prunekit.bench.records import ResultRow
 from prunekit.errors import PrunekitError
 
 DEFAULT_DB = "prunekit-results.db"
-SCHEMA_VERSION = 2  # 2: started/finished timestamps (added to older stores when opened)
-_JSON = ("layer_density", "history", "environment")
+# 2: started/finished timestamps; 3: mask hash, dense accuracy, ties, warnings, spec, identity,
+# application_id (columns are added to older stores when a writer opens them)
+SCHEMA_VERSION = 3
+APPLICATION_ID = 0x50524B54  # "PRKT"
+_JSON = ("layer_density", "history", "environment", "warnings", "spec", "identity")
+_JSON_EMPTY: dict[str, Any] = {"history": [], "warnings": []}
+_REQUIRED = ("key", "suite", "status")  # columns every prunekit store had
 _COLUMNS = [f.name for f in attrs.fields(ResultRow)]
 _QUOTED = ", ".join(f'"{c}"' for c in _COLUMNS)  # "check" is an SQL keyword
 _TIMES = ("started", "finished")
@@ -65,27 +77,37 @@ def check_db_path(path: str | Path) -> Path:
 class ResultStore:
     """The SQLite file of one or more benchmark runs.
 
-    ``create=False`` opens an existing store only (for readers such as ``prunekit report``).
+    ``create=False`` opens an existing store read-only (for readers such as ``prunekit report``):
+    nothing is written, not even the journal mode.
     """
 
     def __init__(self, path: str | Path, *, create: bool = True) -> None:
-        self.path = check_db_path(path) if create else Path(path)
+        self.path = check_db_path(path) if create else Path(path).expanduser()
+        self.readonly = not create
         if not create and not self.path.is_file():
             raise PrunekitError(f"no results store at {self.path}; run `prunekit bench` first")
         self._db: sqlite3.Connection | None = None
         try:
-            self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript(_SCHEMA)
-            have = {r[1] for r in self._db.execute("PRAGMA table_info(cells)")}
-            for column in (*_COLUMNS, *_TIMES):
-                if column not in have:  # a store written by an older prunekit
-                    self._db.execute(f'ALTER TABLE cells ADD COLUMN "{column}"')
-            self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            if create:
+                self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+                _check_owned(self._db, self.path)
+                self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.executescript(_SCHEMA)
+                have = _columns(self._db)
+                for column in (*_COLUMNS, *_TIMES):
+                    if column not in have:  # a store written by an older prunekit
+                        self._db.execute(f'ALTER TABLE cells ADD COLUMN "{column}"')
+                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+            else:
+                self._db = _connect_readonly(self.path)
+                _check_owned(self._db, self.path, reading=True)
         except sqlite3.DatabaseError as err:
-            if self._db is not None:
-                self._db.close()
+            self.close()
             raise PrunekitError(f"cannot use {self.path} as a results store ({err}); choose another --db") from None
+        except PrunekitError:
+            self.close()
+            raise
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -158,8 +180,11 @@ class ResultStore:
         return {k for k, s in self.statuses().items() if s == "done"}
 
     def rows(self, suite: str | None = None, status: str | None = None) -> list[ResultRow]:
-        """The cells (optionally of one suite, one status) in the order they were first stored."""
-        query, args = f"SELECT {_QUOTED} FROM cells", []
+        """The cells (optionally of one suite, one status) in the order they were first stored.
+        Columns an older store lacks read as their defaults."""
+        have = _columns(self.db)
+        present = [c for c in _COLUMNS if c in have]
+        query, args = "SELECT " + ", ".join(f'"{c}"' for c in present) + " FROM cells", []
         where = []
         if suite is not None:
             where.append("suite = ?")
@@ -172,11 +197,17 @@ class ResultStore:
         query += " ORDER BY rowid"
         out = []
         for values in self.db.execute(query, args).fetchall():
-            d = dict(zip(_COLUMNS, values))
+            d = dict(zip(present, values))
             for c in _JSON:
-                d[c] = json.loads(d[c]) if d[c] else ([] if c == "history" else {})
+                if c in d:
+                    d[c] = json.loads(d[c]) if d[c] else _JSON_EMPTY.get(c, {})
             out.append(ResultRow(**d))
         return out
+
+    def schema(self) -> int:
+        """The schema version this store was written with (0 when it has none)."""
+        found = self.db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        return int(found[0]) if found else 0
 
     def times(self, key: str) -> tuple[float | None, float | None]:
         """(started, finished) of one cell, Unix time (None where unknown)."""
@@ -185,3 +216,55 @@ class ResultStore:
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM cells").fetchone()[0])
+
+
+def _columns(db: sqlite3.Connection) -> set[str]:
+    return {r[1] for r in db.execute("PRAGMA table_info(cells)")}
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A read-only connection; on read-only media (where SQLite cannot make its lock files
+    beside a WAL store) the file is read as immutable."""
+    uri = path.resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+    try:
+        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        db.close()
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
+
+
+def _check_owned(db: sqlite3.Connection, path: Path, *, reading: bool = False) -> None:
+    """Refuse, before any write, a file that is not an empty file or a prunekit store this
+    version can use (one line naming what it is)."""
+    app = int(db.execute("PRAGMA application_id").fetchone()[0])
+    tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    foreign = f"{path} is not a prunekit results store"
+    if app not in (0, APPLICATION_ID):
+        raise PrunekitError(f"{foreign} (it belongs to another application); choose another --db")
+    if not tables:
+        if reading:
+            raise PrunekitError(f"{foreign} (it is empty); run `prunekit bench` first")
+        return  # a new (or empty) file: ours to set up
+    if "cells" not in tables or "meta" not in tables:
+        raise PrunekitError(
+            f"{foreign} (it has tables {', '.join(sorted(tables)) or 'none'}, no cells/meta); choose another --db"
+        )
+    missing = [c for c in _REQUIRED if c not in _columns(db)]
+    if missing:
+        raise PrunekitError(
+            f"{foreign}: its cells table has another schema (no {', '.join(missing)} column); choose another --db"
+        )
+    found = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if found is None:
+        raise PrunekitError(f"{foreign} (its meta table has no schema version); choose another --db")
+    try:
+        schema = int(found[0])
+    except ValueError:
+        raise PrunekitError(f"{foreign} (schema version {found[0]!r})") from None
+    if schema > SCHEMA_VERSION:
+        raise PrunekitError(
+            f"{path} was written by a newer prunekit (store schema {schema}, this one reads up to "
+            f"{SCHEMA_VERSION}); upgrade prunekit or choose another --db"
+        )

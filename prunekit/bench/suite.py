@@ -3,7 +3,8 @@
 A suite fixes the dataset, models, sparsities, seeds, methods and checks (``"all"`` or a list),
 the training protocol (a ``[protocol]`` table with the fields of
 :class:`~prunekit.interfaces.TrainConfig`), the scoring overrides (a ``[scoring]`` table) and
-the trainer. Unknown keys are an error that names the key and the file; a value of the wrong
+the trainer, and the options of models (``[model]``), methods (``[method_options.<name>]``) and
+checks (``[check_options.<name>]``). Unknown keys are an error that names the key and the file; a value of the wrong
 type or range is one line naming the key. :meth:`Suite.fingerprint` identifies the protocol:
 every result row carries it, so results of different protocols are never compared silently.
 """
@@ -20,6 +21,7 @@ from typing import Any
 import attrs
 
 from prunekit.errors import PrunekitError
+from prunekit.identity import canonical
 from prunekit.interfaces import TrainConfig
 
 if sys.version_info >= (3, 11):
@@ -54,6 +56,12 @@ class Suite:
     protocol: TrainConfig = TrainConfig()
     scoring: Mapping[str, int] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
     trainer: str = "sgd"
+    # options of the recipe's parts, each entering the identity of the cells that use them:
+    # timm.create_model options for every model ([model]) or one ([model.<name>]), overrides of
+    # a method's fields ([method_options.<method>]) and a check's options ([check_options.<check>])
+    model_options: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
+    method_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
+    check_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
     device: str = attrs.field(default="cpu", validator=attrs.validators.in_(DEVICES))  # where it is meant to run
     published: str | None = None  # name of the published table it reproduces (for the reader)
     estimated_cell_seconds: float | None = None  # mean cost of one cell on ``device`` (--dry-run)
@@ -76,7 +84,16 @@ class Suite:
         }
         if self.scoring:
             payload["scoring"] = dict(self.scoring)
+        for table in ("model_options", "method_options", "check_options"):  # left out while empty
+            if getattr(self, table):
+                payload[table] = canonical(getattr(self, table))
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+    def options_for_model(self, model: str) -> dict[str, Any]:
+        """timm options of ``model``: the ``[model]`` keys, then its own ``[model.<name>]`` table."""
+        common = {k: v for k, v in self.model_options.items() if not isinstance(v, Mapping)}
+        own = self.model_options.get(model)
+        return {**common, **(dict(own) if isinstance(own, Mapping) else {})}
 
 
 # ------------------------------------------------------------------------------- validation
@@ -115,7 +132,7 @@ _SUITE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "published": (lambda v: isinstance(v, str), "the name of a published table (string)"),
     "estimated_cell_seconds": (lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
 }
-_TABLES = ("protocol", "scoring")
+_TABLES = ("protocol", "scoring", "model", "method_options", "check_options")
 _PROTOCOL_FIELDS = {f.name: f for f in attrs.fields(TrainConfig)}
 
 
@@ -174,13 +191,25 @@ def suite_from_mapping(raw: Mapping[str, Any], source: str) -> Suite:
             raise _unknown(source, f"scoring.{key}", {f"scoring.{k}" for k in SCORING_KEYS})
         if not (_is_int(value) and value > 0):
             raise _bad(source, f"scoring.{key}", value, "an integer > 0")
+    for table in ("method_options", "check_options"):
+        for name, options in tables[table].items():
+            if not isinstance(options, Mapping):
+                raise _bad(source, f"{table}.{name}", options, f"a table ([{table}.{name}]) of options")
     try:
         protocol = TrainConfig(**tables["protocol"])
     except (TypeError, ValueError) as err:
         raise PrunekitError(f"invalid suite {source}: [protocol]: {err}") from None
     fields = {k: v for k, v in raw.items() if k not in _TABLES}
     try:
-        return Suite(**fields, protocol=protocol, scoring=tables["scoring"], source=source)
+        return Suite(
+            **fields,
+            protocol=protocol,
+            scoring=tables["scoring"],
+            model_options=tables["model"],
+            method_options=tables["method_options"],
+            check_options=tables["check_options"],
+            source=source,
+        )
     except (TypeError, ValueError) as err:  # pragma: no cover - the checks above come first
         raise PrunekitError(f"invalid suite {source}: {err}") from None
 
