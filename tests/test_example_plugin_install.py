@@ -1,15 +1,18 @@
 """The example plugin from pip install to the leaderboard and back, in a fresh virtualenv.
 
 ``docs/examples/prunekit-gradnorm`` is copied to a temporary folder (building writes
-``build/`` and ``*.egg-info`` beside the sources), built and installed with pip into a venv
-that sees this environment's packages (``--system-site-packages``: torch, the editable
-prunekit, setuptools, pip), without network (``--no-deps --no-build-isolation``, no index).
-Then the venv's real CLI must list the plugin, its method, rank it in a benchmark, run the
-plugin's own conformance tests, and forget it after ``pip uninstall``. Nothing is installed
-into the outer environment.
+``build/`` and ``*.egg-info`` beside the sources), built and installed with pip into a child
+venv that sees *this test's environment* (torch, the editable prunekit, setuptools, pip),
+without network (``--no-deps --no-build-isolation``, no index). Then the venv's real CLI must
+list the plugin, its method, rank it in a benchmark, run the plugin's own conformance tests,
+and forget it after ``pip uninstall``. Nothing is installed into the outer environment.
 
-The venv is made ``--without-pip``: Python's ensurepip would put its own old setuptools (and
-pip) into the venv, shadowing this environment's setuptools, which builds wheels offline.
+The child venv is made *without* ``--system-site-packages``: from inside a venv that flag
+gives the child the base interpreter's packages, not this environment's, so the test would
+pass only where prunekit and torch were also installed into the base Python by hand. Instead
+a ``.pth`` file in the child runs ``site.addsitedir`` on this environment's site-packages
+folders (so their own ``.pth`` files, the editable install's among them, work there too).
+It is made ``--without-pip``: ensurepip would shadow this environment's setuptools and pip;
 ``<venv>/bin/python -m pip`` runs this environment's pip *for the venv*.
 """
 
@@ -18,8 +21,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,12 +126,13 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
     )
     root = work / "venv"
     subprocess.run(
-        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(root)],
+        [sys.executable, "-m", "venv", "--without-pip", str(root)],
         check=True,
         capture_output=True,
         timeout=120,
     )
     env = Venv(root=root, source=source, work=work)
+    link_environment(env)
     probe = env.run(
         env.python,
         "-c",
@@ -136,9 +142,9 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
     )
     if probe.returncode != 0:
         pytest.fail(
-            "the venv cannot import setuptools, pip and prunekit from the system site packages, "
-            "so the example cannot be built offline; install them in this environment "
-            f"(pip install setuptools pip; pip install -e .):\n{probe.stderr[-2000:]}",
+            "the child venv cannot import setuptools, pip and prunekit from this test's environment, "
+            "so the example cannot be built offline; install the test extra here "
+            f"(pip install -e '.[test]'):\n{probe.stderr[-2000:]}",
             pytrace=False,
         )
     assert int(probe.stdout.split(".")[0]) >= 68, (
@@ -146,6 +152,50 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
     )
     env.ensure_installed()
     yield env
+
+
+OUTER_SITE_DIRS = [p for p in dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"]])]
+
+
+def child_site_packages(env: Venv) -> Path:
+    """The child venv's own site-packages folder."""
+    found = subprocess.run(
+        [str(env.python), "-I", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return Path(found.stdout.strip())
+
+
+def link_environment(env: Venv) -> None:
+    """Let the child venv see this test's environment (not the base interpreter's packages)."""
+    lines = [f"import site; site.addsitedir({folder!r})" for folder in OUTER_SITE_DIRS if Path(folder).is_dir()]
+    (child_site_packages(env) / "_outer_environment.pth").write_text("\n".join(lines) + "\n")
+
+
+def test_child_venv_does_not_depend_on_the_base_interpreter(venv: Venv) -> None:
+    """The child venv ignores the base interpreter's site-packages (so the test cannot pass
+    because of packages installed there by hand) and imports prunekit and torch from this
+    test's environment."""
+    cfg = (venv.root / "pyvenv.cfg").read_text()
+    assert "include-system-site-packages = false" in cfg
+    probe = venv.run(
+        venv.python,
+        "-c",
+        "import json, sys, sysconfig, prunekit, torch; "
+        "print(json.dumps([sys.path, sysconfig.get_paths(vars={'base': sys.base_prefix, "
+        "'platbase': sys.base_prefix})['purelib'], prunekit.__file__, torch.__file__]))",
+        what="inspecting the child venv",
+    )
+    path, base_site, prunekit_file, torch_file = json.loads(probe.stdout)
+    assert base_site not in path or base_site in OUTER_SITE_DIRS, (
+        f"the child venv sees the base interpreter's packages ({base_site})"
+    )
+    outer = [Path(d).resolve() for d in OUTER_SITE_DIRS]
+    assert any(Path(torch_file).resolve().is_relative_to(d) for d in outer), torch_file
+    assert Path(prunekit_file).resolve().is_relative_to(Path(__file__).resolve().parents[1]), prunekit_file
 
 
 def test_installed_plugin_is_listed_with_its_version(venv: Venv) -> None:

@@ -25,14 +25,20 @@ import attrs
 from prunekit.bench.published import Comparison, compare_published
 from prunekit.bench.records import ResultRow
 from prunekit.bench.stats import (
+    COMBINATION_RULE,
+    DEFAULT_ALPHA,
     DEFAULT_CONFIDENCE,
     DEFAULT_TOLERANCE,
     DENSE_METHOD,
+    MIN_SEEDS,
     REFERENCE_METHOD,
     Delta,
     Effect,
+    Granularity,
     Rank,
+    SequentialDesign,
     VerdictSummary,
+    accuracy_granularity,
     check_effects,
     ranking,
     verdict_matrix,
@@ -63,8 +69,23 @@ CSV_COLUMNS = (
     "wall_time",
     "error",
 )
-VERDICT_STYLES = {"passes": "green", "fails": "red", "inconclusive": "yellow", "mixed": "magenta"}
-VERDICT_COLOURS = {"passes": "#1a7f37", "fails": "#cf222e", "inconclusive": "#9a6700", "mixed": "#8250df"}
+VERDICT_STYLES = {
+    "passes": "green",
+    "fails": "red",
+    "raises accuracy": "cyan",
+    "inconclusive": "yellow",
+    "too few seeds": "dim",
+    "mixed": "magenta",
+}
+VERDICT_COLOURS = {
+    "passes": "#1a7f37",
+    "fails": "#cf222e",
+    "raises accuracy": "#0969da",
+    "inconclusive": "#9a6700",
+    "too few seeds": "#6e7781",
+    "mixed": "#8250df",
+}
+VERDICT_MARKS = {"passes": "P", "fails": "F", "raises accuracy": "R", "inconclusive": "?", "too few seeds": f"<{MIN_SEEDS}"}
 DASH = "–"
 
 
@@ -82,6 +103,14 @@ class ReportData:
     confidence: float
     n_boot: int
     seed: int
+    alpha: float = DEFAULT_ALPHA
+    design: SequentialDesign | None = None  # verdicts of the sequential rule (--until-decided)
+    granularity: tuple[Granularity, ...] = ()
+
+    @property
+    def margin(self) -> float:
+        """The equivalence margin the verdicts used (points)."""
+        return self.tolerance if self.design is None else self.design.margin
 
     @property
     def status_counts(self) -> dict[str, int]:
@@ -95,9 +124,13 @@ def build_report(
     confidence: float = DEFAULT_CONFIDENCE,
     n_boot: int = 1000,
     seed: int = 0,
+    alpha: float = DEFAULT_ALPHA,
+    design: SequentialDesign | None = None,
 ) -> ReportData:
+    """``tolerance`` is the equivalence margin (points), ``alpha`` each verdict's error rate,
+    ``confidence`` the leaderboard intervals' level; ``design``: verdicts by the sequential rule."""
     rows = tuple(rows)
-    effects = check_effects(rows, tolerance=tolerance, confidence=confidence)
+    effects = check_effects(rows, margin=tolerance, alpha=alpha, design=design)
     return ReportData(
         rows=rows,
         ranks=tuple(ranking(rows, n_boot=n_boot, seed=seed, confidence=confidence)),
@@ -108,6 +141,9 @@ def build_report(
         confidence=confidence,
         n_boot=n_boot,
         seed=seed,
+        alpha=alpha,
+        design=design,
+        granularity=tuple(accuracy_granularity(rows)),
     )
 
 
@@ -163,12 +199,18 @@ def _num(x: float | None, fmt: str = ".2f") -> str:
     return DASH if x is None or not math.isfinite(x) else format(x, fmt)
 
 
-def _mean_ci(mean: float | None, lo: float | None, hi: float | None) -> str:
-    if mean is None:
+def _mean_ci(r: Rank) -> str:
+    """Mean ± half-width; [low, high] when clipped at 0 or 100; no interval below MIN_SEEDS
+    seeds ("too few seeds") or when every seed gave the same accuracy ("no seed variance")."""
+    if r.mean is None:
         return DASH
-    if lo is None or hi is None:
-        return _num(mean)
-    return f"{mean:.2f} ± {(hi - lo) / 2:.2f}"
+    if r.ci_low is None or r.ci_high is None:
+        if r.n >= MIN_SEEDS and r.sd == 0.0:
+            return f"{r.mean:.2f} (no seed variance)"
+        return f"{r.mean:.2f} (too few seeds)" if r.n < MIN_SEEDS else _num(r.mean)
+    if r.ci_clipped:
+        return f"{r.mean:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}] (clipped)"
+    return f"{r.mean:.2f} ± {(r.ci_high - r.ci_low) / 2:.2f}"
 
 
 def _rank_text(rank: float | None) -> str:
@@ -187,6 +229,8 @@ def _delta_text(delta: Delta | None) -> str:
     text = f"{delta.mean:+.2f}"
     if delta.ci_low is not None and delta.ci_high is not None:
         text += f" [{delta.ci_low:+.2f}, {delta.ci_high:+.2f}]"
+    elif delta.note:
+        text += f" ({delta.note})"
     return text + ("" if delta.paired else " (unpaired)")
 
 
@@ -236,14 +280,15 @@ def leaderboard_tables(data: ReportData) -> list[Table]:
                         "ref" if r.reference else _rank_text(r.rank),
                         r.method,
                         str(r.n),
-                        _mean_ci(r.mean, r.ci_low, r.ci_high),
+                        _mean_ci(r),
                         _interval(r.rank_low, r.rank_high),
                         _delta_text(r.vs_random_ticket),
                     )
                     for r in board
                 ),
                 caption=(
-                    "clean runs (check none); rank interval: 2.5–97.5 percentiles over "
+                    f"clean runs (check none); intervals need ≥ {MIN_SEEDS} seeds and are clipped to "
+                    "[0, 100]; rank interval: 2.5–97.5 percentiles over "
                     f"{data.n_boot} bootstrap draws of the seeds; Δ paired by seed where possible"
                     + ("; dense is the unranked reference" if any(r.reference for r in board) else "")
                 ),
@@ -256,7 +301,31 @@ def _verdict_cell(v: VerdictSummary) -> str:
     total = sum(v.counts.values())
     if v.verdict != "mixed":
         return v.verdict if total == 1 else f"{v.verdict} ({total}/{total})"
-    return "mixed: " + ", ".join(f"{n} {name}" for name, n in v.counts.items())
+    return v.text()
+
+
+def _verdict_key(cell: str) -> str:
+    """The verdict a table cell starts with (the longest name that matches), or ""."""
+    names = sorted(VERDICT_STYLES, key=len, reverse=True)
+    return next((name for name in names if cell.startswith(name)), "")
+
+
+def verdict_rules(data: ReportData) -> str:
+    """The verdicts' definitions and error rates, in words (the verdict tables' caption)."""
+    level = data.alpha if data.design is None else data.design.alpha
+    margin = data.margin
+    rules = (
+        f"Δ = clean − with check, paired by seed. passes: a one-sided t test finds the check lowers "
+        f"accuracy (a check that does not is called 'passes' with probability ≤ {level:g}); fails: "
+        f"equivalence by two one-sided t tests (TOST) with margin ±{margin:g} point(s) (a check that "
+        f"changes accuracy by {margin:g} or more is called 'fails' with probability ≤ {level:g}), "
+        f"also when a real drop is smaller than the margin; raises accuracy: a one-sided t test finds "
+        f"the check raises it; otherwise inconclusive; too few seeds: fewer than {MIN_SEEDS} paired "
+        "seeds, no test. Error rates hold per verdict and per pair, not across the table."
+    )
+    if data.design is not None:
+        rules += " " + data.design.describe() + "."
+    return rules + " " + COMBINATION_RULE
 
 
 def verdict_tables(data: ReportData) -> list[Table]:
@@ -274,11 +343,7 @@ def verdict_tables(data: ReportData) -> list[Table]:
                 title=f"{_group_title(protocol, model, dataset)}: sanity-check verdicts",
                 columns=("method", *checks),
                 rows=tuple((m, *(cell.get((m, c), DASH) for c in checks)) for m in methods),
-                caption=(
-                    f"passes: the check lowers accuracy by more than {data.tolerance:g} point(s) "
-                    f"({data.confidence:.0%} CI above +{data.tolerance:g}) — the method uses that "
-                    f"information; fails: the CI lies within ±{data.tolerance:g}; otherwise inconclusive"
-                ),
+                caption=verdict_rules(data),
                 verdict_columns=frozenset(range(1, len(checks) + 1)),
             )
         )
@@ -289,7 +354,6 @@ def effect_tables(data: ReportData) -> list[Table]:
     groups: dict[tuple[str, str, str], list[Effect]] = defaultdict(list)
     for e in data.effects:
         groups[(e.protocol, e.model, e.dataset)].append(e)
-    conf = f"{data.confidence:.0%}"
     return [
         Table(
             title=f"{_group_title(*key)}: check effects",
@@ -300,7 +364,7 @@ def effect_tables(data: ReportData) -> list[Table]:
                 "seeds",
                 "clean %",
                 "with check %",
-                f"effect, points [{conf} CI]",
+                "effect, points [interval]",
                 "verdict",
                 "note",
             ),
@@ -312,20 +376,34 @@ def effect_tables(data: ReportData) -> list[Table]:
                     str(e.n),
                     _num(e.clean_mean),
                     _num(e.perturbed_mean),
-                    DASH
-                    if e.mean is None
-                    else f"{e.mean:+.2f}"
-                    + ("" if e.ci_low is None else f" [{e.ci_low:+.2f}, {e.ci_high:+.2f}]"),
+                    _effect_text(e),
                     e.verdict,
                     e.note,
                 )
                 for e in effects
             ),
-            caption="effect = clean − with check, paired by seed (positive: the check lowers accuracy)",
+            caption=(
+                "effect = clean − with check, paired by seed (positive: the check lowers accuracy); "
+                f"interval: two-sided {1 - 2 * (data.alpha if data.design is None else data.design.level()):.0%} t "
+                f"interval (passes ⇔ above 0, fails ⇔ inside ±{data.margin:g}); none from fewer than "
+                f"{MIN_SEEDS} seeds or without seed variance"
+                + ("".join(f"; {g.text()}" for g in data.granularity))
+            ),
             verdict_columns=frozenset({7}),
         )
         for key, effects in groups.items()
     ]
+
+
+def _effect_text(e: Effect) -> str:
+    if e.mean is None:
+        return DASH
+    text = f"{e.mean:+.2f}"
+    if e.ci_low is not None and e.ci_high is not None:
+        return text + f" [{e.ci_low:+.2f}, {e.ci_high:+.2f}]"
+    if e.no_variance:
+        return text + " (no seed variance)"
+    return text + (" (too few seeds)" if e.n < MIN_SEEDS else "")
 
 
 def published_table(data: ReportData) -> Table | None:
@@ -399,9 +477,16 @@ def _sections(data: ReportData) -> list[tuple[str, list[Table]]]:
 
 
 def _settings_line(data: ReportData) -> str:
+    verdicts = (
+        f"verdicts at error rate {data.alpha:g} each, equivalence margin ±{data.margin:g} point(s)"
+        if data.design is None
+        else data.design.describe()
+    )
+    grain = "; ".join(g.text() for g in data.granularity)
     return (
-        f"tolerance {data.tolerance:g} accuracy point(s), confidence {data.confidence:.0%}, "
+        f"{verdicts}; leaderboard intervals {data.confidence:.0%}, "
         f"{data.n_boot} bootstrap draws (seed {data.seed}); accuracies in percent"
+        + (f"; test sets: {grain}" if grain else "")
     )
 
 
@@ -441,7 +526,7 @@ def _rich_table(table: Table) -> Any:
         for i, cell in enumerate(row):
             style = ""
             if i in table.verdict_columns:
-                style = VERDICT_STYLES.get(cell.split(":")[0].split(" ")[0], "")
+                style = VERDICT_STYLES.get(_verdict_key(cell), "")
             cells.append(Text(cell, style=style))  # Text, not markup: cells hold "[" and "]"
         out.add_row(*cells)
     return out
@@ -487,7 +572,9 @@ th, td { border: 1px solid #d0d7de; padding: 4px 8px; text-align: left; }
 th { background: #f6f8fa; }
 caption, .caption { color: #57606a; font-size: 0.9em; margin-bottom: 1.2em; }
 img { max-width: 100%; display: block; margin: 1em 0; }
-""" + "".join(f".v-{name} {{ color: {colour}; font-weight: 600; }}\n" for name, colour in VERDICT_COLOURS.items())
+""" + "".join(
+    f".v-{name.replace(' ', '-')} {{ color: {colour}; font-weight: 600; }}\n" for name, colour in VERDICT_COLOURS.items()
+)
 
 
 def render_html(data: ReportData, plots: Sequence[str] = ()) -> str:
@@ -515,8 +602,8 @@ def render_html(data: ReportData, plots: Sequence[str] = ()) -> str:
                 for i, cell in enumerate(row):
                     cls = ""
                     if i in table.verdict_columns:
-                        word = cell.split(":")[0].split(" ")[0]
-                        cls = f' class="v-{word}"' if word in VERDICT_COLOURS else ""
+                        word = _verdict_key(cell)
+                        cls = f' class="v-{word.replace(" ", "-")}"' if word else ""
                     cells.append(f"<td{cls}>{e(cell)}</td>")
                 parts.append("<tr>" + "".join(cells) + "</tr>")
             parts.append("</tbody></table>")
@@ -568,6 +655,11 @@ def report_payload(data: ReportData) -> dict[str, Any]:
             "prunekit_version": __version__,
             "settings": {
                 "tolerance_points": data.tolerance,
+                "margin_points": data.margin,
+                "alpha": data.alpha if data.design is None else data.design.alpha,
+                "sequential": None if data.design is None else attrs.asdict(data.design),
+                "verdict_rules": verdict_rules(data),
+                "test_sets": [attrs.asdict(g) for g in data.granularity],
                 "confidence": data.confidence,
                 "n_boot": data.n_boot,
                 "bootstrap_seed": data.seed,
@@ -672,7 +764,7 @@ def plot_check_effects(data: ReportData) -> bytes | None:
     fig = _new_figure(width, sum(heights))
     axes = fig.subplots(len(layouts), 1, squeeze=False, height_ratios=heights).ravel()
     limit = max([abs(e.mean) for g in groups.values() for e in g if e.mean is not None] + [2 * data.tolerance, 1.0])
-    mark = {"passes": "P", "fails": "F", "inconclusive": "?"}
+    mark = VERDICT_MARKS
     for ax, (key, effects, rows, cols) in zip(axes, layouts, strict=True):
         grid = np.full((len(rows), len(cols)), np.nan)
         labels: dict[tuple[int, int], str] = {}
