@@ -1,28 +1,44 @@
-"""The ``sgd`` trainer: SGD with momentum / Nesterov, weight decay, multistep or cosine
-learning-rate schedule with optional linear warm-up, masks enforced after every step,
-final- and best-epoch accuracy, snapshots for rewinding, checkpoint and resume.
+"""The ``sgd`` trainer: SGD (momentum, Nesterov) or AdamW, multistep or cosine learning-rate
+schedule with optional linear warm-up, gradient clipping and accumulation, fp32/bf16/fp16
+precision, masks exact after every step, final- and best-epoch accuracy, snapshots for
+rewinding, late rewinding that continues the schedule, checkpoint and resume.
 
-On CUDA it trains with bf16 autocast and channels_last. Metrics are accumulated on the device
-and read once per epoch, so there is no host-device synchronisation per step.
+Precision is part of the protocol (``TrainConfig.precision``, fp32 by default on every
+device): bf16 and fp16 autocast the forward pass (fp16 with a gradient scaler); weights and
+optimizer state stay fp32. On CUDA the model and inputs are channels_last (a layout, not a
+precision). Metrics and the divergence flag are accumulated on the device and read once per
+epoch on CUDA (every step on the CPU, where reading costs nothing), so there is no
+host-device synchronisation per step.
+
+The optimizers are a table (:mod:`prunekit_plugins.optimizers`); a plugin adds one by
+subclassing :class:`SGDTrainer` with a larger ``optimizers`` table under its own name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import torch
+from prunekit_plugins.checkpoints import load_checkpoint, save_checkpoint
+from prunekit_plugins.optimizers import OPTIMIZERS, OptimizerFactory
 from torch import nn
 from torch.nn import functional as F
 
 from prunekit.data import ArrayData, DataBundle, augment_batch, iterate_batches, make_generator
+from prunekit.errors import DivergedError, PrunekitError
 from prunekit.hookspecs import hookimpl
 from prunekit.interfaces import TrainConfig, Trainer, TrainResult
 from prunekit.masks import Masks
+
+_AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def lr_factor(config: TrainConfig, epoch_progress: float) -> float:
@@ -39,22 +55,66 @@ def lr_factor(config: TrainConfig, epoch_progress: float) -> float:
     return config.gamma**passed
 
 
-def _autocast(device: torch.device) -> torch.autocast:
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The forward pass's context for ``precision``: nothing for fp32, else autocast."""
+    dtype = _AUTOCAST_DTYPES.get(precision)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+class _Divergence:
+    """The first step whose loss was not finite, tracked on the device (no sync per step)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.first = torch.full((), -1, dtype=torch.int64, device=device)
+
+    def record(self, loss: torch.Tensor, step: int) -> None:
+        bad = (self.first < 0) & ~torch.isfinite(loss)
+        self.first = torch.where(bad, step, self.first)
+
+    def check(self, model: nn.Module, step: int, steps_per_epoch: int, *, weights: bool) -> None:
+        """Raise :class:`DivergedError` for a recorded non-finite loss or, with ``weights``,
+        for non-finite weights after ``step``."""
+        first = int(self.first)
+        what = "the loss is not finite (NaN or inf)"
+        if first < 0 and weights:
+            params = [p.detach() for p in model.parameters()]
+            if params and not bool(torch.stack(torch._foreach_norm(params)).isfinite().all()):
+                first, what = step, "the weights are not finite (NaN or inf)"
+        if first >= 0:
+            epoch = (first - 1) // steps_per_epoch + 1
+            raise DivergedError(
+                f"training diverged at step {first} (epoch {epoch}): {what}; lower the learning "
+                "rate, clip gradients (grad_clip_norm) or train in fp32",
+                step=first,
+                epoch=epoch,
+            )
 
 
 @attrs.frozen(kw_only=True)
 class SGDTrainer(Trainer):
-    """SGD (momentum, Nesterov, weight decay) with the paper's CIFAR protocol by default."""
+    """SGD or AdamW with the paper's CIFAR protocol by default (see :class:`TrainConfig`)."""
 
     name: ClassVar[str] = "sgd"
-    description: ClassVar[str] = "SGD + momentum, multistep/cosine LR, masks enforced every step"
+    description: ClassVar[str] = (
+        "SGD (momentum/Nesterov) or AdamW, multistep/cosine LR, clipping, accumulation, "
+        "fp32/bf16/fp16; masks exact every step"
+    )
+    optimizers: ClassVar[Mapping[str, OptimizerFactory]] = OPTIMIZERS
 
     eval_batch_size: int = 1024
     compile: bool = False  # torch.compile the model for training (off until measured per model)
     data_on_device: str = attrs.field(
         default="auto", validator=attrs.validators.in_(("auto", "always", "never"))
     )  # keep the whole split on the accelerator (auto: when it fits in half the free memory)
+
+    def validate(self, config: TrainConfig) -> None:
+        if config.optimizer not in self.optimizers:
+            raise PrunekitError(
+                f"trainer {self.name!r} has no optimizer {config.optimizer!r}; it offers "
+                f"{', '.join(sorted(self.optimizers))} (a plugin adds others with its own trainer)"
+            )
 
     def _place(self, data: ArrayData, device: torch.device) -> ArrayData:
         """The split on ``device`` when it fits (or is asked), else pinned host memory; batches
@@ -69,14 +129,21 @@ class SGDTrainer(Trainer):
         cpu = data.to("cpu")
         return ArrayData(x=cpu.x.pin_memory(), y=cpu.y.pin_memory())
 
-    def evaluate(self, model: nn.Module, data: DataBundle, *, device: torch.device | str = "cpu") -> tuple[float, float]:
+    def evaluate(
+        self,
+        model: nn.Module,
+        data: DataBundle,
+        *,
+        device: torch.device | str = "cpu",
+        precision: str = "fp32",
+    ) -> tuple[float, float]:
         device = torch.device(device)
         test = self._place(data.test, device)
         was_training = model.training
         model.eval()
         loss_sum = torch.zeros((), device=device, dtype=torch.float64)
         correct = torch.zeros((), device=device, dtype=torch.int64)
-        with torch.no_grad(), _autocast(device):
+        with torch.no_grad(), autocast(device, precision):
             for start in range(0, len(test), self.eval_batch_size):
                 x = data.normalize(test.x[start : start + self.eval_batch_size].to(device, non_blocking=True))
                 if device.type == "cuda":
@@ -102,50 +169,70 @@ class SGDTrainer(Trainer):
         snapshot_steps: Sequence[int] = (),
         checkpoint: Path | None = None,
         progress: Callable[[dict[str, float]], None] | None = None,
+        start_step: int = 0,
     ) -> TrainResult:
+        self.validate(config)
         device = torch.device(device)
+        source = train_data if train_data is not None else data.train
+        steps_per_epoch = max(math.ceil(len(source) / config.batch_size), 1)
+        total_steps = steps_per_epoch * config.epochs
+        if not 0 <= start_step <= total_steps:
+            raise PrunekitError(
+                f"start_step {start_step} lies outside 0..{total_steps} (the protocol's "
+                f"{config.epochs} epochs of {steps_per_epoch} steps)"
+            )
         model.to(device)
         if device.type == "cuda":
             model.to(memory_format=torch.channels_last)
-        train = self._place(train_data if train_data is not None else data.train, device)
-        fused = device.type == "cuda"
-        optimizer = torch.optim.SGD(
-            model.parameters(),
-            lr=config.lr,
-            momentum=config.momentum,
-            nesterov=config.nesterov and config.momentum > 0,
-            weight_decay=config.weight_decay,
-            fused=fused or None,
-            foreach=None if fused else True,
-        )
+        train = self._place(source, device)
+        optimizer = self.optimizers[config.optimizer](model.parameters(), config, device.type == "cuda")
+        scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
         forward = torch.compile(model) if self.compile else model
         enforce = masks.enforcer(model, optimizer) if masks is not None else None
         if enforce is not None:
             enforce()
         generator = make_generator(seed, "train-order")
-        steps_per_epoch = max(math.ceil(len(train) / config.batch_size), 1)
-        wanted = set(int(s) for s in snapshot_steps)
+        wanted = {int(s) for s in snapshot_steps}
         snapshots: dict[int, dict[str, torch.Tensor]] = {}
         history: list[dict[str, float]] = []
-        start_epoch, step, best = 0, 0, 0.0
+        start_epoch, skip = divmod(start_step, steps_per_epoch)
+        step, best = start_step, 0.0
+        run = json.dumps(
+            {
+                "config": attrs.asdict(config),
+                "masks": masks.content_hash() if masks is not None else None,
+                "seed": seed,
+                "start_step": start_step,
+            },
+            sort_keys=True,
+        )
         if checkpoint is not None and Path(checkpoint).is_file():
-            state = torch.load(checkpoint, map_location=device, weights_only=False)
+            state = load_checkpoint(Path(checkpoint), device)
+            if state.get("run") != run:
+                raise PrunekitError(
+                    f"the training checkpoint {checkpoint} belongs to another run (protocol, "
+                    "masks, seed or start step differ); delete it or give this run its own path"
+                )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            scaler.load_state_dict(state["scaler"])
             generator.set_state(state["generator"])
-            start_epoch, step, best = state["epoch"], state["step"], state["best"]
+            start_epoch, step, best, skip = state["epoch"], state["step"], state["best"], 0
             history, snapshots = state["history"], state["snapshots"]
-            if enforce is not None:  # optimizer state tensors were replaced: collect them again
-                enforce = masks.enforcer(model, optimizer)  # type: ignore[union-attr]
-        if 0 in wanted and 0 not in snapshots:
-            snapshots[0] = _state(model)
+        if step in wanted and step not in snapshots:
+            snapshots[step] = _state(model)
 
+        divergence = _Divergence(device)
+        check_every_step = device.type == "cpu"
+        chunks = config.accumulation_steps
         started = time.perf_counter()
         model.train()
         for epoch in range(start_epoch, config.epochs):
             loss_sum = torch.zeros((), device=device)
             correct = torch.zeros((), device=device, dtype=torch.int64)
-            for i, (xb, yb) in enumerate(iterate_batches(train, config.batch_size, generator)):
+            seen = 0
+            batches = iterate_batches(train, config.batch_size, generator)
+            for i, (xb, yb) in enumerate(itertools.islice(batches, skip, None), start=skip):
                 factor = lr_factor(config, epoch + i / steps_per_epoch)
                 for group in optimizer.param_groups:
                     group["lr"] = config.lr * factor
@@ -154,37 +241,47 @@ class SGDTrainer(Trainer):
                 x = data.normalize(xb)
                 if device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
-                with _autocast(device):
-                    logits = forward(x)
-                    loss = F.cross_entropy(logits.float(), yb)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss = self._accumulate(forward, x, yb, chunks, config.precision, device, scaler, correct)
+                if enforce is not None:
+                    enforce.gradients()
+                if config.grad_clip_norm > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm, foreach=True)
+                scaler.step(optimizer)
+                scaler.update()
                 if enforce is not None:
                     enforce()
                 step += 1
-                loss_sum += loss.detach() * yb.shape[0]
-                correct += (logits.detach().argmax(1) == yb).sum()
+                seen += yb.shape[0]
+                loss_sum += loss * yb.shape[0]
+                divergence.record(loss, step)
+                if check_every_step:
+                    divergence.check(model, step, steps_per_epoch, weights=False)
                 if step in wanted:
                     snapshots[step] = _state(model)
-            test_loss, test_acc = self.evaluate(model, data, device=device)
+            skip = 0
+            divergence.check(model, step, steps_per_epoch, weights=True)
+            test_loss, test_acc = self.evaluate(model, data, device=device, precision=config.precision)
             best = max(best, test_acc)
             record = {
                 "epoch": epoch + 1,
                 "step": step,
                 "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": float(loss_sum) / len(train),
-                "train_accuracy": float(correct) / len(train),
+                "train_loss": float(loss_sum) / max(seen, 1),
+                "train_accuracy": float(correct) / max(seen, 1),
                 "test_loss": test_loss,
                 "test_accuracy": test_acc,
             }
             history.append(record)
             if checkpoint is not None:
-                _save_checkpoint(
+                save_checkpoint(
                     Path(checkpoint),
                     {
+                        "run": run,
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
+                        "scaler": scaler.state_dict(),
                         "generator": generator.get_state(),
                         "epoch": epoch + 1,
                         "step": step,
@@ -198,7 +295,7 @@ class SGDTrainer(Trainer):
         if history:
             final_loss, final_acc = history[-1]["test_loss"], history[-1]["test_accuracy"]
         else:
-            final_loss, final_acc = self.evaluate(model, data, device=device)
+            final_loss, final_acc = self.evaluate(model, data, device=device, precision=config.precision)
             best = final_acc
         return TrainResult(
             final_accuracy=final_acc,
@@ -210,16 +307,42 @@ class SGDTrainer(Trainer):
             wall_time=time.perf_counter() - started,
         )
 
+    @staticmethod
+    def _accumulate(
+        forward: Callable[[torch.Tensor], torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        chunks: int,
+        precision: str,
+        device: torch.device,
+        scaler: torch.amp.GradScaler,
+        correct: torch.Tensor,
+    ) -> torch.Tensor:
+        """Forward and backward of one batch in ``chunks`` micro-batches (gradients summed, each
+        weighted by its share of the batch); returns the batch's mean loss, detached."""
+        if chunks == 1:
+            with autocast(device, precision):
+                logits = forward(x)
+                loss = F.cross_entropy(logits.float(), y)
+            scaler.scale(loss).backward()
+            correct += (logits.detach().argmax(1) == y).sum()
+            return loss.detach()
+        total = torch.zeros((), device=device)
+        n = y.shape[0]
+        for xc, yc in zip(x.tensor_split(chunks), y.tensor_split(chunks)):
+            if yc.shape[0] == 0:  # a last batch shorter than the number of chunks
+                continue
+            with autocast(device, precision):
+                logits = forward(xc)
+                loss = F.cross_entropy(logits.float(), yc) * (yc.shape[0] / n)
+            scaler.scale(loss).backward()
+            correct += (logits.detach().argmax(1) == yc).sum()
+            total += loss.detach()
+        return total
+
 
 def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _save_checkpoint(path: Path, state: dict[str, object]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
 
 
 @hookimpl

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from prunekit.data import ArrayData, DataBundle
+from prunekit.identity import noop_field
 from prunekit.layers import PrunableLayer
 from prunekit.masks import Masks
 
@@ -176,9 +177,46 @@ class TicketContext:
 
 
 # ---------------------------------------------------------------------------------- trainers
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+
+
+def _betas(instance: Any, attribute: attrs.Attribute, value: tuple[float, ...]) -> None:
+    if len(value) != 2 or not all(0.0 <= b < 1.0 for b in value):
+        raise ValueError(f"'betas' must be two numbers in [0, 1), got {list(value)}")
+
+
+def _one_of(*values: str) -> Callable[[Any, attrs.Attribute, Any], None]:
+    """A validator whose error is one readable line (attrs' ``in_`` prints its whole state)."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in values:
+            raise ValueError(f"{attribute.name!r} must be one of {', '.join(values)}; got {value!r}")
+
+    return check
+
+
+def _accumulation(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if value < 1 or value > instance.batch_size:
+        raise ValueError(
+            f"'accumulation_steps' must lie in 1..batch_size ({instance.batch_size}), got {value}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class TrainConfig:
-    """A training protocol. Defaults are the CIFAR protocol of Su et al. 2020."""
+    """A training protocol. Defaults are the CIFAR protocol of Su et al. 2020.
+
+    * ``optimizer``: a name the trainer offers (the built-in ``sgd`` trainer: ``sgd`` —
+      momentum, ``nesterov``, ``weight_decay`` — and ``adamw`` — ``betas``, decoupled
+      ``weight_decay``); ``lr`` and the schedule apply to every optimizer.
+    * ``grad_clip_norm``: clip the global gradient norm (of the kept weights) to this value
+      before each step; 0 = no clipping.
+    * ``accumulation_steps``: split every batch of ``batch_size`` into this many micro-batches
+      and sum their gradients before one step (same steps, schedule and data order; less
+      memory; BatchNorm sees the smaller batches).
+    * ``precision``: ``fp32``, or autocast to ``bf16`` or ``fp16`` (with a gradient scaler) for
+      training and evaluation; weights and optimizer state stay fp32.
+    """
 
     epochs: int = attrs.field(default=160, validator=attrs.validators.ge(0))
     batch_size: int = attrs.field(default=64, validator=attrs.validators.gt(0))
@@ -187,11 +225,16 @@ class TrainConfig:
     nesterov: bool = False
     weight_decay: float = attrs.field(default=1e-4, validator=attrs.validators.ge(0))
     lr_schedule: Literal["multistep", "cosine", "constant"] = attrs.field(
-        default="multistep", validator=attrs.validators.in_(("multistep", "cosine", "constant"))
+        default="multistep", validator=_one_of("multistep", "cosine", "constant")
     )
     milestones: tuple[float, ...] = attrs.field(default=(0.5, 0.75), converter=tuple)  # fractions of epochs
     gamma: float = 0.1
     warmup_epochs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    optimizer: str = noop_field("sgd", validator=attrs.validators.min_len(1))
+    betas: tuple[float, ...] = noop_field((0.9, 0.999), converter=tuple, validator=_betas)
+    grad_clip_norm: float = noop_field(0.0, validator=attrs.validators.ge(0))
+    accumulation_steps: int = noop_field(1, validator=_accumulation)
+    precision: Literal["fp32", "bf16", "fp16"] = noop_field("fp32", validator=_one_of(*PRECISIONS))
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -208,10 +251,21 @@ class TrainResult:
 class Trainer(abc.ABC):
     """Fits a (masked) model and evaluates it on the test split.
 
-    Must keep pruned weights exactly zero after every optimizer step (``masks.enforcer``),
-    return final- and best-epoch test accuracy, store the model's state at each step listed in
-    ``snapshot_steps`` (step 0 = before training), and resume from ``checkpoint`` when it exists.
-    ``train_data`` replaces ``data.train`` (e.g. perturbed pre-training data).
+    Must keep pruned weights *and* every optimizer state tensor exactly zero at pruned
+    positions after every optimizer step (``masks.enforcer(model, optimizer)``), return final-
+    and best-epoch test accuracy, store the model's state at each step listed in
+    ``snapshot_steps`` (step 0 = before training), and resume from ``checkpoint`` when it exists
+    (loading it with ``torch.load(..., weights_only=True)`` or safetensors: never unpickling
+    code). ``train_data`` replaces ``data.train`` (e.g. perturbed pre-training data).
+
+    ``start_step`` = k: the model holds the weights of step k of a run with this protocol (a
+    ticket rewound to θ_k); train from step k to the end, the learning-rate schedule continuing
+    from step k (OpenLTH; Frankle et al. 2020) instead of restarting. Snapshot steps and
+    ``TrainResult.steps`` count from 0 as in the full run.
+
+    A non-finite loss or weights stop training with :class:`~prunekit.errors.DivergedError`.
+    :func:`prunekit.testing.check_trainer` checks this contract. :meth:`validate` says up front
+    whether a protocol can run (e.g. an optimizer the trainer does not offer).
     """
 
     name: ClassVar[str]
@@ -231,7 +285,12 @@ class Trainer(abc.ABC):
         snapshot_steps: Sequence[int] = (),
         checkpoint: Path | None = None,
         progress: Callable[[dict[str, float]], None] | None = None,
+        start_step: int = 0,
     ) -> TrainResult: ...
+
+    def validate(self, config: TrainConfig) -> None:
+        """Raise a one-line :class:`~prunekit.errors.PrunekitError` when this trainer cannot
+        run ``config``, before any work is done (the default accepts every protocol)."""
 
     @abc.abstractmethod
     def evaluate(

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from prunekit_plugins.sgd import lr_factor
 
 from prunekit.data import ArrayData, Augment, DataBundle, augment_batch, make_generator
 from prunekit.interfaces import TrainConfig
 from prunekit.layers import prunable_layers
 from prunekit.masks import Masks
 from prunekit.pipeline import build_model, instantiate, load_dataset
-from prunekit_plugins.sgd import lr_factor
 
 FAST = TrainConfig(epochs=2, batch_size=64, lr=0.05, weight_decay=5e-4, lr_schedule="cosine")
 
@@ -90,7 +90,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(digits: DataBundle, tmp
 
     with pytest.raises(Killed):
         trainer.fit(build_model("digits_mlp", digits, 2), digits, FAST, seed=0, checkpoint=ckpt, progress=kill)
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1
     resumed = build_model("digits_mlp", digits, 2)
     result = trainer.fit(resumed, digits, FAST, seed=0, checkpoint=ckpt)
     assert [h["epoch"] for h in result.history] == [1, 2]
