@@ -35,9 +35,9 @@ def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
         state = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError:
         raise PrunekitError(
-            f"refusing to load the training checkpoint {path}: it holds objects other than "
-            "tensors and plain data, and loading it could run code; delete it to train from "
-            "the start"
+            f"refusing to load the training checkpoint {path}: it is not made of tensors and "
+            "plain data only (loading it could run code, or it is no checkpoint at all); delete "
+            "it to train from the start"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
