@@ -220,6 +220,8 @@ def load_plugins(
         except Exception as err:  # a broken plugin must not stop the others
             info.errors.append(f"failed to import: {_error_text(err)}; fix or uninstall {dist}")
             continue
+        if dist == "runtime" or dist.startswith("file:"):  # no distribution: the plugin's own word
+            info.version = str(getattr(plugin, "__version__", version))
         wanted = getattr(plugin, "PRUNEKIT_HOOKSPEC_VERSION", hookspecs.HOOKSPEC_VERSION)
         if wanted != hookspecs.HOOKSPEC_VERSION:
             info.errors.append(

@@ -32,7 +32,8 @@ def _default_db() -> str:
 
 
 def load_rows(db: Path, suite: str | None) -> list[Any]:
-    """Every row of the store (all statuses, so failures are reported), one suite or all."""
+    """Every row of the store (all statuses, so failures are reported), one suite or all; rows
+    that today's code would key differently come back with status ``stale``."""
     if not db.is_file():
         raise PrunekitError(
             f"no results store at {db}: run `prunekit bench` first, or pass --db with the path "
@@ -50,7 +51,9 @@ def load_rows(db: Path, suite: str | None) -> list[Any]:
     if not rows:
         where = f" for suite {suite!r}" if suite else ""
         raise PrunekitError(f"the results store {db} holds no results{where}; run `prunekit bench` first")
-    return rows
+    from prunekit.bench.runner import mark_stale
+
+    return mark_stale(rows)
 
 
 @click.command()

@@ -6,7 +6,8 @@ from typing import Any, Literal
 
 import attrs
 
-Status = Literal["done", "failed", "diverged", "running", "not_applicable"]
+# stale: a stored row that today's code would key differently (marked by readers, never stored)
+Status = Literal["done", "failed", "diverged", "running", "not_applicable", "stale"]
 
 
 @attrs.frozen(kw_only=True)

@@ -344,3 +344,35 @@ def run_bench(
         wall_time=time.perf_counter() - started,
         rows=rows,
     )
+
+
+def stale_reason(row: ResultRow) -> str | None:
+    """Why a stored row is not a result of today's code and plugins (None when it is).
+
+    The row's spec is rebuilt and its identity computed again; a different key means the recipe,
+    an option, a default, a plugin's version or the core's version changed since it was stored.
+    The reason names the parts of the identity that differ.
+    """
+    if not row.spec or not row.identity:
+        return "stored by an older prunekit that recorded no identity"
+    device = str(row.identity.get("device", "cpu"))
+    try:
+        spec = spec_from_payload(row.spec)
+        ident = _na_identity(spec, device) if row.status == "not_applicable" else cell_identity(spec, device)
+    except (PrunekitError, TypeError, ValueError, KeyError) as err:
+        return f"its recipe no longer resolves ({str(err).splitlines()[0] if str(err) else type(err).__name__})"
+    if ident.key == row.key:
+        return None
+    parts = sorted(k for k in set(ident.payload) | set(row.identity) if ident.payload.get(k) != row.identity.get(k))
+    return "produced by other code, options or plugin versions (differs in: " + ", ".join(parts or ["key"]) + ")"
+
+
+def mark_stale(rows: Sequence[ResultRow]) -> list[ResultRow]:
+    """``rows`` with every row that is not a result of today's code given status ``stale`` and
+    the reason as its error (in memory only: the store keeps what it holds). Stale rows are
+    shown by reports and never enter statistics, which count ``done`` rows only."""
+    out = []
+    for row in rows:
+        reason = None if row.status == "running" else stale_reason(row)
+        out.append(row if reason is None else attrs.evolve(row, status="stale", error=reason))
+    return out

@@ -223,15 +223,20 @@ def _columns(db: sqlite3.Connection) -> set[str]:
 
 
 def _connect_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection; on read-only media (where SQLite cannot make its lock files
-    beside a WAL store) the file is read as immutable."""
+    """A connection that never writes: not the store, and no lock files beside it.
+
+    While a writer is at work its ``-wal`` file exists, and the reader shares it (read-only) to
+    see a consistent state; otherwise the file is read as immutable, which creates nothing
+    beside it (so a store on read-only media, or one another user owns, can be reported).
+    """
     uri = path.resolve().as_uri()
-    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
-    try:
-        db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
-        return db
-    except sqlite3.OperationalError:
-        db.close()
+    if Path(f"{path}-wal").exists():
+        try:
+            db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+            return db
+        except sqlite3.OperationalError:
+            db.close()
     return sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None)
 
 
