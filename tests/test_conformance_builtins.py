@@ -1,4 +1,4 @@
-"""Every built-in scorer, schedule, sanity check and method passes the conformance kit.
+"""Every built-in scorer, schedule, sanity check, method and trainer passes the conformance kit.
 
 Parametrized over the registries themselves (as timm's tests run over its model registry),
 so a new built-in is checked without touching this file.
@@ -44,6 +44,15 @@ def test_builtin_method_conforms(name: str) -> None:
     testing.check_method(name)
 
 
+@pytest.mark.parametrize("name", _names("trainer"))
+def test_builtin_trainer_conforms(name: str) -> None:
+    """The trainer keeps pruned weights and every optimizer state tensor exactly zero after
+    every step, trains a kept weight that starts at 0, reports final/best accuracy and step
+    count, and honours snapshot steps."""
+    testing.check_trainer(name)
+
+
 def test_every_kind_is_covered() -> None:
     """The parametrization is not silently empty: the built-ins register objects of each kind."""
-    assert all(_names(kind) for kind in ("scorer", "ratio_schedule", "sanity_check", "method"))
+    kinds = ("scorer", "ratio_schedule", "sanity_check", "method", "trainer")
+    assert all(_names(kind) for kind in kinds)

@@ -41,6 +41,7 @@ from prunekit.testing import (
     check_sanity_check,
     check_schedule,
     check_scorer,
+    check_trainer,
 )
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "prunekit-gradnorm"
@@ -680,3 +681,104 @@ def test_example_plugin_passes_the_kit(
         "sanity_check": ["sign_flip"],
         "method": ["grad_norm"],
     }
+
+
+# ---------------------------------------------------------------------------------- trainers
+class _WeightsOnlyMasks(Masks):
+    """Masks whose enforcer re-zeroes the weights only: neither the gradients nor the
+    optimizer state."""
+
+    def enforcer(self, model, optimizer=None):  # type: ignore[no-untyped-def]
+        return _WeightsOnlyEnforcer(super().enforcer(model, None))
+
+
+class _WeightsOnlyEnforcer:
+    def __init__(self, weights: Any) -> None:
+        self.weights = weights
+
+    def __call__(self) -> None:
+        self.weights()
+
+    def gradients(self) -> None:
+        pass
+
+
+def _broken_trainer(name: str, fit: Any) -> type:
+    """The built-in trainer with ``fit`` replaced by ``fit(super_fit, model, data, config, **kw)``."""
+    from prunekit_plugins.sgd import SGDTrainer
+
+    def method(self, model, data, config, **kwargs):  # type: ignore[no-untyped-def]
+        return fit(super(cls, self).fit, model, data, config, **kwargs)
+
+    cls = attrs.frozen(kw_only=True)(
+        type(name, (SGDTrainer,), {"name": name, "description": f"broken: {name}", "fit": method})
+    )
+    return cls
+
+
+def _pruned_by_value(fit, model, data, config, masks=None, **kw):  # type: ignore[no-untyped-def]
+    params = dict(model.named_parameters())
+    return fit(model, data, config, masks=Masks({n: params[n] != 0 for n in masks}), **kw)
+
+
+def _alias_snapshot(fit, model, data, config, **kw):  # type: ignore[no-untyped-def]
+    result = fit(model, data, config, **kw)
+    return attrs.evolve(result, snapshots={**result.snapshots, 0: model.state_dict()})
+
+
+_BROKEN_TRAINERS = [
+    (
+        _broken_trainer("no_enforcement", lambda fit, m, d, c, masks=None, **kw: fit(m, d, c, **kw)),
+        ["pruned weights of", "are not zero", "masks.enforcer(model, optimizer)"],
+    ),
+    (
+        _broken_trainer(
+            "weights_only",
+            lambda fit, m, d, c, masks=None, **kw: fit(m, d, c, masks=_WeightsOnlyMasks(masks), **kw),
+        ),
+        ["'momentum_buffer'", "nonzero at", "pruned positions", "after step 1"],
+    ),
+    (_broken_trainer("pruned_by_value", _pruned_by_value), ["still 0", "never from w != 0"]),
+    (
+        _broken_trainer(
+            "no_snapshots", lambda fit, m, d, c, snapshot_steps=(), **kw: fit(m, d, c, **kw)
+        ),
+        ["no snapshot at step 0", "snapshot_steps"],
+    ),
+    (_broken_trainer("alias_snapshot", _alias_snapshot), ["snapshot at step 0", "is it a copy"]),
+    (
+        _broken_trainer(
+            "best_below_final",
+            lambda fit, *a, **kw: attrs.evolve(fit(*a, **kw), best_accuracy=0.0),
+        ),
+        ["best accuracy 0.0 <", "at least the final one"],
+    ),
+    (
+        _broken_trainer(
+            "wrong_steps", lambda fit, *a, **kw: attrs.evolve(fit(*a, **kw), steps=0)
+        ),
+        ["TrainResult.steps is 0 but 6 optimizer steps ran"],
+    ),
+]
+
+
+@pytest.mark.parametrize("cls, fragments", _by_name(*_BROKEN_TRAINERS))
+def test_kit_catches_broken_trainer(cls: type, fragments: list[str]) -> None:
+    """Each broken trainer (no enforcement, weights but not optimizer state, masks read from
+    w != 0, snapshots ignored or aliased, best < final, wrong step count) fails the trainer
+    contract with a message naming the problem."""
+    with pytest.raises(ConformanceError) as err:
+        check_trainer(cls)
+    message = str(err.value)
+    assert message.startswith(f"trainer {cls.name!r}")
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def test_kit_trainer_check_passes_the_healthy_base() -> None:
+    """Control: the unbroken trainer the broken ones derive from passes, as a class and by
+    its registered name."""
+    from prunekit_plugins.sgd import SGDTrainer
+
+    check_trainer(SGDTrainer)
+    check_trainer("sgd")
