@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from prunekit.bench.suite import ALL, Suite
+from prunekit.bench.suite import ALL, ALL_METHODS, Suite
 from prunekit.cell import CellSpec, resolve_method_options
 from prunekit.errors import PrunekitError
 from prunekit.pipeline import check_sparsity, instantiate, uses_data
@@ -101,11 +101,12 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
     pairs: list[tuple[str, str]] = []
     skipped: list[Skipped] = []
     for name in suite.method_options:  # a typo in a table name is an error, not a no-op
-        plugins.registry("method").get(name)
+        if name != ALL_METHODS:
+            plugins.registry("method").get(name)
     for name in suite.check_options:
         plugins.registry("sanity_check").get(name)
     for m in method_names:
-        method = resolve_method_options(plugins.registry("method").get(m), suite.method_options.get(m, {}))
+        method = resolve_method_options(plugins.registry("method").get(m), suite.options_for_method(m))
         for c in check_names:
             if c == CLEAN:
                 pairs.append((m, c))
@@ -131,7 +132,7 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
                 cells.append(
                     CellSpec(
                         model=model, method=DENSE, check=CLEAN, sparsity=0.0, seed=seed,
-                        method_options=suite.method_options.get(DENSE, {}), **common,
+                        method_options=suite.options_for_method(DENSE), **common,
                     )
                 )
             for sparsity in sparsities:
@@ -141,7 +142,7 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
                         cells.append(
                             CellSpec(
                                 model=model, method=m, check=c, sparsity=sparsity, seed=seed,
-                                method_options=suite.method_options.get(m, {}),
+                                method_options=suite.options_for_method(m),
                                 check_options=suite.check_options.get(c, {}), **common,
                             )
                         )

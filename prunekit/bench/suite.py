@@ -30,6 +30,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ALL = "all"
+ALL_METHODS = "*"  # [method_options."*"]: overrides for every method of the suite
 DEVICES = ("cpu", "cuda")
 SCORING_KEYS = ("samples_per_class", "iterations")  # overrides of the scorers' data request
 
@@ -94,6 +95,17 @@ class Suite:
         common = {k: v for k, v in self.model_options.items() if not isinstance(v, Mapping)}
         own = self.model_options.get(model)
         return {**common, **(dict(own) if isinstance(own, Mapping) else {})}
+
+    def options_for_method(self, method: str) -> dict[str, Any]:
+        """Overrides of ``method``'s fields: ``[method_options."*"]`` (every method), then its own
+        table (``scorer_options`` / ``schedule_options`` tables merged key by key)."""
+        every = dict(self.method_options.get(ALL_METHODS, {}))
+        own = dict(self.method_options.get(method, {}))
+        merged = {**every, **own}
+        for table in ("scorer_options", "schedule_options"):
+            if table in every and table in own:
+                merged[table] = {**dict(every[table]), **dict(own[table])}
+        return merged
 
 
 # ------------------------------------------------------------------------------- validation
