@@ -387,6 +387,8 @@ def prune(
 @click.option("--lr", type=float, default=None)
 @click.option("--weight-decay", type=float, default=None)
 @click.option("--lr-schedule", type=click.Choice(["multistep", "cosine", "constant"]), default=None)
+@click.option("--optimizer", default=None, help="An optimizer the trainer offers (sgd trainer: sgd, adamw); default: the protocol's.")
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None, help="Training and evaluation precision (bf16/fp16 autocast, fp16 with a gradient scaler); default: the protocol's (fp32).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def train(
     model: str | None,
@@ -402,6 +404,8 @@ def train(
     lr: float | None,
     weight_decay: float | None,
     lr_schedule: str | None,
+    optimizer: str | None,
+    precision: str | None,
     as_json: bool,
 ) -> None:
     """Train a masked (or dense) model and print its test accuracy."""
@@ -414,8 +418,10 @@ def train(
         model = model or meta.get("model")
     fit = pipeline.instantiate("trainer", trainer)
     config = _protocol(
-        dataset, epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule
+        dataset, epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule,
+        optimizer=optimizer, precision=precision,
     )
+    fit.validate(config)
     dev = resolve_device(device)
     model_name = _model_name(model, dataset)
     data = pipeline.load_dataset(dataset, data_root, download=download)
@@ -444,6 +450,8 @@ def train(
         "best_accuracy": result.best_accuracy,
         "final_loss": result.final_loss,
         "epochs": config.epochs,
+        "optimizer": config.optimizer,
+        "precision": config.precision,
         "steps": result.steps,
         "wall_time_s": result.wall_time,
     }

@@ -1245,7 +1245,7 @@ class _StepWatch:
         self.optimizers: list[torch.optim.Optimizer] = []
         self.after: dict[int, dict[str, torch.Tensor]] = {}
         self.problems: list[str] = []
-        self.state_tensors = 0  # state tensors of a weight's shape seen (0: SGD without momentum)
+        self.state_keys: set[str] = set()  # keys of state tensors of a weight's shape seen
         self._handles: list[Any] = []
 
     def start(self) -> None:
@@ -1297,7 +1297,7 @@ class _StepWatch:
                 for key, value in (optimizer.state.get(p) or {}).items():
                     if not (torch.is_tensor(value) and value.shape == p.shape):
                         continue
-                    self.state_tensors += 1
+                    self.state_keys.add(str(key))
                     alive = int(torch.count_nonzero(value.detach()[pruned]))
                     if alive:
                         self.problems.append(
@@ -1337,7 +1337,7 @@ def _survivor(model: nn.Module, masks: Masks, data: DataBundle, layer: str) -> i
 @_single_threaded
 def check_trainer(
     name_or_cls: str | type[Trainer] | Trainer, config: TrainConfig | None = None, **options: Any
-) -> None:
+) -> dict[str, Any]:
     """Check a trainer: fit the kit's conv net with half of every layer pruned under ``config``
     (default :data:`TRAINER_CONFIG`: 2 epochs of 3 steps, SGD with momentum) and verify that
 
@@ -1350,7 +1350,8 @@ def check_trainer(
     * ``snapshot_steps`` are honoured: the state before training at 0 (a copy, untouched by
       training) and the weights right after step k at k.
 
-    On the CPU, and on CUDA too when it is available.
+    On the CPU, and on CUDA too when it is available. Returns what was watched on the last
+    device: ``{"steps": n, "optimizers": [class names], "state": [state keys checked]}``.
     """
     subject, trainer = _resolve("trainer", name_or_cls, options)
     config = config if config is not None else TRAINER_CONFIG
@@ -1406,6 +1407,11 @@ def check_trainer(
             )
         _check_train_result(subject, where, trainer, model, data, config, result, watch, exact_steps)
         _check_snapshots(subject, where, result, initial, masks, watch, exact_steps)
+    return {
+        "steps": watch.steps,
+        "optimizers": sorted({type(o).__name__ for o in watch.optimizers}),
+        "state": sorted(watch.state_keys),
+    }
 
 
 def _check_train_result(
