@@ -1,4 +1,5 @@
-"""The sgd trainer: accuracy, schedules, masks, snapshots, checkpoint and resume."""
+"""The sgd trainer: accuracy, schedules, masks, snapshots, checkpoint and resume, divergence,
+late rewinding (start_step) and the train command's protocol options."""
 
 from __future__ import annotations
 
@@ -125,3 +126,112 @@ def test_train_data_override_is_used(digits: DataBundle) -> None:
     model = build_model("digits_mlp", digits, 0)
     result = instantiate("trainer", "sgd").fit(model, digits, FAST, seed=0, train_data=small)
     assert result.steps == FAST.epochs
+
+
+def _random_masks(model: torch.nn.Module, density: float = 0.2) -> Masks:
+    g = torch.Generator().manual_seed(0)
+    return Masks({layer.name: torch.rand(layer.shape, generator=g) < density for layer in prunable_layers(model)})
+
+
+def test_divergence_raises_with_step_and_keeps_pruned_weights_zero(digits: DataBundle) -> None:
+    """lr = 1e4 on digits stops training with DivergedError naming the step (a PrunekitError:
+    one line); the diverged weights hold NaN/inf at kept positions and exact zeros at every
+    pruned one (NaN x 0 would have been NaN)."""
+    from prunekit.errors import DivergedError, PrunekitError
+
+    model = build_model("digits_cnn", digits, 0)
+    masks = _random_masks(model)
+    masks.apply(model)
+    config = TrainConfig(epochs=2, batch_size=64, lr=1e4, lr_schedule="constant")
+    with pytest.raises(DivergedError) as err:
+        instantiate("trainer", "sgd").fit(model, digits, config, masks=masks, seed=0)
+    steps_per_epoch = math.ceil(len(digits.train) / 64)
+    assert isinstance(err.value, PrunekitError)
+    assert 1 <= err.value.step <= steps_per_epoch and err.value.epoch == 1
+    message = str(err.value)
+    assert f"diverged at step {err.value.step} (epoch 1)" in message and "\n" not in message
+    params = dict(model.named_parameters())
+    assert any(not torch.isfinite(params[n][m]).all() for n, m in masks.items())  # it did diverge
+    for name, mask in masks.items():
+        pruned = params[name].detach()[~mask]
+        assert torch.equal(pruned, torch.zeros_like(pruned)), name
+
+
+def test_non_finite_weights_stop_training_at_the_epoch_end(digits: DataBundle) -> None:
+    """Non-finite weights that the loss does not see (an unused parameter) still stop the run:
+    DivergedError at the last step of the first epoch, saying the weights are not finite."""
+    from prunekit.errors import DivergedError
+
+    model = build_model("digits_mlp", digits, 0)
+    model.register_parameter("unused", torch.nn.Parameter(torch.tensor([1.0, float("inf")])))
+    small = ArrayData(x=digits.train.x[:128], y=digits.train.y[:128])
+    with pytest.raises(DivergedError, match="step 2 \\(epoch 1\\): the weights are not finite") as err:
+        instantiate("trainer", "sgd").fit(model, digits, FAST, seed=0, train_data=small)
+    assert (err.value.step, err.value.epoch) == (2, 1)
+
+
+def _lrs_per_step(trainer, *args, **kwargs):  # type: ignore[no-untyped-def]
+    """(the learning rate of every optimizer step, the result) of ``trainer.fit(...)``."""
+    from torch.optim.optimizer import register_optimizer_step_pre_hook
+
+    seen: list[float] = []
+    handle = register_optimizer_step_pre_hook(lambda opt, a, k: seen.append(opt.param_groups[0]["lr"]))
+    try:
+        result = trainer.fit(*args, **kwargs)
+    finally:
+        handle.remove()
+    return seen, result
+
+
+def test_start_step_continues_the_lr_schedule(digits: DataBundle) -> None:
+    """A run started at step k (late rewinding) takes the remaining steps with the learning
+    rates steps k+1.. of the full run had, instead of restarting the schedule; epochs and
+    step counts continue too, and a snapshot at k is the state it started from."""
+    trainer = instantiate("trainer", "sgd")
+    config = TrainConfig(epochs=3, batch_size=64, lr=0.05, lr_schedule="cosine", warmup_epochs=1)
+    small = ArrayData(x=digits.train.x[:320], y=digits.train.y[:320])  # 5 steps per epoch
+    full, _ = _lrs_per_step(trainer, build_model("digits_mlp", digits, 0), digits, config, seed=0, train_data=small)
+    assert len(full) == 15
+    k = 7
+    late = build_model("digits_mlp", digits, 0)
+    start = {n: v.clone() for n, v in late.state_dict().items()}
+    lrs, result = _lrs_per_step(
+        trainer, late, digits, config, seed=0, train_data=small, start_step=k, snapshot_steps=[k, 12]
+    )
+    assert lrs == full[k:]
+    assert full[: 15 - k] != lrs  # restarting would have warmed up again
+    assert result.steps == 15 and [h["epoch"] for h in result.history] == [2, 3]
+    assert [h["step"] for h in result.history] == [10, 15]
+    assert sorted(result.snapshots) == [k, 12]
+    assert all(torch.equal(result.snapshots[k][n], start[n]) for n in start)
+
+
+def test_start_step_outside_the_run_is_one_line(digits: DataBundle) -> None:
+    """A start step past the protocol's last step is refused before training."""
+    from prunekit.errors import PrunekitError
+
+    small = ArrayData(x=digits.train.x[:128], y=digits.train.y[:128])
+    with pytest.raises(PrunekitError, match=r"start_step 5 lies outside 0\.\.4"):
+        instantiate("trainer", "sgd").fit(build_model("digits_mlp", digits, 0), digits, FAST, train_data=small, start_step=5)
+
+
+def test_cli_train_precision_and_optimizer(capsys: pytest.CaptureFixture[str]) -> None:
+    """`prunekit train --precision bf16 --optimizer adamw` trains with them (the JSON summary
+    says so); an optimizer the trainer lacks is one line on stderr and a non-zero exit."""
+    import json
+
+    from tests.cli_runner import run_cli
+
+    argv = ["train", "--model", "digits_mlp", "--epochs", "1", "--lr", "0.002", "--json"]
+    code, out, _ = run_cli([*argv, "--precision", "bf16", "--optimizer", "adamw"], capsys)
+    assert code == 0
+    summary = json.loads(out)
+    assert (summary["precision"], summary["optimizer"]) == ("bf16", "adamw")
+    assert summary["final_accuracy"] > 0.3  # it trained (chance is 0.1)
+    code, out, err = run_cli([*argv, "--optimizer", "lion"], capsys)
+    assert code != 0 and out == ""
+    expected = (
+        "error: trainer 'sgd' has no optimizer 'lion'; it offers adamw, sgd (a plugin adds "
+        "others with its own trainer)"
+    )
+    assert err.strip().splitlines() == [expected]
