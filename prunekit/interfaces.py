@@ -146,6 +146,13 @@ class SanityCheck(abc.ABC):
             return f"{method.name} does not use data to prune, so {self.name} cannot change it"
         return None
 
+    def scores_before_budgets(self) -> bool:
+        """Whether :meth:`perturb_scores` acts *before* the layer budgets are computed, so the
+        method's schedule allocates on the perturbed scores (e.g. a global threshold over
+        inverted scores, Frankle et al. 2021). By default it acts after: budgets stay the clean
+        method's and only the choice inside each layer changes."""
+        return False
+
     def perturb_data(self, data: ArrayData, num_classes: int, generator: torch.Generator) -> ArrayData:
         return data
 
@@ -336,6 +343,13 @@ class Method:
     * ``prune_fraction``: iterative magnitude pruning — remove this fraction of the remaining
       weights per round, rewind and retrain, until the target density (0: one shot).
     * ``family``: the ticket family, used to decide which sanity checks apply.
+    * ``scoring_augment``: draw the scoring batch through the dataset's training augmentation
+      (random crop and flip, seeded), as the authors' code of Su et al. 2020 and GraSP does by
+      taking it from the augmented training loader; off (un-augmented images, as OpenLTH's
+      scoring for Frankle et al. 2021) by default.
+    * ``rewind_schedule``: for ``rewind="step"``, whether the final training ``restart``\ s the
+      learning-rate schedule from its start (the default) or ``continue``\ s it from the
+      rewinding step k (OpenLTH; Frankle et al. 2020), training the remaining steps only.
 
     New fields must default to a value that has no effect, so old results stay valid.
     """
@@ -356,6 +370,10 @@ class Method:
     rewind_point: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
     prune_fraction: float = attrs.field(
         default=0.0, validator=[attrs.validators.ge(0), attrs.validators.lt(1)]
+    )
+    scoring_augment: bool = noop_field(False, validator=attrs.validators.instance_of(bool))
+    rewind_schedule: Literal["restart", "continue"] = noop_field(
+        "restart", validator=_one_of("restart", "continue")
     )
 
     def spec(self) -> dict[str, Any]:
