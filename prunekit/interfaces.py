@@ -187,6 +187,11 @@ class TicketContext:
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
 
+def _floats(values: Any) -> tuple[float, ...]:
+    """A tuple of floats (1 and 1.0 are one value, so they give one result identity)."""
+    return tuple(float(v) for v in values)
+
+
 def _betas(instance: Any, attribute: attrs.Attribute, value: tuple[float, ...]) -> None:
     if len(value) != 2 or not all(0.0 <= b < 1.0 for b in value):
         raise ValueError(f"'betas' must be two numbers in [0, 1), got {list(value)}")
@@ -238,8 +243,8 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
     optimizer: str = noop_field("sgd", validator=attrs.validators.min_len(1))
-    betas: tuple[float, ...] = noop_field((0.9, 0.999), converter=tuple, validator=_betas)
-    grad_clip_norm: float = noop_field(0.0, validator=attrs.validators.ge(0))
+    betas: tuple[float, ...] = noop_field((0.9, 0.999), converter=_floats, validator=_betas)
+    grad_clip_norm: float = noop_field(0.0, converter=float, validator=attrs.validators.ge(0))
     accumulation_steps: int = noop_field(1, validator=_accumulation)
     precision: Literal["fp32", "bf16", "fp16"] = noop_field("fp32", validator=_one_of(*PRECISIONS))
 
