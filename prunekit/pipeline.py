@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from prunekit import __version__
-from prunekit.data import ArrayData, DataBundle, balanced_indices, make_generator
+from prunekit.data import ArrayData, DataBundle, augment_batch, balanced_indices, make_generator
 from prunekit.dense import DenseCache, DenseRun, rewind_step
 from prunekit.errors import LayerCollapseError, PrunekitError, UnknownNameError
 from prunekit.interfaces import (
@@ -166,18 +166,33 @@ class Training:
 
 
 def scoring_batches(
-    data: DataBundle, request: Any, seed: int, device: torch.device, train: ArrayData | None = None
+    data: DataBundle,
+    request: Any,
+    seed: int,
+    device: torch.device,
+    train: ArrayData | None = None,
+    *,
+    augment: bool = False,
 ) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    """``request.iterations`` class-balanced batches from the (possibly perturbed) train split."""
+    """``request.iterations`` class-balanced batches from the (possibly perturbed) train split.
+
+    With ``augment`` (a method's ``scoring_augment``) every batch goes through the data's
+    training augmentation (random crop and flip) before normalisation, as a batch taken from the
+    authors' augmented training loader is; the draws come from their own seeded stream, so the
+    same images are chosen with and without it.
+    """
     if request is None:
         return ()
     train = train if train is not None else data.train
     g = make_generator(seed, "scoring-batch")
+    flips = make_generator(seed, "scoring-augment") if augment else None
     out = []
     for _ in range(request.iterations):
         idx = balanced_indices(train.y, request.samples_per_class, data.num_classes, g)
-        x = data.normalize(train.x[idx.to(train.x.device)].to(device))
-        out.append((x, train.y[idx.to(train.y.device)].to(device)))
+        images = train.x[idx.to(train.x.device)].to(device)
+        if flips is not None:
+            images = augment_batch(images, data.augment, flips)
+        out.append((data.normalize(images), train.y[idx.to(train.y.device)].to(device)))
     return tuple(out)
 
 
@@ -287,8 +302,11 @@ def _score_and_select(
         scores = scorer.score(model, ctx)
         check_scores(layers, scores, f"scorer {method.scorer!r}")
         scores = exclude_pruned(scores, masks)
+        early = check is not None and "scores" in check.stages() and check.scores_before_budgets()
+        if check is not None and early:  # the schedule allocates on the perturbed scores
+            scores = exclude_pruned(check.perturb_scores(scores, check_rng), masks)
         counts = schedule.allocate(layers, target, scores)
-        if check is not None and "scores" in check.stages():  # budgets stay the clean ones
+        if check is not None and "scores" in check.stages() and not early:  # budgets stay the clean ones
             scores = exclude_pruned(check.perturb_scores(scores, check_rng), masks)
         masks = select_top(layers, scores, counts)
     return masks
@@ -321,7 +339,9 @@ def _find_ticket(
     pruning_train = data.train
     if check is not None and "pruning_data" in check.stages():
         pruning_train = check.perturb_data(data.train, data.num_classes, check_rng)
-    batches = scoring_batches(data, scorer.data_request(model, data), seed, device, pruning_train)
+    batches = scoring_batches(
+        data, scorer.data_request(model, data), seed, device, pruning_train, augment=method.scoring_augment
+    )
     select = dict(seed=seed, device=device, batches=batches, scorer=scorer, schedule=schedule, check=check, check_rng=check_rng)
     names = [layer.name for layer in layers]
     if not method.pretrain:
