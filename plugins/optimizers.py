@@ -33,10 +33,6 @@ from prunekit.interfaces import TrainConfig
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], TrainConfig, bool], torch.optim.Optimizer]
 
 
-def _kernels(fused: bool) -> dict[str, bool | None]:
-    return {"fused": True, "foreach": None} if fused else {"fused": None, "foreach": True}
-
-
 def sgd(params: Iterable[torch.nn.Parameter], config: TrainConfig, fused: bool) -> torch.optim.Optimizer:
     """SGD with ``momentum`` (heavy ball, or ``nesterov``) and L2 ``weight_decay``."""
     return torch.optim.SGD(
@@ -45,7 +41,8 @@ def sgd(params: Iterable[torch.nn.Parameter], config: TrainConfig, fused: bool) 
         momentum=config.momentum,
         nesterov=config.nesterov and config.momentum > 0,
         weight_decay=config.weight_decay,
-        **_kernels(fused),
+        fused=fused or None,
+        foreach=None if fused else True,
     )
 
 
@@ -53,7 +50,12 @@ def adamw(params: Iterable[torch.nn.Parameter], config: TrainConfig, fused: bool
     """AdamW (Loshchilov & Hutter) with ``betas`` and decoupled ``weight_decay``."""
     beta1, beta2 = config.betas
     return torch.optim.AdamW(
-        params, lr=config.lr, betas=(beta1, beta2), weight_decay=config.weight_decay, **_kernels(fused)
+        params,
+        lr=config.lr,
+        betas=(beta1, beta2),
+        weight_decay=config.weight_decay,
+        fused=fused or None,
+        foreach=None if fused else True,
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -193,7 +193,7 @@ def _bits(t: torch.Tensor) -> torch.Tensor | None:
 
 
 @torch.no_grad()
-def _zero_pruned(tensors: list[torch.Tensor], keep: list[torch.Tensor]) -> None:
+def _zero_pruned(tensors: Sequence[torch.Tensor], keep: Sequence[torch.Tensor]) -> None:
     """Zero every ``tensors[i]`` where ``keep[i]`` is False, whatever the value there."""
     views, factors = [], []
     for t, k in zip(tensors, keep):
@@ -231,7 +231,7 @@ class MaskEnforcer:
         self._keep = [masks[n].to(p.device) for n, p in zip(masks, self.params)]
         self._factors: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
 
-    def _zero(self, pairs: list[tuple[int, torch.Tensor]]) -> None:
+    def _zero(self, pairs: Sequence[tuple[int, torch.Tensor]]) -> None:
         """Zero the pruned positions of tensor ``t`` of parameter ``i`` for every ``(i, t)``."""
         views, factors = [], []
         for i, t in pairs:
@@ -250,7 +250,7 @@ class MaskEnforcer:
 
     @torch.no_grad()
     def __call__(self) -> None:
-        pairs = list(enumerate(self.params))
+        pairs: list[tuple[int, torch.Tensor]] = list(enumerate(self.params))
         if self.optimizer is not None:
             for i, p in enumerate(self.params):
                 state = self.optimizer.state.get(p)

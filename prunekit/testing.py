@@ -1326,7 +1326,9 @@ def _survivor(model: nn.Module, masks: Masks, data: DataBundle, layer: str) -> i
     model.eval()
     nn.functional.cross_entropy(model(x), data.train.y[:16]).backward()
     model.train(was_training)
-    grad = params[layer].grad.detach().abs().flatten() * masks[layer].flatten()
+    grad = params[layer].grad
+    assert grad is not None
+    grad = grad.detach().abs().flatten() * masks[layer].flatten()
     position = int(grad.argmax())
     model.zero_grad(set_to_none=True)
     with torch.no_grad():
@@ -1487,7 +1489,7 @@ def _check_snapshots(
 
 
 # ----------------------------------------------------------------------------------- plugins
-_CHECKS: dict[str, Callable[[str], None]] = {
+_CHECKS: dict[str, Callable[[str], Any]] = {
     "scorer": check_scorer,
     "ratio_schedule": check_schedule,
     "sanity_check": check_sanity_check,
