@@ -352,9 +352,9 @@ class Method:
       (random crop and flip, seeded), as the authors' code of Su et al. 2020 and GraSP does by
       taking it from the augmented training loader; off (un-augmented images, as OpenLTH's
       scoring for Frankle et al. 2021) by default.
-    * ``rewind_schedule``: for ``rewind="step"``, whether the final training ``restart``\ s the
-      learning-rate schedule from its start (the default) or ``continue``\ s it from the
-      rewinding step k (OpenLTH; Frankle et al. 2020), training the remaining steps only.
+    * ``rewind_schedule``: for ``rewind="step"``, whether the final training runs the learning-rate
+      schedule from its start (``restart``, the default) or continues it from the rewinding step
+      k (``continue``: OpenLTH; Frankle et al. 2020), training the remaining steps only.
 
     New fields must default to a value that has no effect, so old results stay valid.
     """
