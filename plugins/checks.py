@@ -8,6 +8,14 @@
 * scores — ``score_inversion``;
 * ticket — ``layerwise_rearrange``, ``layerwise_weight_shuffle``, ``reinit``.
 
+Which paper runs which: Su et al. 2020 — random labels, corrupted data and layerwise
+rearrange on initial tickets; half dataset and layerwise weight shuffle on partially-trained
+(and hybrid) tickets. Frankle et al. 2021 — layerwise shuffling of the *mask*
+(``layerwise_rearrange``), reinitialisation (``reinit``) and score inversion
+(``score_inversion`` with ``scope="global"``) on pruning-at-initialisation methods.
+Options that follow the authors' code are documented on each check and in
+``docs/reproducing.md``.
+
 Everything random is drawn from the generator the pipeline passes (derived from the run seed),
 so a seed fixes every perturbation bit for bit. ``perturb_data`` and ``perturb_scores`` return
 new objects and never change their inputs; ``perturb_ticket`` changes the model's prunable
@@ -22,12 +30,14 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import attrs
+import numpy as np
 import torch
 from torch import nn
 
 from prunekit.data import ArrayData, stratified_split
 from prunekit.errors import PrunekitError
 from prunekit.hookspecs import hookimpl
+from prunekit.identity import noop_field
 from prunekit.interfaces import FAMILIES, Method, SanityCheck, Stage, TicketContext
 from prunekit.masks import Masks
 
@@ -58,6 +68,12 @@ class RandomLabels(SanityCheck):
     A new label may equal the old one (probability 1/classes), as in Su et al. Images are kept
     (the same tensor). Only the data used for pruning (scoring batch, dense pre-training) is
     changed; final training uses the clean labels.
+
+    ``seed``: None (the default) draws the labels from the run seed, so each seed of a suite
+    sees other labels. An integer fixes them for every run, drawn as the authors' code does
+    (Su et al. 2020, ``CIFAR10RandomLabels`` with ``np.random.seed(12345)``): numpy's legacy
+    ``RandomState(seed)``, ``rand(N)`` (their corruption mask, always true at probability 1),
+    then ``choice(classes, N)`` — with 12345 on CIFAR's training split, their labels exactly.
     """
 
     name: ClassVar[str] = "random_labels"
@@ -65,10 +81,19 @@ class RandomLabels(SanityCheck):
     stage: ClassVar[Stage] = "pruning_data"
     applies_to: ClassVar[frozenset[str]] = DATA_DEPENDENT
 
+    seed: int | None = noop_field(
+        None, validator=attrs.validators.optional([attrs.validators.instance_of(int), attrs.validators.ge(0)])
+    )
+
     def perturb_data(self, data: ArrayData, num_classes: int, generator: torch.Generator) -> ArrayData:
         if num_classes < 1:
             raise PrunekitError(f"random_labels needs at least one class, got {num_classes}")
-        labels = torch.randint(0, num_classes, (len(data),), generator=generator, dtype=torch.int64)
+        if self.seed is None:
+            labels = torch.randint(0, num_classes, (len(data),), generator=generator, dtype=torch.int64)
+        else:
+            state = np.random.RandomState(self.seed)
+            state.rand(len(data))  # the authors' corruption mask: consumed, all true
+            labels = torch.from_numpy(state.choice(num_classes, len(data)).astype(np.int64))
         return ArrayData(x=data.x, y=labels.to(data.y.device))
 
 
@@ -105,11 +130,17 @@ class RandomPixels(SanityCheck):
 class HalfDataset(SanityCheck):
     """Pruning (dense pre-training and scoring) sees a fixed half of the training set.
 
-    By default the half is stratified: every class keeps ``round(fraction · n_class)`` of its
-    samples (so class balance is kept and the total is within one sample per class of half);
-    ``stratified=False`` takes ``round(fraction · N)`` samples regardless of class. The rows
-    keep their original order. The subset is drawn once, so it is the same in every epoch;
-    final training uses all the data.
+    ``subset="seeded"`` (the default) draws the half from the run seed: stratified (the default)
+    keeps ``round(fraction · n_class)`` samples of every class (so class balance is kept and the
+    total is within one sample per class of half); ``stratified=False`` takes
+    ``round(fraction · N)`` samples regardless of class. ``subset="first"`` takes the first
+    ``round(fraction · N)`` rows in the dataset's own order, whatever their classes and seed
+    (``stratified`` is then unused): the authors' code (Su et al. 2020, ``baseline.py
+    --max_batch_idx 390``) trains on the first 390 batches of 64 of an unshuffled loader, i.e.
+    the first 24,960 CIFAR training images (``fraction = 0.4992``). Their loader also keeps that
+    order in every epoch; prunekit's trainer reshuffles it each epoch. The rows keep their
+    original order. The subset is drawn once, so it is the same in every epoch; final training
+    uses all the data.
     """
 
     name: ClassVar[str] = "half_dataset"
@@ -121,9 +152,12 @@ class HalfDataset(SanityCheck):
         default=0.5, validator=[attrs.validators.gt(0.0), attrs.validators.lt(1.0)]
     )
     stratified: bool = True
+    subset: str = noop_field("seeded", validator=attrs.validators.in_(("seeded", "first")))
 
     def perturb_data(self, data: ArrayData, num_classes: int, generator: torch.Generator) -> ArrayData:
-        if self.stratified:
+        if self.subset == "first":
+            index = torch.arange(round(self.fraction * len(data)))
+        elif self.stratified:
             index, _ = stratified_split(data.y, self.fraction, generator)
         else:
             n = len(data)
@@ -141,16 +175,28 @@ class HalfDataset(SanityCheck):
 class ScoreInversion(SanityCheck):
     """Keep the lowest-scored weights instead of the highest (Frankle et al. 2021).
 
-    Scores are negated after the layer budgets were computed from the clean scores, so every
-    layer keeps as many weights as the method would, but the ones it ranks last. Meaningless
-    for random scores (inverting i.i.d. noise is noise), so methods whose scorer is ``random``
-    are refused, as are dense methods.
+    ``scope="per_layer"`` (the default) negates the scores *after* the layer budgets were
+    computed from the clean scores, so every layer keeps as many weights as the method would,
+    but the ones it ranks last: only the ranking inside each layer is tested.
+    ``scope="global"`` negates them *before*, so the method's schedule allocates on the
+    inverted scores — for a ``global`` schedule one threshold over all inverted scores, which
+    moves the layer budgets too. That is Frankle et al. 2021's inversion (their OpenLTH branch
+    prunes the highest scores under the global threshold, ``--prune_highest``). For schedules
+    whose budgets ignore the scores (``uniform``, ``erk``, ``smart_ratio``) the two agree.
+
+    Meaningless for random scores (inverting i.i.d. noise is noise), so methods whose scorer is
+    ``random`` are refused, as are dense methods.
     """
 
     name: ClassVar[str] = "score_inversion"
-    description: ClassVar[str] = "keep the lowest scores under the method's own layer budgets"
+    description: ClassVar[str] = "keep the lowest scores (under the method's own layer budgets, or globally)"
     stage: ClassVar[Stage] = "scores"
     applies_to: ClassVar[frozenset[str]] = DATA_DEPENDENT
+
+    scope: str = noop_field("per_layer", validator=attrs.validators.in_(("per_layer", "global")))
+
+    def scores_before_budgets(self) -> bool:
+        return self.scope == "global"
 
     def not_applicable(self, method: Method, uses_data: bool) -> str | None:
         reason = super().not_applicable(method, uses_data)
@@ -205,7 +251,10 @@ def _fresh_weights(
 
 @attrs.frozen(kw_only=True)
 class LayerwiseRearrange(SanityCheck):
-    """Each layer's mask replaced by a uniformly random one with the same kept count (Su et al.).
+    """Each layer's mask replaced by a uniformly random one with the same kept count.
+
+    Su et al. 2020's "layerwise rearrange" and Frankle et al. 2021's "layerwise shuffling"
+    (the mask shuffled inside each layer, OpenLTH's ``--randomize_layerwise``).
 
     Every kept position of the new mask takes the ticket's own *unpruned* weight there (θ₀ for
     initial tickets, θ_k or θ_T for rewound ones, as ``ticket.unpruned`` holds them), so only
@@ -239,9 +288,13 @@ class LayerwiseRearrange(SanityCheck):
 class LayerwiseWeightShuffle(SanityCheck):
     """The surviving weights of each layer permuted among that layer's surviving positions.
 
-    The mask is kept; each layer keeps the multiset of its surviving values. Su et al. apply it
-    to partially-trained tickets; Frankle et al. to initial ones, so every ticket family may use
-    it. Only prunable weights move; biases and normalisation parameters are untouched.
+    The mask is kept; each layer keeps the multiset of its surviving values. This is Su et al.
+    2020's check for partially-trained (and hybrid) tickets (``--shuffle_unmasked_weights`` in
+    their code): trained values moved to other kept positions. It is *not* Frankle et al.
+    2021's layerwise shuffling, which shuffles the mask (``layerwise_rearrange``); on an initial
+    ticket, permuting i.i.d. init values inside a layer is nearly the same experiment as
+    ``reinit``. Every ticket family may still use it. Only prunable weights move; biases and
+    normalisation parameters are untouched.
     """
 
     name: ClassVar[str] = "layerwise_weight_shuffle"
@@ -349,6 +402,10 @@ class ComposedCheck(SanityCheck):
 
     def _at(self, stage: str) -> list[SanityCheck]:
         return [c for c in self.checks if stage in c.stages()]
+
+    def scores_before_budgets(self) -> bool:
+        """Whether any score component acts before the budgets (then all of them do)."""
+        return any(c.scores_before_budgets() for c in self._at("scores"))
 
     def perturb_data(self, data: ArrayData, num_classes: int, generator: torch.Generator) -> ArrayData:
         for c in self._at("pruning_data"):

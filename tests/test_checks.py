@@ -11,11 +11,13 @@ import math
 from collections.abc import Iterator
 from typing import ClassVar
 
+import attrs
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from prunekit.data import ArrayData, DataBundle, iterate_batches, make_generator
+from prunekit.data import ArrayData, Augment, DataBundle, iterate_batches, make_generator
 from prunekit.errors import PrunekitError
 from prunekit.hookspecs import hookimpl
 from prunekit.interfaces import Method, Scorer, ScoringContext
@@ -251,6 +253,51 @@ def test_half_dataset_fixed_stratified_half() -> None:
     assert torch.unique(_rows(plain)).numel() == len(plain)
 
 
+def test_half_dataset_first_rows_are_the_authors_half() -> None:
+    """subset="first": the first round(fraction·N) rows in the dataset's order whatever the seed
+    (the authors' 390 batches of 64 = 24,960 of CIFAR's 50,000 at fraction 0.4992), which are
+    not the rows the seeded stratified half selects."""
+    counts = (20_000, 30_000)
+    data = _indexed_data(counts)
+    first = HalfDataset(fraction=0.4992, subset="first")
+    out = first.perturb_data(data, 2, make_generator(5, "half"))
+    assert len(out) == 390 * 64
+    assert torch.equal(_rows(out), torch.arange(390 * 64))
+    assert torch.equal(out.y, data.y[: 390 * 64])
+    again = first.perturb_data(data, 2, make_generator(6, "half"))
+    assert torch.equal(_rows(again), _rows(out))
+    stratified = HalfDataset(fraction=0.4992).perturb_data(data, 2, make_generator(5, "half"))
+    overlap = torch.isin(_rows(stratified), _rows(out)).double().mean().item()
+    assert 0.4 < overlap < 0.6  # a seeded half shares about half its rows with the first half
+    with pytest.raises(ValueError, match="subset"):
+        HalfDataset(subset="last")
+
+
+def test_random_labels_fixed_seed_gives_the_authors_labels() -> None:
+    """seed=12345: exactly the labels of the authors' CIFAR10RandomLabels (numpy's global
+    seed 12345, rand(N) <= 1 as the mask, then choice(classes, mask.sum())), whatever the run
+    seed; the default (seed None) follows the run seed instead."""
+    n, c = 3000, 10
+    data = ArrayData(x=torch.zeros(n, 1, 1, 1, dtype=torch.uint8), y=torch.arange(n, dtype=torch.int64) % c)
+    saved = np.random.get_state()
+    try:
+        np.random.seed(12345)
+        mask = np.random.rand(n) <= 1.0
+        authors = np.random.choice(c, mask.sum())
+    finally:
+        np.random.set_state(saved)
+    fixed = RandomLabels(seed=12345)
+    a = fixed.perturb_data(data, c, make_generator(0, "labels"))
+    b = fixed.perturb_data(data, c, make_generator(1, "labels"))
+    assert torch.equal(a.y, torch.from_numpy(authors.astype(np.int64)))
+    assert torch.equal(a.y, b.y)
+    seeded = RandomLabels().perturb_data(data, c, make_generator(0, "labels")).y
+    assert not torch.equal(seeded, RandomLabels().perturb_data(data, c, make_generator(1, "labels")).y)
+    assert not torch.equal(seeded, a.y)
+    with pytest.raises(ValueError):
+        RandomLabels(seed=-1)
+
+
 # --------------------------------------------------------------------------------- scores
 def test_score_inversion_keeps_lowest_under_uniform_budgets() -> None:
     """magnitude + uniform at 90%: every layer keeps exactly its round(0.1·n) smallest |θ₀|."""
@@ -272,6 +319,77 @@ def test_score_inversion_returns_new_scores() -> None:
     out = ScoreInversion().perturb_scores(scores, make_generator(0))
     assert torch.equal(scores["a"], torch.tensor([0.5, -1.0, 2.0]))
     assert torch.equal(out["a"], torch.tensor([-0.5, 1.0, -2.0]))
+
+
+MAG_GLOBAL = Method(
+    name="mag_global", description="|θ| global", family="initial", scorer="magnitude", schedule="global"
+)
+
+
+def test_score_inversion_scope_per_layer_vs_global() -> None:
+    """magnitude + global at 90% on make_net(0): scope="global" keeps the round(0.1·N) smallest
+    |θ₀| of the whole net (Frankle et al.'s inversion); "per_layer" keeps, in every layer, as
+    many of its smallest |θ₀| as the clean global threshold keeps there. The masks differ."""
+    dense = {n: p.detach().clone() for n, p in make_net(0).named_parameters() if n.endswith("weight")}
+    flat = torch.cat([w.abs().flatten() for w in dense.values()])
+    k = round(0.1 * flat.numel())
+    lowest = torch.zeros(flat.numel(), dtype=torch.bool)
+    lowest[torch.topk(flat, k, largest=False).indices] = True
+    highest = torch.zeros(flat.numel(), dtype=torch.bool)
+    highest[torch.topk(flat, k).indices] = True
+    masks = {}
+    for scope in ("global", "per_layer"):
+        check = resolve_check("score_inversion", MAG_GLOBAL, {"scope": scope})
+        masks[scope] = prune(
+            make_net(0), make_bundle(per_class=10), MAG_GLOBAL, 0.9, seed=0, check=check, allow_collapse=True
+        ).masks
+    start = 0
+    for name, w in dense.items():
+        n = w.numel()
+        assert torch.equal(masks["global"][name].flatten(), lowest[start : start + n]), name
+        per_layer = torch.zeros(n, dtype=torch.bool)
+        per_layer[torch.topk(w.abs().flatten(), int(highest[start : start + n].sum()), largest=False).indices] = True
+        assert torch.equal(masks["per_layer"][name].flatten(), per_layer), name
+        start += n
+    assert any(not torch.equal(masks["global"][n], masks["per_layer"][n]) for n in dense)
+
+
+def test_score_inversion_scope_decides_when_scores_are_perturbed() -> None:
+    """Only the global scope acts before the budgets, alone or inside a composition."""
+    assert not ScoreInversion().scores_before_budgets()
+    assert ScoreInversion(scope="global").scores_before_budgets()
+    assert compose(RandomLabels(), ScoreInversion(scope="global")).scores_before_budgets()  # type: ignore[union-attr]
+    assert not compose(RandomLabels(), ScoreInversion()).scores_before_budgets()  # type: ignore[union-attr]
+    with pytest.raises(PrunekitError, match="scope"):
+        resolve_check("score_inversion", MAG_GLOBAL, {"scope": "sideways"})
+
+
+def test_scoring_augment_crops_and_flips_the_same_images(spy: type[SpyScorer]) -> None:
+    """A method's scoring_augment: the scoring batch holds the same images and labels as without
+    it, each one zero-padded by the data's crop padding, cropped and maybe flipped (checked
+    against every crop offset and flip of the clean image), and some images changed."""
+    data = attrs.evolve(make_bundle(), augment=Augment(crop_padding=1, hflip=True))
+    batches = {}
+    for augment in (False, True):
+        spy.seen.clear()
+        method = attrs.evolve(SPY, scoring_augment=augment)
+        prune(make_net(0), data, method, 0.5, seed=3)
+        ((batches[augment],),) = spy.seen
+    (clean, y0), (aug, y1) = batches[False], batches[True]
+    assert torch.equal(y0, y1)
+    zero = data.normalize(torch.zeros(1, 1, 1, 1, dtype=torch.uint8)).item()
+    padded = torch.nn.functional.pad(clean, (1, 1, 1, 1), value=zero)
+    changed = 0
+    for i in range(clean.shape[0]):
+        candidates = [
+            c
+            for oy in range(3)
+            for ox in range(3)
+            for c in (padded[i, :, oy : oy + 6, ox : ox + 6], padded[i, :, oy : oy + 6, ox : ox + 6].flip(-1))
+        ]
+        assert any(torch.equal(aug[i], c) for c in candidates), i
+        changed += int(not torch.equal(aug[i], clean[i]))
+    assert changed > clean.shape[0] // 2
 
 
 # --------------------------------------------------------------------------------- ticket
