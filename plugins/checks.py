@@ -27,7 +27,7 @@ in order.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import attrs
 import numpy as np
@@ -48,6 +48,16 @@ TICKETS: frozenset[str] = frozenset(FAMILIES) - {"dense"}
 # random_pixels draws its permutations this many values at a time (memory bound). Part of the
 # reproducibility contract: changing it changes the permutations a seed gives.
 _PIXEL_CHUNK_VALUES = 1 << 22
+
+
+def _one_of(*values: str) -> Any:
+    """A validator whose error is one readable line (attrs' ``in_`` prints the whole field)."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in values:
+            raise ValueError(f"{attribute.name!r} must be one of {', '.join(values)}; got {value!r}")
+
+    return check
 
 
 @attrs.frozen(kw_only=True)
@@ -152,7 +162,7 @@ class HalfDataset(SanityCheck):
         default=0.5, validator=[attrs.validators.gt(0.0), attrs.validators.lt(1.0)]
     )
     stratified: bool = True
-    subset: str = noop_field("seeded", validator=attrs.validators.in_(("seeded", "first")))
+    subset: str = noop_field("seeded", validator=_one_of("seeded", "first"))
 
     def perturb_data(self, data: ArrayData, num_classes: int, generator: torch.Generator) -> ArrayData:
         if self.subset == "first":
@@ -193,7 +203,7 @@ class ScoreInversion(SanityCheck):
     stage: ClassVar[Stage] = "scores"
     applies_to: ClassVar[frozenset[str]] = DATA_DEPENDENT
 
-    scope: str = noop_field("per_layer", validator=attrs.validators.in_(("per_layer", "global")))
+    scope: str = noop_field("per_layer", validator=_one_of("per_layer", "global"))
 
     def scores_before_budgets(self) -> bool:
         return self.scope == "global"

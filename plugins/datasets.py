@@ -6,6 +6,12 @@ int64 labels held in memory; nothing is cached on disk and nothing is downloaded
 ``download=True`` (only CIFAR can download, through torchvision). Conventions:
 
 * class indices follow the sorted folder / wnid names (torchvision ``ImageFolder`` order);
+* ``cifar10`` / ``cifar100`` normalise by their train split's per-channel mean and std
+  (``normalization="dataset"``, the default; CIFAR-10 std 0.2470/0.2435/0.2616). Option
+  ``normalization="grasp_code"`` uses the constants of GraSP's and Su et al.'s code (CIFAR-10
+  std 0.2023/0.1994/0.2010, CIFAR-100 mean 0.5071/0.4867/0.4408, std 0.2675/0.2565/0.2761),
+  ``"imagenet"`` ImageNet's mean/std as OpenLTH does for CIFAR-10 (Frankle et al. 2021). The
+  paper suites set their authors' choice; it changes first-layer SNIP/GraSP scores at init;
 * ``tiny_imagenet`` uses the normalisation of the Su et al. reference code
   (mean 0.4802/0.4481/0.3975, std 0.2770/0.2691/0.2821, computed on its train split);
   ``digits``, ``synthetic`` and ``imagefolder`` compute mean/std from their train split;
@@ -40,11 +46,25 @@ from prunekit.data import (
 )
 from prunekit.errors import DataNotFoundError, PrunekitError
 from prunekit.hookspecs import hookimpl
+from prunekit.identity import noop_field
 from prunekit.interfaces import Dataset, TrainConfig
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 NO_AUGMENT = Augment()
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) per channel, in [0, 1] units
+NORMALIZATIONS: tuple[str, ...] = ("dataset", "grasp_code", "imagenet")
+IMAGENET_STATS: Stats = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def _one_of(*values: str) -> Any:
+    """A validator whose error is one readable line (attrs' ``in_`` prints the whole field)."""
+
+    def check(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+        if value not in values:
+            raise ValueError(f"{attribute.name!r} must be one of {', '.join(values)}; got {value!r}")
+
+    return check
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -218,7 +238,16 @@ class Synthetic(Dataset):
 # --------------------------------------------------------------------------------- CIFAR
 @attrs.frozen(kw_only=True)
 class Cifar10(Dataset):
-    """CIFAR-10 through torchvision (python pickle batches under ``<root>/cifar-10-batches-py``)."""
+    """CIFAR-10 through torchvision (python pickle batches under ``<root>/cifar-10-batches-py``).
+
+    ``normalization`` picks the per-channel (mean, std) inputs are normalised with:
+
+    * ``dataset`` (default): the train split's mean and per-pixel std (``mean``, ``std``);
+    * ``grasp_code``: the constants of GraSP's ``utils/data_utils.py``, which Su et al.'s code
+      copies (``grasp_code_stats``); for CIFAR-10 the std is 0.77-0.82x the dataset's, so
+      inputs are 1.23-1.30x larger;
+    * ``imagenet``: ImageNet's mean and std, as OpenLTH normalises CIFAR-10 (Frankle et al. 2021).
+    """
 
     name: ClassVar[str] = "cifar10"
     description: ClassVar[str] = (
@@ -231,6 +260,17 @@ class Cifar10(Dataset):
     default_model: ClassVar[str | None] = "cifar_resnet32"
     mean: ClassVar[tuple[float, ...]] = (0.4914, 0.4822, 0.4465)
     std: ClassVar[tuple[float, ...]] = (0.2470, 0.2435, 0.2616)
+    grasp_code_stats: ClassVar[Stats] = ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))
+
+    normalization: str = noop_field("dataset", validator=_one_of(*NORMALIZATIONS))
+
+    def stats(self) -> Stats:
+        """(mean, std) under ``normalization``."""
+        if self.normalization == "grasp_code":
+            return self.grasp_code_stats
+        if self.normalization == "imagenet":
+            return IMAGENET_STATS
+        return self.mean, self.std
 
     def _torchvision(self, root: Path, train: bool, download: bool) -> Any:
         from torchvision.datasets import CIFAR10
@@ -260,7 +300,7 @@ class Cifar10(Dataset):
             self.name,
             *splits,
             self.num_classes,
-            stats=(self.mean, self.std),
+            stats=self.stats(),
             augment=Augment(crop_padding=4, hflip=True),
         )
 
@@ -279,6 +319,7 @@ class Cifar100(Cifar10):
     num_classes: ClassVar[int] = 100
     mean: ClassVar[tuple[float, ...]] = (0.5071, 0.4865, 0.4409)
     std: ClassVar[tuple[float, ...]] = (0.2673, 0.2564, 0.2762)
+    grasp_code_stats: ClassVar[Stats] = ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761))
 
     def _torchvision(self, root: Path, train: bool, download: bool) -> Any:
         from torchvision.datasets import CIFAR100

@@ -173,6 +173,44 @@ def test_cifar_loads_the_pickled_batches_pixel_by_pixel(
     assert (d.augment.crop_padding, d.augment.hflip) == (4, True)
 
 
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_normalization_option(
+    name: str, tmp_path: Path, no_cifar_download: None, cifar_md5_ignored: None
+) -> None:
+    """normalization="grasp_code" normalises with the constants of GraSP's / Su et al.'s code
+    (CIFAR-10: the same mean, std 0.2023/0.1994/0.2010, so inputs grow by 0.2470/0.2023,
+    0.2435/0.1994, 0.2616/0.2010 over the default), "imagenet" with ImageNet's mean/std
+    (OpenLTH); the default stays out of the result identity, another value enters it."""
+    from prunekit.identity import canonical
+    from prunekit_plugins.datasets import Cifar10, Cifar100
+
+    _write_cifar(tmp_path, name == "cifar100", np.random.default_rng(0))
+    cls = Cifar100 if name == "cifar100" else Cifar10
+    default, grasp, imagenet = (
+        cls(normalization=n).load(tmp_path) for n in ("dataset", "grasp_code", "imagenet")
+    )
+    x = default.train.x
+    pixels = x.double() / 255.0
+    if name == "cifar10":
+        mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+        ratio = (0.2470 / 0.2023, 0.2435 / 0.1994, 0.2616 / 0.2010)
+        assert torch.allclose(
+            grasp.normalize(x), default.normalize(x) * torch.tensor(ratio).view(1, 3, 1, 1), atol=1e-5
+        )
+    else:
+        mean, std = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
+    expected = (pixels - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    assert torch.allclose(grasp.normalize(x).double(), expected, atol=1e-5)
+    in_imagenet = (pixels - torch.tensor((0.485, 0.456, 0.406)).view(1, 3, 1, 1)) / torch.tensor(
+        (0.229, 0.224, 0.225)
+    ).view(1, 3, 1, 1)
+    assert torch.allclose(imagenet.normalize(x).double(), in_imagenet, atol=1e-5)
+    assert torch.equal(grasp.train.x, x)  # only the normalisation changes
+    assert canonical(cls()) == {} and canonical(cls(normalization="grasp_code")) == {"normalization": "grasp_code"}
+    with pytest.raises(ValueError, match="normalization"):
+        cls(normalization="authors")
+
+
 @pytest.mark.parametrize(
     ("name", "folder"), [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")]
 )

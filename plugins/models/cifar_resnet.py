@@ -19,7 +19,9 @@ Widths are ``(16, 32, 64) × width``:
 Init (reference code): conv weights Kaiming-normal fan-out, N(0, 2/(k²·c_out)); BN weight 1,
 bias 0; Linear weight N(0, 0.01²), bias 0.
 
-``default_cfgs`` give CIFAR-10 normalisation (the authors' values).
+``default_cfgs`` record the CIFAR-10 mean/std of the authors' code (GraSP / Su et al.: std
+0.2023/0.1994/0.2010) as timm metadata only: prunekit never reads them. Inputs are normalised by
+the dataset plugin (``cifar10``'s ``normalization`` option; ``grasp_code`` gives these values).
 """
 
 from __future__ import annotations

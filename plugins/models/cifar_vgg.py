@@ -14,8 +14,10 @@ with 10 classes, 20,018,880 + 5,120 = 20,024,000 prunable weights.
 Init (reference ``_initialize_weights``): conv weights He-normal fan-in, N(0, 2/(9·c_in)); conv
 biases 0; BN weight 1, bias 0; Linear weight N(0, 0.01²), bias 0.
 
-``default_cfgs`` give CIFAR-10 normalisation (the authors' values); CIFAR-100 and
-Tiny-ImageNet use the same architectures with ``num_classes`` 100 / 200.
+``default_cfgs`` record the CIFAR-10 mean/std of the authors' code (GraSP / Su et al.: std
+0.2023/0.1994/0.2010) as timm metadata only: prunekit never reads them. Inputs are normalised by
+the dataset plugin (``cifar10``'s ``normalization`` option; ``grasp_code`` gives these values).
+CIFAR-100 and Tiny-ImageNet use the same architectures with ``num_classes`` 100 / 200.
 """
 
 from __future__ import annotations
