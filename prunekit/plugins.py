@@ -21,7 +21,7 @@ import importlib.metadata
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -198,7 +198,29 @@ def _load_file(path: Path) -> ModuleType:
 
 
 def _error_text(err: BaseException) -> str:
+    if isinstance(err, SystemExit):
+        return f"it called sys.exit({err.code!r})"
     return f"{type(err).__name__}: {err}"
+
+
+def _timm_models() -> dict[str, Any]:
+    """timm's model entry points by name (empty before timm is imported)."""
+    if "timm" not in sys.modules:
+        return {}
+    import timm
+
+    return {name: timm.models.model_entrypoint(name) for name in timm.list_models()}
+
+
+def _replaced_models(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """Problems for models a plugin re-registered in timm under a name that already existed
+    (an impostor of a built-in or of a timm model: results would silently change)."""
+    return [
+        f"replaces the model {name!r} that {before[name].__module__} registered in timm; "
+        "give the plugin's model another name"
+        for name in sorted(before)
+        if name in after and after[name] is not before[name]
+    ]
 
 
 def load_plugins(
@@ -215,11 +237,13 @@ def load_plugins(
     for name, dist, version, builtin, loader in _candidates(autoload, only, plugins_dir):
         info = PluginInfo(name=name, distribution=dist, version=version, builtin=builtin)
         infos[name] = info
+        models_before = _timm_models()
         try:
             plugin = loader()
-        except Exception as err:  # a broken plugin must not stop the others
+        except (Exception, SystemExit) as err:  # a broken plugin must not stop the others
             info.errors.append(f"failed to import: {_error_text(err)}; fix or uninstall {dist}")
             continue
+        info.errors.extend(_replaced_models(models_before, _timm_models()))
         if dist == "runtime" or dist.startswith("file:"):  # no distribution: the plugin's own word
             info.version = str(getattr(plugin, "__version__", version))
         wanted = getattr(plugin, "PRUNEKIT_HOOKSPEC_VERSION", hookspecs.HOOKSPEC_VERSION)
@@ -270,7 +294,7 @@ def load_plugins(
 
             try:
                 impl.function(register=register)
-            except Exception as err:
+            except (Exception, SystemExit) as err:
                 info.errors.append(f"hook {hook_name} raised {_error_text(err)}")
 
     plugins = Plugins(manager=pm, registries=registries, info=list(infos.values()))

@@ -441,3 +441,56 @@ def test_read_only_folder_refused(suite_file: Path, tmp_path: Path, capsys: pyte
     finally:
         folder.chmod(0o700)
     assert code == 1 and "is not writable" in err and err.count("\n") == 1
+
+
+COUNTING = '''
+import os
+from typing import ClassVar
+import attrs, torch
+from prunekit.hookspecs import hookimpl
+from prunekit.interfaces import Method, Scorer
+
+@attrs.frozen
+class Counting(Scorer):
+    name: ClassVar[str] = "counting"
+    description: ClassVar[str] = "random scores; logs every call"
+    needs_data: ClassVar[bool] = False
+    def score(self, model, ctx):
+        with open(os.environ["COUNTING_LOG"], "a") as log:
+            log.write(f"{ctx.seed} {os.getpid()}\\n")
+        return {l.name: torch.rand(l.shape, generator=ctx.generator(l.name)) for l in ctx.layers}
+
+@hookimpl
+def register_scorers(register):
+    register(Counting)
+
+@hookimpl
+def register_methods(register):
+    register(Method(name="counting", description="logs", family="random", scorer="counting"))
+'''
+
+
+def test_two_benches_on_one_store_run_each_cell_once(suite_file: Path, tmp_path: Path) -> None:
+    """Two `prunekit bench` processes started together on one store: every cell is computed by
+    exactly one of them (the other skips or waits for cells a live bench holds), both exit 0
+    and the store holds each cell once, done."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "counting.py").write_text(COUNTING)
+    suite_file.write_text(
+        TINY.replace('methods = ["random_uniform", "magnitude_at_init", "snip"]', 'methods = ["counting"]')
+        .replace('checks = ["none", "reinit"]', 'checks = ["none"]')
+        .replace("seeds = [0, 1]", "seeds = [0, 1, 2, 3, 4, 5]")
+    )
+    db, log = tmp_path / "r.db", tmp_path / "calls.log"
+    env = {**os.environ, "PRUNEKIT_PLUGINS_DIR": str(plugins), "COUNTING_LOG": str(log)}
+    cmd = [sys.executable, "-m", "prunekit.cli", "bench", "--suite", str(suite_file), "--db", str(db), "--json"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for _ in range(2)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    calls = log.read_text().split()
+    from collections import Counter
+
+    assert Counter(calls[0::2]) == {str(seed): 2 for seed in range(6)}, calls  # 2 sparsities each
+    cells = _cells(db)
+    assert len(cells) == 12 and all(s == "done" for _, s, _, _ in cells)

@@ -82,6 +82,7 @@ def bench(
     from prunekit.bench.grid import Filters, expand
     from prunekit.bench.runner import check_data, make_executor, new_bench_id, run_bench
     from prunekit.bench.store import check_db_path
+    from prunekit.validate import check_output_dir
     from prunekit.bench.suite import resolve_suite
     from prunekit.cli import resolve_device
 
@@ -101,13 +102,14 @@ def bench(
         return
     console = Console(stderr=True)
     dev = str(resolve_device(device or ("auto" if suite.device == "cuda" else "cpu")))
-    if device is None and suite.device == "cuda" and not dev.startswith("cuda"):
-        console.print(f"[yellow]suite {suite.name} is meant for a GPU and none is available: running on {dev}[/yellow]")
     db_path = check_db_path(db)
     options = {"address": ray_address} if ray_address else {}
     executor = make_executor(executor_name, jobs, options)
     check_data(suite)  # a missing dataset: one line, before W&B or the store is touched
     out_dir = Path(out) if out else db_path.resolve().parent / "prunekit-report"
+    check_output_dir(out_dir, "--out")
+    if device is None and suite.device == "cuda" and not dev.startswith("cuda"):
+        console.print(f"warning: suite {suite.name} is meant for a GPU and none is available: running on {dev}", style="yellow", highlight=False)
     bench_id = new_bench_id()
     sink = None
     if use_wandb:

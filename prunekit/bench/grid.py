@@ -18,6 +18,7 @@ from prunekit.pipeline import check_sparsity, instantiate, uses_data
 from prunekit.plugins import get_plugins
 
 CLEAN = "none"
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range
 DENSE = "dense"
 
 
@@ -95,8 +96,8 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
     sparsities = [check_sparsity(s) for s in dict.fromkeys(filters.sparsities or suite.sparsities)]
     seeds = list(dict.fromkeys(filters.seeds or suite.seeds))
     for seed in seeds:
-        if seed < 0:
-            raise PrunekitError(f"seeds must be integers >= 0, got {seed}")
+        if not 0 <= seed <= MAX_SEED:
+            raise PrunekitError(f"seeds must be integers in 0..2^63-1, got {seed}")
 
     pairs: list[tuple[str, str]] = []
     skipped: list[Skipped] = []

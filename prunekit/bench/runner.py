@@ -8,7 +8,9 @@ not hold as ``done``. Cells left ``running`` by a killed run and ``failed`` cell
 
 from __future__ import annotations
 
+import os
 import platform
+import socket
 import sys
 import time
 import uuid
@@ -174,6 +176,79 @@ def _from_canonical(value: Any) -> Any:
     return value
 
 
+WAIT_SECONDS = 2.0  # how often a bench looks at cells another bench on the same store is running
+
+
+def owner_alive(owner: str) -> bool:
+    """Whether the bench that claimed a cell (``host:pid:bench``) may still be running it: on
+    this host, whether its process exists; on another host this cannot be seen, so it counts as
+    alive and its cells are left to it (not waited for)."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname():
+        return True
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False  # an earlier bench of this very process, which is not running it now
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _local(store: ResultStore, key: str) -> bool:
+    """Whether the bench holding cell ``key`` runs on this host (so it can be waited for)."""
+    found = store.db.execute("SELECT owner FROM cells WHERE key = ?", (key,)).fetchone()
+    return bool(found and found[0] and str(found[0]).partition(":")[0] == socket.gethostname())
+
+
+def _run_claimed(
+    specs: Sequence[CellSpec],
+    runner: Executor,
+    store: ResultStore,
+    suite: Suite,
+    idents: Mapping[CellSpec, Identity],
+    bench_id: str,
+    env: Mapping[str, Any],
+    device: str,
+    cache_dir: Path,
+    wandb: CellSink | None,
+    show: Callable[[int, str], None],
+    counts: dict[str, int],
+) -> None:
+    """Run ``specs`` (claimed by this bench) on the executor and record each result as it comes."""
+    todo = {spec: idents[spec].key for spec in specs}
+    if runner.in_order and specs:
+        show(0, f"running {_cell_text(specs[0])}")
+    for spec, result, error in runner.run(list(specs), device=device, cache_dir=cache_dir):
+        key = todo.pop(spec, None)
+        if key is None:
+            raise PrunekitError(
+                f"executor {runner.name!r} returned a cell it was not given, or one cell twice: {_cell_text(spec)}"
+            )
+        if error is None and result is None:
+            error = f"executor {runner.name!r} returned neither a result nor an error"
+        row = _row(spec, suite, idents[spec], _status(error), bench_id, env, result, error)
+        store.record(row)
+        counts[row.status] += 1
+        if wandb is not None:
+            wandb.log_cell(row)
+        current = f"running {_cell_text(next(iter(todo)))}" if runner.in_order and todo else f"finished {_cell_text(spec)}"
+        show(1, current + (f" · {counts['failed']} failed" if counts["failed"] else ""))
+    for spec in todo:  # the executor ended without them
+        row = _row(spec, suite, idents[spec], "failed", bench_id, env, error=f"executor {runner.name!r} returned no result")
+        store.record(row)
+        counts["failed"] += 1
+        if wandb is not None:
+            wandb.log_cell(row)
+
+
 def _status(error: str | None) -> str:
     """A cell's status from its error text: ``done``, ``diverged`` (training blew up: a finding
     about the method, kept out of rankings) or ``failed``."""
@@ -285,47 +360,37 @@ def run_bench(
     env = environment(device, runner.name)
     store = ResultStore(db)
     try:
-        status = store.statuses(keyed.values())
-        todo = {spec: key for spec, key in keyed.items() if status.get(key) not in FINISHED}
         store.start_bench(bench_id, suite.name, list(argv if argv is not None else sys.argv), get_plugins().versions())
         not_applicable = [
             _row(spec, suite, _na_identity(spec, device), "not_applicable", bench_id, env, error=reason)
             for spec, reason in grid.not_applicable
         ]
         store.record(*not_applicable)
-        store.mark_running(*(_row(spec, suite, idents[spec], "running", bench_id, env) for spec in todo))
-        done = failed = diverged = 0
-        order = list(todo)
-        with _progress(progress and bool(todo), suite.name, len(todo)) as show:
-            if runner.in_order and order:
-                show(0, f"running {_cell_text(order[0])}")
-            for spec, result, error in runner.run(order, device=device, cache_dir=cache_dir):
-                key = todo.pop(spec, None)
-                if key is None:
-                    raise PrunekitError(
-                        f"executor {runner.name!r} returned a cell it was not given, or one cell twice: "
-                        f"{_cell_text(spec)}"
-                    )
-                if error is None and result is None:
-                    error = f"executor {runner.name!r} returned neither a result nor an error"
-                row = _row(spec, suite, idents[spec], _status(error), bench_id, env, result, error)
-                store.record(row)
-                done += row.status == "done"
-                failed += row.status == "failed"
-                diverged += row.status == "diverged"
-                if wandb is not None:
-                    wandb.log_cell(row)
-                if runner.in_order and todo:
-                    current = f"running {_cell_text(next(iter(todo)))}"
-                else:
-                    current = f"finished {_cell_text(spec)}"
-                show(1, current + (f" · {failed} failed" if failed else ""))
-        for spec, key in todo.items():  # the executor ended without them
-            row = _row(spec, suite, idents[spec], "failed", bench_id, env, error=f"executor {runner.name!r} returned no result")
-            store.record(row)
-            failed += 1
-            if wandb is not None:
-                wandb.log_cell(row)
+        owner = f"{socket.gethostname()}:{os.getpid()}:{bench_id}"
+        by_key = {ident.key: spec for spec, ident in idents.items()}
+        pending = [_row(spec, suite, idents[spec], "running", bench_id, env) for spec in grid.cells]
+        claimed, elsewhere = store.claim(pending, owner=owner, finished=FINISHED, alive=owner_alive)
+        counts = {"done": 0, "failed": 0, "diverged": 0}
+        total_todo = len(claimed) + len(elsewhere)
+        with _progress(progress and total_todo > 0, suite.name, total_todo) as show:
+            while True:
+                _run_claimed(
+                    [by_key[r.key] for r in claimed], runner, store, suite, idents, bench_id, env,
+                    device, cache_dir, wandb, show, counts,
+                )  # fmt: skip
+                elsewhere = [r for r in elsewhere if _local(store, r.key)]  # other hosts': left to them
+                if not elsewhere:
+                    break
+                # cells another live bench on this store is running: wait for them, and take over
+                # those whose bench has died meanwhile (never run a cell twice)
+                show(0, f"waiting for {len(elsewhere)} cells another bench on this store is running")
+                time.sleep(WAIT_SECONDS)
+                before = len(elsewhere)
+                claimed, elsewhere = store.claim(elsewhere, owner=owner, finished=FINISHED, alive=owner_alive)
+                finished_there = before - len(claimed) - len(elsewhere)
+                if finished_there:
+                    show(finished_there, f"{finished_there} cells finished by another bench")
+        done, failed, diverged = counts["done"], counts["failed"], counts["diverged"]
         wanted = set(keyed.values()) | {r.key for r in not_applicable}
         rows = tuple(r for r in store.rows(suite=suite.name) if r.key in wanted)
     finally:

@@ -22,7 +22,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -42,7 +42,7 @@ _JSON_EMPTY: dict[str, Any] = {"history": [], "warnings": []}
 _REQUIRED = ("key", "suite", "status")  # columns every prunekit store had
 _COLUMNS = [f.name for f in attrs.fields(ResultRow)]
 _QUOTED = ", ".join(f'"{c}"' for c in _COLUMNS)  # "check" is an SQL keyword
-_TIMES = ("started", "finished")
+_TIMES = ("started", "finished", "owner")  # owner: "host:pid:bench_id" of the run that claimed it
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS benches (
 );
 CREATE TABLE IF NOT EXISTS cells (
     {", ".join(('"key" TEXT PRIMARY KEY' if c == "key" else f'"{c}"') for c in _COLUMNS)},
-    started REAL, finished REAL
+    started REAL, finished REAL, owner TEXT
 );
 CREATE INDEX IF NOT EXISTS cells_suite ON cells (suite, status);
 """
@@ -136,16 +136,64 @@ class ResultStore:
             (bench_id, suite, time.time(), json.dumps(argv), json.dumps(plugins, sort_keys=True)),
         )
 
-    def mark_running(self, *rows: ResultRow) -> None:
+    def mark_running(self, *rows: ResultRow, owner: str | None = None) -> None:
         """Mark cells dispatched (status ``running``, start time now), in one transaction."""
-        self._upsert(rows, started_now=True, finished_now=False)
+        self._upsert(rows, started_now=True, finished_now=False, owner=owner)
+
+    def claim(
+        self,
+        rows: Sequence[ResultRow],
+        *,
+        owner: str,
+        finished: Collection[str],
+        alive: Callable[[str], bool],
+    ) -> tuple[list[ResultRow], list[ResultRow]]:
+        """Mark running, in one transaction, the cells of ``rows`` that nobody else holds.
+
+        Returns (claimed, held elsewhere). A cell whose status is in ``finished`` is neither; a
+        cell ``running`` under another owner for whom ``alive(owner)`` holds is held elsewhere
+        (two benches on one store never run a cell twice); anything else is claimed by ``owner``.
+        """
+        db = self.db
+        claimed: list[ResultRow] = []
+        elsewhere: list[ResultRow] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for row in rows:
+                found = db.execute("SELECT status, owner FROM cells WHERE key = ?", (row.key,)).fetchone()
+                if found is not None and found[0] in finished:
+                    continue
+                if found is not None and found[0] == "running" and found[1] and found[1] != owner and alive(found[1]):
+                    elsewhere.append(row)
+                    continue
+                claimed.append(row)
+            self._write(claimed, started_now=True, finished_now=False, owner=owner)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return claimed, elsewhere
 
     def record(self, *rows: ResultRow) -> None:
         """Insert or replace the rows of these keys (results, failures, not applicable), in one
-        transaction; a cell marked running keeps its start time."""
+        transaction; a cell marked running keeps its start time and owner."""
         self._upsert(rows, started_now=False, finished_now=True)
 
-    def _upsert(self, rows: Iterable[ResultRow], *, started_now: bool, finished_now: bool) -> None:
+    def _upsert(
+        self, rows: Iterable[ResultRow], *, started_now: bool, finished_now: bool, owner: str | None = None
+    ) -> None:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            self._write(rows, started_now=started_now, finished_now=finished_now, owner=owner)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def _write(
+        self, rows: Iterable[ResultRow], *, started_now: bool, finished_now: bool, owner: str | None
+    ) -> None:
         now = time.time()
         columns = [*_COLUMNS, *_TIMES]
         names = ", ".join(f'"{c}"' for c in columns)
@@ -154,20 +202,12 @@ class ResultStore:
         started = "excluded.started" if started_now else "COALESCE(cells.started, excluded.started)"
         sql = (
             f"INSERT INTO cells ({names}) VALUES ({placeholders}) ON CONFLICT(key) DO UPDATE SET "
-            f"{updates}, started = {started}, finished = excluded.finished"
+            f"{updates}, started = {started}, finished = excluded.finished, "
+            "owner = COALESCE(excluded.owner, cells.owner)"
         )
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            for row in rows:
-                values = [
-                    json.dumps(getattr(row, c), sort_keys=True) if c in _JSON else getattr(row, c) for c in _COLUMNS
-                ]
-                db.execute(sql, [*values, now, now if finished_now else None])
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        for row in rows:
+            values = [json.dumps(getattr(row, c), sort_keys=True) if c in _JSON else getattr(row, c) for c in _COLUMNS]
+            self.db.execute(sql, [*values, now, now if finished_now else None, owner])
 
     # --- reading ----------------------------------------------------------------------------
     def statuses(self, keys: Iterable[str] | None = None) -> dict[str, str]:
