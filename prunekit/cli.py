@@ -13,7 +13,7 @@ import click
 import torch
 
 from prunekit import __version__
-from prunekit.errors import PrunekitError
+from prunekit.errors import PluginError, PrunekitError
 from prunekit.plugins import KINDS, PluginInfo, get_plugins, reset_plugins
 
 KIND_ALIASES = {
@@ -35,15 +35,28 @@ def _emit_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
+MAX_SEED = 2**63 - 1  # torch.manual_seed's range
+
+
 def resolve_device(name: str) -> torch.device:
+    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) as a device; anything
+    else, or a GPU that is not there, is one line."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise PrunekitError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise PrunekitError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise PrunekitError(f"device {name!r} cannot train models here; use cpu, cuda, cuda:N or auto")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PrunekitError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise PrunekitError(
+                f"device {name!r} does not exist: {torch.cuda.device_count()} GPU(s) visible; use cuda:0.."
+            )
+    return device
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -95,6 +108,12 @@ def _set_strict(ctx: click.Context, param: click.Parameter, value: bool) -> None
     is_eager=True,
     help="Make any plugin problem an error (same as PRUNEKIT_STRICT_PLUGINS=1).",
 )
+@click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    help="Show the full traceback of an unexpected error (same as PRUNEKIT_DEBUG=1).",
+)
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """prunekit: pruning at initialization, sanity-checked and benchmarked.
@@ -103,6 +122,10 @@ def cli(ctx: click.Context) -> None:
     only the built-in ones and PRUNEKIT_PLUGINS=a,b only those. `prunekit plugins` shows them.
     """
     loaded = get_plugins()  # strict mode raises here: one line, exit 1
+    _merge_command_problems(loaded.info)
+    if os.environ.get("PRUNEKIT_STRICT_PLUGINS", "") not in ("", "0") and loaded.problems:
+        name, message = loaded.problems[0]
+        raise PluginError(f"plugin {name}: {message} (strict mode: PRUNEKIT_STRICT_PLUGINS)")
     if ctx.invoked_subcommand != "plugins":  # that command shows the problems itself
         for info in loaded.info:
             for error in info.errors:
@@ -202,9 +225,55 @@ def _data_options(f: Any) -> Any:
     f = click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where datasets live.")(f)
     f = click.option("--dataset", default="digits", show_default=True, help="Dataset name (`prunekit list datasets`).")(f)
     f = click.option("--model", default=None, help="timm model name; default: the dataset's own suggestion.")(f)
-    f = click.option("--seed", type=int, default=0, show_default=True)(f)
+    f = click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Run seed, 0..2^63-1.")(f)
     f = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")(f)
     return f
+
+
+def _model_options(f: Any) -> Any:
+    return click.option(
+        "--model-option",
+        "model_option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Option of timm.create_model, repeatable: img_size=32, zero_init_last=false, drop_path_rate=0.",
+    )(f)
+
+
+def _prunable_options(f: Any) -> Any:
+    f = click.option(
+        "--prunable-option",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Prunable-parameter policy switch, repeatable: attention=false, depthwise=false, "
+        "embeddings=false, pointwise=false, include_first=false, include_classifier=false, "
+        "positional_embeddings=true, norm=true (user guide: prunable parameters).",
+    )(f)
+    f = click.option(
+        "--prunable-exclude",
+        multiple=True,
+        metavar="PATTERN",
+        help="Keep the parameters whose names match this glob dense, repeatable (e.g. '*.attn.qkv.weight').",
+    )(f)
+    f = click.option(
+        "--prunable-include",
+        multiple=True,
+        metavar="PATTERN",
+        help="Also prune the parameters whose names match this glob, repeatable (e.g. 'pos_embed').",
+    )(f)
+    return f
+
+
+def _policy(options: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...]) -> Any:
+    from prunekit.layers import PrunablePolicy
+    from prunekit.pipeline import parse_model_options
+
+    fields = parse_model_options(options)
+    if include:
+        fields["include"] = tuple(include)
+    if exclude:
+        fields["exclude"] = tuple(exclude)
+    return PrunablePolicy.from_options(fields)
 
 
 def _model_name(model: str | None, dataset: str) -> str:
@@ -227,6 +296,20 @@ def _protocol(dataset: str, epochs: int | None = None, **overrides: Any) -> Any:
         return attrs.evolve(config, **changes)
     except ValueError as err:
         raise PrunekitError(f"bad training option: {err}") from None
+
+
+def _recorded_model_options(meta: dict[str, str]) -> dict[str, Any]:
+    """The model options a mask file was made with ({} for files without them)."""
+    raw = meta.get("model_options")
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        raise PrunekitError(f"the mask file's model_options are not JSON: {raw[:80]!r}") from None
+    if not isinstance(value, dict):
+        raise PrunekitError(f"the mask file's model_options are not a table: {raw[:80]!r}")
+    return value
 
 
 def _save_weights(model: torch.nn.Module, path: Path) -> None:
@@ -262,6 +345,8 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
 @click.option("--scorer-option", multiple=True, help="key=value option of the scorer.")
 @click.option("--schedule-option", multiple=True, help="key=value option of the schedule.")
 @click.option("--sparsity", type=float, required=True, help="Fraction of prunable weights removed, in [0, 1).")
+@_model_options
+@_prunable_options
 @click.option("--check", default="none", show_default=True, help="Sanity check (`prunekit list checks`).")
 @click.option("--allow-collapse", is_flag=True, help="Allow layers with no surviving weight.")
 @click.option("--trainer", default="sgd", show_default=True, help="Trainer for dense pre-training (lottery tickets).")
@@ -283,6 +368,10 @@ def prune(
     scorer_option: tuple[str, ...],
     schedule_option: tuple[str, ...],
     sparsity: float,
+    model_option: tuple[str, ...],
+    prunable_include: tuple[str, ...],
+    prunable_exclude: tuple[str, ...],
+    prunable_option: tuple[str, ...],
     check: str,
     allow_collapse: bool,
     trainer: str,
@@ -294,9 +383,11 @@ def prune(
     """Prune a model and write its masks; print the per-layer densities."""
     from prunekit import pipeline
     from prunekit.dense import DenseCache
-    from prunekit.diagnostics import effective_sparsity, layer_table
+    from prunekit.diagnostics import effective_sparsity_or_reason, layer_table
 
     pipeline.check_sparsity(sparsity)
+    model_options = pipeline.parse_model_options(model_option)
+    policy = _policy(prunable_option, prunable_include, prunable_exclude)
     recipe = pipeline.resolve_method(
         method,
         scorer=scorer,
@@ -309,7 +400,7 @@ def prune(
     dev = resolve_device(device)
     model_name = _model_name(model, dataset)
     data = pipeline.load_dataset(dataset, data_root, download=download)
-    net = pipeline.build_model(model_name, data, seed)
+    net = pipeline.build_model(model_name, data, seed, model_options)
     training = None
     if recipe.pretrain:
         training = pipeline.Training(
@@ -317,6 +408,7 @@ def prune(
             config=_protocol(dataset, epochs),
             model_name=model_name,
             dataset_key=dataset,
+            model_options=model_options,
             cache=DenseCache(cache_dir),
             device=dev,
         )
@@ -329,13 +421,20 @@ def prune(
         check=sanity,
         device=dev,
         allow_collapse=allow_collapse,
-        init_model=lambda s: pipeline.build_model(model_name, data, s),
+        init_model=lambda s: pipeline.build_model(model_name, data, s, model_options),
         training=training,
+        policy=policy,
     )
     rows = layer_table(outcome.layers, outcome.masks)
-    effective = effective_sparsity(net, outcome.masks, data.input_shape)
+    effective, not_computed = effective_sparsity_or_reason(net, outcome.masks, data.input_shape)
+    warnings = list(outcome.metadata.get("warnings", []))
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     meta = {
         **outcome.metadata,
+        "model_options": model_options,
+        "effective_sparsity": effective,
+        "diagnostics": {"effective_sparsity": not_computed} if not_computed else {},
         "model": model_name,
         "dataset": dataset,
         "num_classes": data.num_classes,
@@ -355,6 +454,11 @@ def prune(
         "target_sparsity": sparsity,
         "sparsity": outcome.masks.sparsity(),
         "effective_sparsity": effective,
+        "effective_sparsity_note": not_computed,
+        "tie_fraction": outcome.metadata.get("tie_fraction", 0.0),
+        "warnings": warnings,
+        "model_options": model_options,
+        "policy": outcome.metadata.get("policy"),
         "kept": outcome.masks.kept(),
         "total": outcome.masks.total(),
         "layers": rows,
@@ -372,9 +476,10 @@ def prune(
         table.add_row(str(i), row["name"], "×".join(map(str, row["shape"])), str(row["kept"]), str(row["total"]), f"{row['density']:.4f}")
     console = Console()
     console.print(table)
+    eff_text = f"effective sparsity {effective:.4f}" if effective is not None else f"effective sparsity {not_computed}"
     console.print(
         f"kept {summary['kept']:,} of {summary['total']:,} prunable weights: sparsity "
-        f"{summary['sparsity']:.4f}, effective sparsity {effective:.4f}; masks written to {path}"
+        f"{summary['sparsity']:.4f}, {eff_text}; masks written to {path}"
     )
 
 
@@ -389,6 +494,7 @@ def prune(
 @click.option("--lr-schedule", type=click.Choice(["multistep", "cosine", "constant"]), default=None)
 @click.option("--optimizer", default=None, help="An optimizer the trainer offers (sgd trainer: sgd, adamw); default: the protocol's.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None, help="Training and evaluation precision (bf16/fp16 autocast, fp16 with a gradient scaler); default: the protocol's (fp32).")
+@_model_options
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def train(
     model: str | None,
@@ -406,13 +512,19 @@ def train(
     lr_schedule: str | None,
     optimizer: str | None,
     precision: str | None,
+    model_option: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """Train a masked (or dense) model and print its test accuracy."""
+    """Train a masked (or dense) model and print its test accuracy.
+
+    The model is built with the model options recorded in the mask file, overridden by
+    --model-option.
+    """
     from prunekit import pipeline
     from prunekit.masks import Masks
 
     masks = None
+    meta: dict[str, str] = {}
     if masks_path is not None:
         masks, meta = Masks.load(masks_path)
         model = model or meta.get("model")
@@ -425,7 +537,8 @@ def train(
     dev = resolve_device(device)
     model_name = _model_name(model, dataset)
     data = pipeline.load_dataset(dataset, data_root, download=download)
-    net = pipeline.build_model(model_name, data, seed)
+    model_options = {**_recorded_model_options(meta), **pipeline.parse_model_options(model_option)}
+    net = pipeline.build_model(model_name, data, seed, model_options)
     if masks is not None:
         masks.check_fits(net, source=f"masks in {masks_path}")
         if meta.get("weights"):
@@ -445,6 +558,7 @@ def train(
         "model": model_name,
         "dataset": dataset,
         "masks": masks_path,
+        "model_options": model_options,
         "sparsity": masks.sparsity() if masks is not None else 0.0,
         "final_accuracy": result.final_accuracy,
         "best_accuracy": result.best_accuracy,
@@ -472,22 +586,62 @@ cli.add_command(bench)
 cli.add_command(report)
 
 
+_COMMAND_OWNERS: dict[str, str] = {}  # command name -> the plugin that added it ("prunekit": built in)
+_COMMAND_PROBLEMS: dict[str, list[str]] = {}  # plugin name -> what went wrong adding its commands
+
+
 def _add_plugin_commands() -> None:
+    """Let plugins add commands. A plugin may not replace a command it does not own (a
+    built-in or another plugin's): the original stays, and the attempt is a plugin problem."""
+    for name in cli.commands:
+        _COMMAND_OWNERS.setdefault(name, "prunekit")
     loaded = get_plugins()
     for impl in loaded.manager.hook.register_commands.get_hookimpls():
+        plugin = impl.plugin_name
+        problems = _COMMAND_PROBLEMS.setdefault(plugin, [])
+        before = dict(cli.commands)
         try:
             impl.function(cli=cli)
-        except Exception as err:  # a broken plugin must not break the CLI
-            for info in loaded.info:
-                if info.name == impl.plugin_name:
-                    info.errors.append(f"hook register_commands raised {type(err).__name__}: {err}")
+        except (Exception, SystemExit) as err:  # a broken plugin must not break the CLI
+            text = f"it called sys.exit({err.code!r})" if isinstance(err, SystemExit) else f"{type(err).__name__}: {err}"
+            _note(problems, f"hook register_commands raised {text}")
+        for name, command in cli.commands.items():
+            owner = _COMMAND_OWNERS.setdefault(name, plugin)
+            if name in before and command is not before[name] and owner != plugin:
+                _note(problems, f"tried to replace the command {name!r} of {owner}; give its command another name")
+        for name, command in before.items():
+            if _COMMAND_OWNERS.get(name) != plugin:
+                cli.commands[name] = command  # the owner's command stays
+        if not problems:
+            del _COMMAND_PROBLEMS[plugin]
+    _merge_command_problems(loaded.info)
+
+
+def _note(problems: list[str], text: str) -> None:
+    if text not in problems:
+        problems.append(text)
+
+
+def _merge_command_problems(infos: list[PluginInfo]) -> None:
+    """Add the command problems to the plugins' own (so `prunekit plugins` lists them)."""
+    for info in infos:
+        for text in _COMMAND_PROBLEMS.get(info.name, []):
+            if text not in info.errors:
+                info.errors.append(text)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI, turning user errors into one line and a non-zero exit."""
+    """Entry point: run the CLI, turning every error into one line and a non-zero exit.
+
+    User errors (:class:`PrunekitError`, bad options, files that cannot be read or written)
+    print what is wrong and what to do; an unexpected exception prints its one-line summary and
+    a pointer to ``--debug`` (or ``PRUNEKIT_DEBUG=1``), which shows the full traceback.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("PRUNEKIT_DEBUG", "") not in ("", "0")
     try:
         _add_plugin_commands()
-        cli.main(args=argv, prog_name="prunekit", standalone_mode=False)
+        cli.main(args=args, prog_name="prunekit", standalone_mode=False)
     except click.exceptions.Abort:
         _fail("aborted", 130)
     except click.exceptions.NoArgsIsHelpError as err:
@@ -499,6 +653,19 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(err))
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except OSError as err:
+        if debug:
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        _fail(f"cannot use{where}: {err.strerror or err}; check the path and its permissions")
+    except Exception as err:  # noqa: BLE001 - the last boundary: one line, never a traceback
+        if debug:
+            raise
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        _fail(
+            f"unexpected {type(err).__name__}{': ' + first if first else ''}; "
+            "run again with --debug for the traceback, and report it if it is prunekit's fault"
+        )
 
 
 if __name__ == "__main__":
