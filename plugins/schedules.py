@@ -17,6 +17,7 @@ import attrs
 import torch
 
 from prunekit.errors import PrunekitError
+from prunekit.identity import noop_field
 from prunekit.hookspecs import hookimpl
 from prunekit.interfaces import RatioSchedule
 from prunekit.layers import PrunableLayer
@@ -29,9 +30,40 @@ class Global(RatioSchedule):
     name: ClassVar[str] = "global"
     description: ClassVar[str] = "one score threshold over all layers (ties at the threshold kept)"
 
+    # ``dense_classifier``: keep the classifier (the last prunable Linear layer) whole and put one
+    # threshold over the other layers only, still keeping ``round(density · total)`` weights in
+    # all (sparsity counted over every prunable layer, so the others are pruned harder). The
+    # lottery-ticket code of Su et al. 2020 (``LT_prune.py``) prunes this way; off by default.
+    dense_classifier: bool = noop_field(False, validator=attrs.validators.instance_of(bool))
+
+    def _with_dense_classifier(
+        self, layers: Sequence[PrunableLayer], density: float, scores: Mapping[str, torch.Tensor]
+    ) -> dict[str, int]:
+        linear = [layer for layer in layers if layer.kind == "linear"]
+        if not linear:
+            raise PrunekitError(
+                "the global schedule's dense_classifier keeps the last Linear layer whole, but the "
+                "model has no prunable Linear layer; set dense_classifier = false"
+            )
+        head = linear[-1]
+        body = [layer for layer in layers if layer.name != head.name]
+        k = round(density * sum(layer.numel for layer in layers))
+        if k < head.numel:
+            raise PrunekitError(
+                f"density {density:.4g} keeps {k:,} weights, fewer than the {head.numel:,} of the "
+                f"classifier {head.name} that dense_classifier keeps whole; lower the sparsity or "
+                "set dense_classifier = false"
+            )
+        rest = sum(layer.numel for layer in body)
+        plain = attrs.evolve(self, dense_classifier=False)
+        counts = plain.allocate(body, (k - head.numel) / rest, scores) if rest else {}
+        return {layer.name: counts.get(layer.name, layer.numel) for layer in layers}
+
     def allocate(
         self, layers: Sequence[PrunableLayer], density: float, scores: Mapping[str, torch.Tensor]
     ) -> dict[str, int]:
+        if self.dense_classifier:
+            return self._with_dense_classifier(layers, density, scores)
         total = sum(layer.numel for layer in layers)
         k = round(density * total)
         if k >= total:
