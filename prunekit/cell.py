@@ -148,6 +148,18 @@ def _data(dataset: str, root: str | None) -> DataBundle:
     return load_dataset(dataset, root)
 
 
+def final_start_step(method: Method, train_size: int, protocol: TrainConfig) -> int:
+    """The step the final training starts its learning-rate schedule from: the rewinding step k
+    of a late-rewinding method whose ``rewind_schedule`` is ``continue`` (its ``rewind_point``
+    as a step of this protocol on ``train_size`` samples), else 0 (the schedule restarts)."""
+    if method.rewind != "step" or method.rewind_schedule != "continue":
+        return 0
+    from prunekit.dense import rewind_step
+
+    steps_per_epoch = -(-train_size // protocol.batch_size)
+    return rewind_step(method.rewind_point, steps_per_epoch * protocol.epochs)
+
+
 def run_cell(
     spec: CellSpec,
     *,
@@ -196,8 +208,10 @@ def run_cell(
     )
     masks = outcome.masks
     effective = effective_sparsity(model, masks, data.input_shape)
+    start = final_start_step(resolved.method, len(data.train), spec.protocol)
     result = resolved.trainer.fit(
-        model, data, spec.protocol, masks=masks, seed=spec.seed, device=device, progress=progress
+        model, data, spec.protocol, masks=masks, seed=spec.seed, device=device, progress=progress,
+        **({"start_step": start} if start else {}),  # trainers written before start_step keep working
     )
     return CellResult(
         final_accuracy=result.final_accuracy,

@@ -335,6 +335,13 @@ def _options(value: Mapping[str, Any] | None) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted((value or {}).items()))
 
 
+def _continues_from_step(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value == "continue" and instance.rewind != "step":
+        raise ValueError(
+            f"'rewind_schedule' continue needs rewind='step' (a late-rewinding point), got rewind={instance.rewind!r}"
+        )
+
+
 @attrs.frozen(kw_only=True)
 class Method:
     """A named pruning recipe.
@@ -378,7 +385,7 @@ class Method:
     )
     scoring_augment: bool = noop_field(False, validator=attrs.validators.instance_of(bool))
     rewind_schedule: Literal["restart", "continue"] = noop_field(
-        "restart", validator=_one_of("restart", "continue")
+        "restart", validator=[_one_of("restart", "continue"), _continues_from_step]
     )
 
     def spec(self) -> dict[str, Any]:

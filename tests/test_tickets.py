@@ -349,6 +349,31 @@ def test_lr_rewinding_starts_at_theta_T_and_restarts_the_learning_rate(
     assert result.final_accuracy > 0.5
 
 
+def test_late_rewinding_continue_resumes_the_schedule_at_k(
+    data: DataBundle, spy: list[dict[str, Any]]
+) -> None:
+    """rewind_schedule="continue" (OpenLTH, Frankle et al. 2020): run_cell trains the θ_k
+    ticket for steps k..T−1 only, the learning rate following the cosine schedule from step k
+    (lr·½(1+cos πt/T), computed here, k = round(0.05·T)); the default ("restart") runs the
+    whole schedule from step 0. The option enters the method's identity only when set."""
+    from prunekit.identity import canonical
+
+    n_steps = steps_per_epoch(len(data.train))
+    k = round(0.05 * n_steps)
+    assert k >= 1
+    schedule = [CONFIG.lr * 0.5 * (1 + math.cos(math.pi * i / n_steps)) for i in range(n_steps)]
+    for seed, option, expected in ((21, "continue", schedule[k:]), (22, "restart", schedule)):
+        spy.clear()
+        spec = attrs.evolve(cell_spec("lottery_ticket_rewind", seed), method_options={"rewind_schedule": option})
+        run_cell(spec)
+        assert spy[-1]["lrs"] == pytest.approx(expected, rel=1e-12, abs=1e-15), option
+    method = get_plugins().registry("method").get("lottery_ticket_rewind")
+    assert "rewind_schedule" not in canonical(method)
+    assert canonical(attrs.evolve(method, rewind_schedule="continue"))["rewind_schedule"] == "continue"
+    with pytest.raises(ValueError, match="rewind='step'"):
+        attrs.evolve(get_plugins().registry("method").get("lr_rewinding"), rewind_schedule="continue")
+
+
 def test_hybrid_ticket_keeps_smart_ratio_counts_and_the_largest_trained_weights(
     data: DataBundle,
 ) -> None:
