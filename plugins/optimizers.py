@@ -60,3 +60,8 @@ def adamw(params: Iterable[torch.nn.Parameter], config: TrainConfig, fused: bool
 
 
 OPTIMIZERS: Mapping[str, OptimizerFactory] = MappingProxyType({"sgd": sgd, "adamw": adamw})
+
+# Optimizers whose update of a weight reads only that weight, its gradient and its own state:
+# a pruned gradient cannot reach a kept weight, so the trainer need not zero pruned gradients
+# before their step (unless it clips the global norm). Any other optimizer gets them zeroed.
+ELEMENTWISE: frozenset[OptimizerFactory] = frozenset({sgd, adamw})

@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 import attrs
 import torch
 from prunekit_plugins.checkpoints import load_checkpoint, save_checkpoint
-from prunekit_plugins.optimizers import OPTIMIZERS, OptimizerFactory
+from prunekit_plugins.optimizers import ELEMENTWISE, OPTIMIZERS, OptimizerFactory
 from torch import nn
 from torch.nn import functional as F
 
@@ -185,12 +185,15 @@ class SGDTrainer(Trainer):
         if device.type == "cuda":
             model.to(memory_format=torch.channels_last)
         train = self._place(source, device)
-        optimizer = self.optimizers[config.optimizer](model.parameters(), config, device.type == "cuda")
+        factory = self.optimizers[config.optimizer]
+        optimizer = factory(model.parameters(), config, device.type == "cuda")
         scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
         forward = torch.compile(model) if self.compile else model
         enforce = masks.enforcer(model, optimizer) if masks is not None else None
         if enforce is not None:
             enforce()
+        # pruned gradients must not count in a clipped norm nor reach a coupled update
+        mask_gradients = enforce is not None and (config.grad_clip_norm > 0 or factory not in ELEMENTWISE)
         generator = make_generator(seed, "train-order")
         wanted = {int(s) for s in snapshot_steps}
         snapshots: dict[int, dict[str, torch.Tensor]] = {}
@@ -243,8 +246,8 @@ class SGDTrainer(Trainer):
                     x = x.contiguous(memory_format=torch.channels_last)
                 optimizer.zero_grad(set_to_none=True)
                 loss = self._accumulate(forward, x, yb, chunks, config.precision, device, scaler, correct)
-                if enforce is not None:
-                    enforce.gradients()
+                if mask_gradients:
+                    enforce.gradients()  # type: ignore[union-attr]
                 if config.grad_clip_norm > 0:
                     scaler.unscale_(optimizer)
                     nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm, foreach=True)

@@ -207,6 +207,9 @@ def _zero_pruned(tensors: Sequence[torch.Tensor], keep: Sequence[torch.Tensor]) 
         torch._foreach_mul_(views, factors)
 
 
+_View = tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]
+
+
 class MaskEnforcer:
     """Keeps pruned positions exactly zero in a model's weights, their gradients and the
     optimizer's state.
@@ -230,21 +233,30 @@ class MaskEnforcer:
         self.optimizer = optimizer
         self._keep = [masks[n].to(p.device) for n, p in zip(masks, self.params)]
         self._factors: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        # (tensor, its storage address, integer view, factor) by id(tensor), from the last call
+        # of each kind: making a view costs more than looking one up; a moved tensor gets a new one
+        self._views: dict[str, dict[int, _View]] = {"step": {}, "gradients": {}}
 
-    def _zero(self, pairs: Sequence[tuple[int, torch.Tensor]]) -> None:
+    def _zero(self, kind: str, pairs: Sequence[tuple[int, torch.Tensor]]) -> None:
         """Zero the pruned positions of tensor ``t`` of parameter ``i`` for every ``(i, t)``."""
         views, factors = [], []
+        known, self._views[kind] = self._views[kind], {}
         for i, t in pairs:
-            bits = _bits(t)
-            if bits is None:  # no integer of its width (complex128)
-                t.detach().masked_fill_(~self._keep[i].to(t.device), 0)
-                continue
-            key = (i, t.device, bits.dtype)
-            factor = self._factors.get(key)
-            if factor is None:
-                factor = self._factors[key] = self._keep[i].to(device=t.device, dtype=bits.dtype)
-            views.append(bits)
-            factors.append(factor)
+            entry = known.get(id(t))
+            if entry is None or entry[0] is not t or entry[1] != t.data_ptr():
+                bits = _bits(t)
+                if bits is None:  # no integer of its width (complex128)
+                    t.detach().masked_fill_(~self._keep[i].to(t.device), 0)
+                    continue
+                key = (i, t.device, bits.dtype)
+                factor = self._factors.get(key)
+                if factor is None:
+                    factor = self._keep[i].to(device=t.device, dtype=bits.dtype)
+                    self._factors[key] = factor
+                entry = (t, t.data_ptr(), bits, factor)
+            self._views[kind][id(t)] = entry
+            views.append(entry[2])
+            factors.append(entry[3])
         if views:
             torch._foreach_mul_(views, factors)
 
@@ -258,9 +270,9 @@ class MaskEnforcer:
                     pairs.extend(
                         (i, v) for v in state.values() if torch.is_tensor(v) and v.shape == p.shape
                     )
-        self._zero(pairs)
+        self._zero("step", pairs)
 
     @torch.no_grad()
     def gradients(self) -> None:
         """Zero the gradients at pruned positions (before clipping and the optimizer step)."""
-        self._zero([(i, p.grad) for i, p in enumerate(self.params) if p.grad is not None])
+        self._zero("gradients", [(i, p.grad) for i, p in enumerate(self.params) if p.grad is not None])
