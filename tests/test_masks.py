@@ -199,6 +199,23 @@ def test_enforcer_gradients_zeroes_pruned_gradients_only() -> None:
         assert torch.count_nonzero(before[name][~mask]) > 0, name  # there was something to zero
 
 
+def test_enforcer_follows_a_parameter_whose_storage_was_replaced() -> None:
+    """Reassigning a parameter's data (as ``model.to(...)`` does) between calls does not leave
+    the enforcer writing to the old storage: the new weights are zeroed at pruned positions."""
+    model = tiny_convnet()
+    masks = _random_masks(model)
+    enforce = masks.enforcer(model)
+    enforce()
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in masks:
+            params[name].data = torch.randn_like(params[name]) + 5.0
+    enforce()
+    for name, mask in masks.items():
+        assert torch.count_nonzero(params[name][~mask]) == 0, name
+        assert torch.count_nonzero(params[name][mask]) == int(mask.sum()), name
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
 def test_enforcer_exact_in_every_float_width(dtype: torch.dtype) -> None:
     """The bit-level zeroing works for 16- and 64-bit floats as well: pruned positions become
