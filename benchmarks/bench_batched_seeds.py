@@ -1,0 +1,95 @@
+"""Seeds per second: the batched trainer (``fit_many``) against one ``SGDTrainer.fit`` at a time.
+
+Trains ``--members`` seeds of one cell (digits_cnn, the quick suite's protocol: 4 epochs,
+batch 64, cosine, lr 0.05; each seed with its own 90 % magnitude masks) both ways, alternating
+the two for ``--repeats`` rounds, and prints the best time of each, seeds per second and the
+ratio. Only training is timed (models and masks are built before the clock starts). The CPU's
+load average is printed before and after: on a shared machine the figures move with it.
+
+    python benchmarks/bench_batched_seeds.py [--members 8] [--model digits_cnn] [--width W]
+        [--engine auto|wide|vmap] [--threads N] [--epochs 4] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+import torch
+from prunekit_plugins.batched import fit_many
+from prunekit_plugins.sgd import SGDTrainer
+from torch import nn
+
+from prunekit.interfaces import TrainConfig
+from prunekit.masks import Masks
+from prunekit.pipeline import build_model, load_dataset
+
+
+def magnitude_masks(model: nn.Module, keep: float = 0.1) -> Masks:
+    weights = {n: p.detach() for n, p in model.named_parameters() if p.dim() > 1}
+    flat = torch.cat([w.abs().flatten() for w in weights.values()])
+    threshold = flat.kthvalue(int(len(flat) * (1 - keep))).values
+    return Masks({n: w.abs() > threshold for n, w in weights.items()})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--members", type=int, default=8)
+    parser.add_argument("--model", default="digits_cnn")
+    parser.add_argument(
+        "--width", type=int, default=None, help="digits_cnn's width (default: the model's, 32)"
+    )
+    parser.add_argument("--engine", default="auto", choices=("auto", "wide", "vmap"))
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_dataset("digits", None)
+    config = TrainConfig(
+        epochs=args.epochs,
+        batch_size=64,
+        lr=0.05,
+        weight_decay=5e-4,
+        lr_schedule="cosine",
+        milestones=(),
+    )
+    options = {"width": args.width} if args.width else None
+    seeds = list(range(args.members))
+    base = [build_model(args.model, data, s, options=options) for s in seeds]
+    masks = [magnitude_masks(m) for m in base]
+    print(
+        f"{args.model}{'' if args.width is None else f' width {args.width}'}, {args.members} seeds, "
+        f"{args.epochs} epochs of {len(data.train)} images, engine {args.engine}, "
+        f"{torch.get_num_threads()} torch threads; load average before: {os.getloadavg()[0]:.1f}"
+    )
+    solo_times, batch_times = [], []
+    for _ in range(args.repeats):
+        models = [copy.deepcopy(m) for m in base]
+        start = time.perf_counter()
+        for model, mask, seed in zip(models, masks, seeds):
+            SGDTrainer().fit(model, data, config, masks=mask, seed=seed)
+        solo_times.append(time.perf_counter() - start)
+        models = [copy.deepcopy(m) for m in base]
+        start = time.perf_counter()
+        fit_many(models, data, config, masks=masks, seeds=seeds, engine=args.engine)
+        batch_times.append(time.perf_counter() - start)
+    solo, batched = min(solo_times), min(batch_times)
+    print(
+        f"one at a time: {solo:7.2f} s  = {args.members / solo:6.2f} seeds/s  (runs: {', '.join(f'{t:.2f}' for t in solo_times)})"
+    )
+    print(
+        f"batched:       {batched:7.2f} s  = {args.members / batched:6.2f} seeds/s  (runs: {', '.join(f'{t:.2f}' for t in batch_times)})"
+    )
+    print(
+        f"speed-up {solo / batched:.2f}x (target >= 4x); load average after: {os.getloadavg()[0]:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
