@@ -9,11 +9,12 @@ gives for it alone, up to the order of float summation (tests/test_batched.py):
 * the data order and augmentation of member ``i`` come from ``make_generator(seeds[i],
   "train-order")``, drawn in the same sequence as the ``sgd`` trainer draws them;
 * the loss is the sum of the members' mean cross-entropies, so each member's gradient is its
-  own; optimizers act element by element (SGD, AdamW: the same table as the ``sgd`` trainer),
-  so one optimizer over the stacked weights is the members' optimizers side by side;
+  own; the optimizer (the ``sgd`` trainer's table) must update each weight on its own
+  (``ELEMENTWISE``: SGD, AdamW), so one optimizer over the stacked weights is the members'
+  optimizers side by side;
 * masks are enforced per member exactly as the ``sgd`` trainer does, by the same
-  :class:`~prunekit.masks.MaskEnforcer` on the stacked weights: pruned gradients zeroed before
-  each step, pruned weights and every optimizer state tensor zeroed after it;
+  :class:`~prunekit.masks.MaskEnforcer` on the stacked weights: pruned weights and every
+  optimizer state tensor of their shape zeroed after each step;
 * BatchNorm keeps per-member statistics: batch statistics over each member's own batch, and
   per-member running mean, variance and batch count.
 
@@ -47,7 +48,7 @@ from typing import Any, Literal
 
 import attrs
 import torch
-from prunekit_plugins.optimizers import OPTIMIZERS, OptimizerFactory
+from prunekit_plugins.optimizers import ELEMENTWISE, OPTIMIZERS, OptimizerFactory
 from prunekit_plugins.sgd import lr_factor
 from torch import nn
 from torch.nn import functional as F
@@ -86,6 +87,12 @@ def check_config(
         raise PrunekitError(
             f"the batched trainer has no optimizer {config.optimizer!r}; it offers "
             f"{', '.join(sorted(optimizers))}"
+        )
+    if optimizers[config.optimizer] not in ELEMENTWISE:
+        raise PrunekitError(
+            f"the batched trainer steps all members with one optimizer, which is only right for an "
+            f"optimizer that updates each weight on its own; {config.optimizer!r} is not known to be "
+            "one, so train these cells one at a time with the sgd trainer"
         )
     unsupported = [
         f"{f.name}={getattr(config, f.name)!r}"
@@ -490,8 +497,8 @@ def fit_many(
             )
             losses = losses.view(count, -1).mean(1)
             losses.sum().backward()
-            if enforce is not None:
-                enforce.gradients()
+            # no gradient zeroing: without clipping and with an elementwise optimizer a pruned
+            # gradient reaches no kept weight (the sgd trainer's rule, too)
             optimizer.step()
             if enforce is not None:
                 enforce()

@@ -199,7 +199,8 @@ def test_a_diverging_member_fails_alone(digits: DataBundle) -> None:
 
 
 def test_refuses_what_it_cannot_batch(digits: DataBundle) -> None:
-    """fp16, clipping or accumulation: one line pointing to the sgd trainer; models of two
+    """fp16, clipping, accumulation or an optimizer not known to be elementwise: one line
+    pointing to the sgd trainer; models of two
     architectures, splits of two lengths or mismatched argument lists: ValueError."""
     models = [build_model("digits_mlp", digits, s) for s in (0, 1)]
     for change in ({"precision": "fp16"}, {"grad_clip_norm": 1.0}, {"accumulation_steps": 2}):
@@ -207,6 +208,11 @@ def test_refuses_what_it_cannot_batch(digits: DataBundle) -> None:
             fit_many(models, digits, attrs.evolve(QUICK, **change), seeds=[0, 1])
     with pytest.raises(PrunekitError, match="no optimizer 'lion'"):
         fit_many(models, digits, attrs.evolve(QUICK, optimizer="lion"), seeds=[0, 1])
+    coupled = {"lars": lambda params, config, fused: torch.optim.SGD(params, lr=config.lr)}
+    with pytest.raises(PrunekitError, match="updates each weight on its own"):
+        fit_many(
+            models, digits, attrs.evolve(QUICK, optimizer="lars"), seeds=[0, 1], optimizers=coupled
+        )
     with pytest.raises(ValueError, match="same architecture"):
         fit_many([models[0], build_model("digits_cnn", digits, 0)], digits, QUICK, seeds=[0, 1])
     short = ArrayData(x=digits.train.x[:64], y=digits.train.y[:64])
