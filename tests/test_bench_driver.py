@@ -102,7 +102,7 @@ def test_shipped_suites_load() -> None:
     assert (grasp.protocol.batch_size, grasp.protocol.weight_decay) == (128, 5e-4) and "VGG19" in grasp.description
     assert resolve_suite("tiny_imagenet").protocol.epochs == 300
     frankle = resolve_suite("frankle2021_cifar10")
-    assert frankle.checks == ("none", "layerwise_weight_shuffle", "reinit", "score_inversion")
+    assert frankle.checks == ("none", "layerwise_rearrange", "reinit", "score_inversion")
     assert {"snip", "grasp", "synflow", "magnitude_at_init", "random_uniform"} <= set(frankle.methods)
     quick = resolve_suite("quick")
     assert quick.dataset == "digits" and quick.device == "cpu" and quick.methods == quick.checks == "all"
