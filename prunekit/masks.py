@@ -232,7 +232,9 @@ class MaskEnforcer:
         self.params = [named[n] for n in masks]
         self.optimizer = optimizer
         self._keep = [masks[n].to(p.device) for n, p in zip(masks, self.params)]
-        self._factors: dict[tuple[int, torch.device, torch.dtype], torch.Tensor] = {}
+        # masks as 0/1 integers laid out like the tensors they multiply (channels_last too), so
+        # foreach takes its fast path
+        self._factors: dict[tuple[int, torch.device, torch.dtype, tuple[int, ...]], torch.Tensor] = {}
         # (tensor, its storage address, integer view, factor) by id(tensor), from the last call
         # of each kind: making a view costs more than looking one up; a moved tensor gets a new one
         self._views: dict[str, dict[int, _View]] = {"step": {}, "gradients": {}}
@@ -248,10 +250,10 @@ class MaskEnforcer:
                 if bits is None:  # no integer of its width (complex128)
                     t.detach().masked_fill_(~self._keep[i].to(t.device), 0)
                     continue
-                key = (i, t.device, bits.dtype)
+                key = (i, t.device, bits.dtype, bits.stride())
                 factor = self._factors.get(key)
                 if factor is None:
-                    factor = self._keep[i].to(device=t.device, dtype=bits.dtype)
+                    factor = torch.empty_like(bits).copy_(self._keep[i])
                     self._factors[key] = factor
                 entry = (t, t.data_ptr(), bits, factor)
             self._views[kind][id(t)] = entry

@@ -216,6 +216,22 @@ def test_enforcer_follows_a_parameter_whose_storage_was_replaced() -> None:
         assert torch.count_nonzero(params[name][mask]) == int(mask.sum()), name
 
 
+def test_enforcer_on_channels_last_weights() -> None:
+    """A channels_last model (the CUDA layout) is zeroed at exactly the pruned positions, kept
+    values untouched, and keeps its layout."""
+    model = tiny_convnet().to(memory_format=torch.channels_last)
+    masks = _random_masks(model)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name in masks:
+            params[name].copy_(torch.arange(params[name].numel()).view(params[name].shape) + 1.0)
+    masks.enforcer(model)()
+    for name, mask in masks.items():
+        expected = (torch.arange(mask.numel()).view(mask.shape) + 1.0) * mask
+        assert torch.equal(params[name].detach(), expected), name
+    assert params["3.weight"].is_contiguous(memory_format=torch.channels_last)
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
 def test_enforcer_exact_in_every_float_width(dtype: torch.dtype) -> None:
     """The bit-level zeroing works for 16- and 64-bit floats as well: pruned positions become
