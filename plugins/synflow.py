@@ -2,32 +2,78 @@
 
 One call scores once: on the model itself (no copy), in eval mode (BatchNorm applies its
 current running statistics, i.e. it is an affine map), with every parameter replaced by its
-absolute value in float64, an all-ones input of shape (1, *input_shape), R = sum of the
-outputs and score = |θ ⊙ ∂R/∂θ| for the prunable weights. The iteration (100 rounds at density
+absolute value, an all-ones input of shape (1, *input_shape), R = sum of the outputs and
+score = |θ ⊙ ∂R/∂θ| for the prunable weights. The iteration (100 rounds at density
 d^(k/100), masks applied between rounds) is the pipeline's: ``Method(rounds=100)``.
 
 The parameters are swapped, not edited: :func:`torch.func.functional_call` runs the model with
-float64 |θ| tensors in place of its parameters and puts the original tensor objects back
-afterwards, so the weights come back bit for bit (signs, −0.0, dtype, storage), ``.grad`` is
-untouched (:func:`torch.autograd.grad`), and every module's train/eval flag is restored.
-Buffers (BatchNorm running statistics) are used as they are, cast to float64 — with the
-default init (mean 0, variance 1) this is the original code's linearisation exactly; the
-original also takes |running_mean|, which only differs after training.
+|θ| tensors in place of its parameters and puts the original tensor objects back afterwards,
+so the weights come back bit for bit (signs, −0.0, dtype, storage), ``.grad`` is untouched
+(:func:`torch.autograd.grad`), and every module's train/eval flag is restored. Buffers
+(BatchNorm running statistics) are used as they are — with the default init (mean 0, variance
+1) this is the original code's linearisation exactly; the original also takes
+|running_mean|, which only differs after training.
 
-``precision="float32"`` trades the overflow safety of float64 for speed (deep nets can overflow
-float32: the pipeline then reports non-finite scores).
+Precision (``precision``)
+-------------------------
+R is a product of layer gains: on cifar_resnet32 it passes float32's range (≈ 3.4e38), on
+cifar_resnet56 it is ≈ 1e69. Two ways to score without overflow:
+
+* ``"float64"`` — the |θ| network in float64 (the original code's way); scores are |θ ⊙ ∂R/∂θ|.
+* ``"float32"`` (default) — the |θ| network in float32, kept in range by scaling activations at
+  *cuts*. A cut is a node of the model's graph (``torch.fx``) that every path from the input
+  to the output passes through: a VGG layer's output, a ResNet block's output (after the
+  addition), never a node inside a residual block. After the first cut that follows each
+  group of weighted layers, the activation ``a`` is multiplied by ``k = 2^−e`` where ``2^e`` is
+  just above ``max |a|`` — a power of two, so the multiplication is exact. Scoring R' of the
+  scaled network gives the scores times K = ∏k, the *same* positive constant for every weight
+  (proof below), so the ranking — all the pipeline uses — is the float64 one up to float32
+  rounding; the returned scores are K·|θ ⊙ ∂R/∂θ|, not the unscaled values (which may not fit
+  in float32).
+
+Why every score gets the same factor: scoring is s_i = ∂R/∂ε at ε = 0 when θ_i becomes θ_i·e^ε.
+Every operation in the |θ| network (convolution, linear map, eval-mode BatchNorm, ReLU,
+pooling, addition, flattening) is positively homogeneous of degree 1 in its inputs *and* its
+additive terms, so multiplying the value at a cut by k multiplies R by k — for any weights,
+hence also for the perturbed ones — provided every additive term after the cut is multiplied
+by k too (a residual addition needs no care: both of its inputs come after the same cuts).
+Additive terms are therefore scaled with the product of the factors of the cuts before them:
+the ``bias`` of a Conv/Linear layer, and BatchNorm's ``bias`` (β) and ``running_mean`` (μ),
+since eval-mode BN(x) = |γ|(x − μ)/√(σ² + ε) + |β| gives K·BN(x) from K·x when μ and β are
+scaled by K and γ and σ² are left alone (ε then needs no care). Biases are thus scored as in
+float64 — not dropped, as some implementations do. Because the factors are read from the
+activations, they are held constant for the gradient: R' = K·R for all weights near θ.
+
+The float32 way applies only where this proof holds: the model traces with ``torch.fx``;
+every node that feeds the output is one of the operations listed in ``_MODULES``,
+``_FUNCTIONS`` and ``_METHODS`` (exact module types: a subclass may add an activation);
+each module is called once; BatchNorm has running statistics; no constants or parameters are
+added outside those layers. For any other model, or when a float32 pass still gives a
+non-finite score, the call scores in float64 instead (the same ranking), so ``"float32"``
+never reports overflow. On CUDA the float32 pass runs with IEEE float32 convolutions (TF32
+off) so that its ranking matches the CPU's.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+import math
+import operator
+import warnings
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, ClassVar, Literal
 
 import attrs
 import torch
+import torch.fx
+import torch.nn.functional as F
 from torch import nn
 
 from prunekit.hookspecs import hookimpl
 from prunekit.interfaces import Scorer, ScoringContext
+
+Precision = Literal["float32", "float64"]
 
 
 @attrs.frozen(kw_only=True)
@@ -35,42 +81,305 @@ class SynFlow(Scorer):
     """|θ ⊙ ∂R/∂θ| of the all-positive network on an all-ones input (Tanaka et al. 2020)."""
 
     name: ClassVar[str] = "synflow"
-    description: ClassVar[str] = "data-free synaptic flow |θ·∂R/∂θ| of the |θ| network, float64"
+    description: ClassVar[str] = (
+        "data-free synaptic flow |θ·∂R/∂θ| of the |θ| network (float32 kept in range by exact rescaling)"
+    )
     needs_data: ClassVar[bool] = False
 
-    precision: Literal["float64", "float32"] = attrs.field(
-        default="float64", validator=attrs.validators.in_(("float64", "float32"))
-    )
+    precision: Precision = attrs.field(default="float32", validator=attrs.validators.in_(("float32", "float64")))
 
     def score(self, model: nn.Module, ctx: ScoringContext) -> dict[str, torch.Tensor]:
-        dtype = torch.float64 if self.precision == "float64" else torch.float32
-        tensors: dict[str, torch.Tensor] = {}
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                tensors[name] = p.detach().to(dtype, copy=True).abs_()
-            for name, b in model.named_buffers():
-                tensors[name] = b.detach().to(dtype) if b.is_floating_point() else b
-        probes = [tensors[layer.name].requires_grad_(True) for layer in ctx.layers]
-        device = probes[0].device
-        x = torch.ones((1, *ctx.input_shape), dtype=dtype, device=device)
-        modes = [(m, m.training) for m in model.modules()]
-        try:
-            model.eval()
-            with torch.enable_grad():
-                out = torch.func.functional_call(model, tensors, (x,))
-                grads = torch.autograd.grad(out.sum(), probes, allow_unused=True)
-        finally:
-            for m, mode in modes:
-                m.training = mode
-        with torch.no_grad():
-            # gradients are fresh tensors owned by this call: score in place (copy odd views)
-            scores = [
-                torch.zeros_like(p) if g is None else g if g.is_contiguous() else g.contiguous()
-                for g, p in zip(grads, probes)
-            ]
-            torch._foreach_mul_(scores, [p.detach() for p in probes])
-            torch._foreach_abs_(scores)
+        if self.precision == "float32":
+            plan = scaling_plan(model)
+            if plan is not None:
+                scores = _synflow(model, ctx, torch.float32, plan)
+                if _finite(scores):
+                    return {layer.name: s for layer, s in zip(ctx.layers, scores)}
+        scores = _synflow(model, ctx, torch.float64, None)
         return {layer.name: s for layer, s in zip(ctx.layers, scores)}
+
+
+# ------------------------------------------------------------------------------ the pass
+@attrs.frozen
+class Plan:
+    """Where the float32 pass scales: module names of the cuts, in order, and for each the
+    additive terms (parameter/buffer names) that follow it, up to the next cut."""
+
+    cuts: tuple[str, ...]
+    additive: tuple[tuple[str, ...], ...]  # additive[j]: terms between cut j and cut j + 1
+
+
+def _synflow(model: nn.Module, ctx: ScoringContext, dtype: torch.dtype, plan: Plan | None) -> list[torch.Tensor]:
+    """Scores of ``ctx.layers`` in ``dtype``; with a ``plan``, scaled at its cuts (see module doc)."""
+    names = [n for n, _ in model.named_parameters()]
+    tensors: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        absolute = torch._foreach_abs([p.detach().to(dtype) for p in model.parameters()])
+        tensors.update(zip(names, absolute))
+        scaled = set() if plan is None else {n for terms in plan.additive for n in terms}
+        for name, b in model.named_buffers():
+            if b.is_floating_point():  # scaled buffers (BN means) get a copy of their own
+                b = b.detach().to(dtype, copy=name in scaled)
+            tensors[name] = b
+    probes = [tensors[layer.name].requires_grad_(True) for layer in ctx.layers]
+    x = torch.ones((1, *ctx.input_shape), dtype=dtype, device=probes[0].device)
+    modes = [(m, m.training) for m in model.modules()]
+    handles = []
+    try:
+        model.eval()
+        if plan is not None:
+            modules = dict(model.named_modules())
+            factor: list[torch.Tensor] = []  # K so far
+            for j, cut in enumerate(plan.cuts):
+                terms = [tensors[n] for n in plan.additive[j]]
+                handles.append(modules[cut].register_forward_hook(_scale_hook(terms, factor)))
+        with torch.enable_grad(), _ieee_float32(x.device, enabled=plan is not None):
+            out = torch.func.functional_call(model, tensors, (x,))
+            grads = torch.autograd.grad(out.sum(), probes, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for m, mode in modes:
+            m.training = mode
+    with torch.no_grad():
+        # gradients are fresh tensors owned by this call: score in place (copy odd views)
+        scores = [
+            torch.zeros_like(p) if g is None else g if g.is_contiguous() else g.contiguous()
+            for g, p in zip(grads, probes)
+        ]
+        torch._foreach_mul_(scores, [p.detach() for p in probes])
+        torch._foreach_abs_(scores)
+    return scores
+
+
+def _scale_hook(terms: list[torch.Tensor], factor: list[torch.Tensor]):  # type: ignore[no-untyped-def]
+    """Forward hook of a cut: multiply its output by 2^−e (2^e just above max |a|), then the
+    additive terms up to the next cut by the product of all factors so far."""
+
+    def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor:
+        peak = torch.linalg.vector_norm(out.detach(), ord=math.inf)
+        _, exponent = torch.frexp(peak)  # peak = m·2^e with m in [0.5, 1); 0 and inf give e = 0
+        k = torch.ldexp(torch.ones_like(peak), -exponent.clamp(-120, 120))
+        total = k if not factor else factor[0] * k
+        factor[:] = [total]
+        if terms:
+            torch._foreach_mul_(terms, total)
+        return out * k
+
+    return hook
+
+
+def _finite(scores: list[torch.Tensor]) -> bool:
+    peaks = torch._foreach_norm(scores, math.inf)
+    return bool(torch.isfinite(torch.stack(peaks)).all())
+
+
+@contextmanager
+def _ieee_float32(device: torch.device, *, enabled: bool) -> Iterator[None]:
+    """IEEE float32 convolutions and matmuls on CUDA (no TF32) while the block runs."""
+    if not enabled or device.type != "cuda":
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul  # type: ignore[attr-defined]
+    before = conv.fp32_precision, matmul.fp32_precision
+    conv.fp32_precision, matmul.fp32_precision = "ieee", "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
+
+
+# ------------------------------------------------------------------------------ the plan
+# Operations positively homogeneous of degree 1 in their inputs (exact types, eval mode).
+_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_WEIGHTED = (*_CONV, nn.Linear)
+_MODULES = (
+    *_WEIGHTED,
+    *_BN,
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.MaxPool1d,
+    nn.MaxPool2d,
+    nn.MaxPool3d,
+    nn.AvgPool1d,
+    nn.AvgPool2d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveMaxPool3d,
+    nn.Flatten,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+)
+_SUMS = {operator.add, operator.sub, torch.add, torch.sub}  # every operand from the input
+_SCALINGS = {operator.mul, operator.truediv, torch.mul}  # a node times / divided by a number
+_FUNCTIONS = {
+    torch.cat,
+    torch.flatten,
+    torch.relu,
+    torch.mean,
+    F.relu,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    F.dropout,
+    operator.getitem,
+    getattr,
+}
+_METHODS = {
+    "view",
+    "reshape",
+    "flatten",
+    "size",
+    "dim",
+    "permute",
+    "transpose",
+    "contiguous",
+    "relu",
+    "mean",
+    "squeeze",
+    "unsqueeze",
+    "add",
+}
+
+_PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[tuple[str, type], ...], Plan | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def scaling_plan(model: nn.Module) -> Plan | None:
+    """The float32 plan of ``model`` (None where the rescaling is not provably exact).
+
+    Traced once per model object and kept while the object lives (the 100 rounds of one
+    pruning share it); a change of the model's modules traces it again.
+    """
+    signature = tuple((name, type(m)) for name, m in model.named_modules())
+    cached = _PLANS.get(model)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    plan = _make_plan(model)
+    _PLANS[model] = (signature, plan)
+    return plan
+
+
+def _make_plan(model: nn.Module) -> Plan | None:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - any model fx cannot trace scores in float64
+        return None
+    nodes = list(graph.nodes)
+    inputs = [n for n in nodes if n.op == "placeholder"]
+    outputs = [n for n in nodes if n.op == "output"]
+    if len(inputs) != 1 or len(outputs) != 1:
+        return None
+    from_input = _reach(inputs[0], lambda n: n.users)
+    to_output = _reach(outputs[0], lambda n: n.all_input_nodes)
+    if not to_output <= from_input:  # a constant or parameter enters the output
+        return None
+    modules = dict(model.named_modules())
+    called = [n.target for n in nodes if n.op == "call_module"]
+    if len(called) != len(set(called)):
+        return None
+    relevant = [n for n in nodes if n in to_output and n.op not in ("placeholder", "output")]
+    if not all(_homogeneous(n, modules) for n in relevant):
+        return None
+    cuts = _cuts(nodes, set(relevant) | {inputs[0], outputs[0]})
+    params = {n for n, _ in model.named_parameters()}
+    buffers = {n for n, _ in model.named_buffers()}
+    scaled: list[str] = []
+    additive: list[list[str]] = []  # terms before the first cut keep factor 1: left out
+    weighted = False
+    for node in relevant:
+        if node.op != "call_module":
+            continue
+        module = modules[str(node.target)]
+        terms = _additive_terms(str(node.target), module)
+        if any(t not in params and t not in buffers for t in terms):  # shared under another name
+            return None
+        if scaled:  # this module's own terms come before its output is scaled
+            additive[-1] += terms
+        weighted = weighted or isinstance(module, _WEIGHTED)
+        if node in cuts and weighted:
+            scaled.append(str(node.target))
+            additive.append([])
+            weighted = False
+    return Plan(cuts=tuple(scaled), additive=tuple(tuple(t) for t in additive))
+
+
+def _additive_terms(name: str, module: nn.Module) -> list[str]:
+    prefix = f"{name}." if name else ""
+    terms = []
+    if isinstance(module, (*_WEIGHTED, *_BN)) and getattr(module, "bias", None) is not None:
+        terms.append(prefix + "bias")
+    if isinstance(module, _BN):
+        terms.append(prefix + "running_mean")
+    return terms
+
+
+def _reach(start: Any, step: Any) -> set[Any]:
+    seen = {start}
+    todo = [start]
+    while todo:
+        for n in step(todo.pop()):
+            if n not in seen:
+                seen.add(n)
+                todo.append(n)
+    return seen
+
+
+def _cuts(nodes: list[Any], relevant: set[Any]) -> set[Any]:
+    """Nodes every input→output path passes through: in topological order, those no edge
+    between relevant nodes jumps over."""
+    pos = {n: i for i, n in enumerate(nodes)}
+    jumped = [0] * (len(nodes) + 1)
+    for v in relevant:
+        for u in v.all_input_nodes:
+            if u in relevant and pos[v] - pos[u] > 1:
+                jumped[pos[u] + 1] += 1
+                jumped[pos[v]] -= 1
+    out, depth = set(), 0
+    for i, n in enumerate(nodes):
+        depth += jumped[i]
+        if depth == 0 and n in relevant:
+            out.add(n)
+    return out
+
+
+def _homogeneous(node: Any, modules: dict[str, nn.Module]) -> bool:
+    """Whether ``node`` is a degree-1 positively homogeneous operation of the |θ| network."""
+    if node.op == "call_module":
+        module = modules[str(node.target)]
+        if type(module) not in _MODULES:
+            return False
+        if isinstance(module, _BN):
+            return module.running_mean is not None and module.running_var is not None
+        return True
+    if node.op == "call_function":
+        if node.target in _SUMS:
+            return all(isinstance(a, torch.fx.Node) for a in node.args) and "alpha" not in node.kwargs
+        if node.target in _SCALINGS:
+            a, b = (node.args + (None, None))[:2]
+            if node.target is operator.truediv:
+                return isinstance(a, torch.fx.Node) and isinstance(b, (int, float))
+            return sum(isinstance(v, torch.fx.Node) for v in (a, b)) == 1 and any(
+                isinstance(v, (int, float)) for v in (a, b)
+            )
+        return node.target in _FUNCTIONS
+    if node.op == "call_method":
+        if node.target == "add":
+            return all(isinstance(a, torch.fx.Node) for a in node.args) and not node.kwargs
+        return node.target in _METHODS
+    return False
 
 
 @hookimpl

@@ -306,7 +306,7 @@ def test_synflow_closed_form_and_conservation() -> None:
     and every layer's total score equals R = 1ᵀ|W_L|…|W_1|1 (synaptic flow conservation)."""
     model = _chain([12, 9, 7, 3])
     ctx = _ctx(model, [], input_shape=(3, 2, 2))
-    scores = SynFlow().score(model, ctx)
+    scores = SynFlow(precision="float64").score(model, ctx)
     ws = [m.weight.detach().double().abs() for m in model if isinstance(m, nn.Linear)]
     r = torch.ones(1, 3, dtype=torch.float64) @ ws[2] @ ws[1] @ ws[0] @ torch.ones(12, 1, dtype=torch.float64)
     for i, (name, w) in enumerate(zip([layer.name for layer in ctx.layers], ws)):
@@ -322,9 +322,10 @@ def test_synflow_closed_form_and_conservation() -> None:
         assert float(scores[name].sum()) == pytest.approx(float(r), rel=1e-6)
 
 
-def test_synflow_restores_the_model_bit_for_bit() -> None:
-    """SynFlow runs on the model itself but leaves parameters (signs, −0.0, dtype, storage),
-    BN buffers, grads and modes exactly as they were."""
+@pytest.mark.parametrize("precision", ["float32", "float64"])
+def test_synflow_restores_the_model_bit_for_bit(precision: str) -> None:
+    """SynFlow (either precision) runs on the model itself but leaves parameters (signs, −0.0,
+    dtype, storage), BN buffers, grads and modes exactly as they were."""
     model = tiny_convnet()
     with torch.no_grad():
         model[0].weight[0, 0, 0, 0] = -0.0
@@ -333,7 +334,7 @@ def test_synflow_restores_the_model_bit_for_bit() -> None:
     model.train()
     model[7].weight.grad = torch.ones_like(model[7].weight)
     before = _snapshot(model)
-    scores = SynFlow().score(model, _ctx(model, []))
+    scores = SynFlow(precision=precision).score(model, _ctx(model, []))  # type: ignore[arg-type]
     _assert_unchanged(model, before)
     assert all(torch.isfinite(s).all() and (s >= 0).all() for s in scores.values())
 
