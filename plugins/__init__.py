@@ -19,4 +19,5 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "prunekit_plugins.suites_plugin",
     "prunekit_plugins.executors",
     "prunekit_plugins.ray_executor",
+    "prunekit_plugins.batched_executor",
 )

@@ -18,7 +18,8 @@ from prunekit.data import DataBundle
 from prunekit.dense import DenseCache
 from prunekit.errors import PrunekitError
 from prunekit.identity import canonical, noop_field
-from prunekit.interfaces import Method, RatioSchedule, SanityCheck, Scorer, TrainConfig, Trainer
+from prunekit.interfaces import Method, RatioSchedule, SanityCheck, Scorer, TrainConfig, Trainer, TrainResult
+from prunekit.masks import Masks
 from prunekit.pipeline import TicketCache
 from prunekit.plugins import get_plugins
 
@@ -35,7 +36,8 @@ class CellSpec:
 
     ``model_options`` go to ``timm.create_model``; ``method_options`` override fields of the
     registered method (``scorer_options`` / ``schedule_options`` are merged into the method's
-    own); ``check_options`` are the check's options. Each holds only what a suite sets.
+    own); ``check_options`` are the check's options, ``dataset_options`` the dataset's (e.g.
+    its normalization). Each holds only what a suite sets.
     """
 
     model: str
@@ -50,6 +52,7 @@ class CellSpec:
     model_options: tuple[tuple[str, Any], ...] = noop_field((), converter=_pairs)
     method_options: tuple[tuple[str, Any], ...] = noop_field((), converter=_pairs)
     check_options: tuple[tuple[str, Any], ...] = noop_field((), converter=_pairs)
+    dataset_options: tuple[tuple[str, Any], ...] = noop_field((), converter=_pairs)
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -142,10 +145,15 @@ def ticket_cache() -> TicketCache:
 
 
 @functools.lru_cache(maxsize=2)
-def _data(dataset: str, root: str | None) -> DataBundle:
+def _data(dataset: str, root: str | None, options: tuple[tuple[str, Any], ...] = ()) -> DataBundle:
     from prunekit.pipeline import load_dataset
 
-    return load_dataset(dataset, root)
+    return load_dataset(dataset, root, options=_plain(options))
+
+
+def cell_data(spec: CellSpec) -> DataBundle:
+    """The dataset of ``spec`` (loaded once per process and kept)."""
+    return _data(spec.dataset, spec.data_root, spec.dataset_options)
 
 
 def final_start_step(method: Method, train_size: int, protocol: TrainConfig) -> int:
@@ -160,20 +168,35 @@ def final_start_step(method: Method, train_size: int, protocol: TrainConfig) -> 
     return rewind_step(method.rewind_point, steps_per_epoch * protocol.epochs)
 
 
-def run_cell(
-    spec: CellSpec,
-    *,
-    device: torch.device | str = "cpu",
-    cache: DenseCache | None = None,
-    progress: Callable[[dict[str, float]], None] | None = None,
-) -> CellResult:
-    """Prune, perturb, train and evaluate one cell. Raises on any failure."""
+@attrs.frozen(kw_only=True, eq=False)
+class PreparedCell:
+    """A cell after pruning and its check, before the final training (:func:`prepare_cell`):
+    the ticket (``model`` with ``masks`` applied), the data, the trainer and protocol to train it
+    with, and what pruning recorded. An executor may train several prepared cells together
+    (the batched trainer) and then :func:`finish_cell` each."""
+
+    spec: CellSpec
+    model: torch.nn.Module
+    masks: Masks
+    data: DataBundle
+    trainer: Trainer
+    start_step: int
+    metadata: Mapping[str, Any]
+    effective_sparsity: float | None
+    started: float
+
+
+def prepare_cell(
+    spec: CellSpec, *, device: torch.device | str = "cpu", cache: DenseCache | None = None
+) -> PreparedCell:
+    """Prune ``spec``'s model with its method under its check (everything before the final
+    training). Raises on any failure."""
     from prunekit import pipeline
-    from prunekit.diagnostics import collapsed_layers, effective_sparsity
+    from prunekit.diagnostics import effective_sparsity
 
     started = time.perf_counter()
     device = torch.device(device)
-    data = _data(spec.dataset, spec.data_root)
+    data = cell_data(spec)
     resolved = resolve_cell(spec)
     model_options = _plain(spec.model_options)
 
@@ -188,7 +211,8 @@ def run_cell(
         config=spec.protocol,
         model_name=spec.model,
         model_options=model_options,
-        dataset_key=spec.dataset,
+        # the dense cache's name for the data: the options enter only when set (old entries stay valid)
+        dataset_key=spec.dataset if not spec.dataset_options else f"{spec.dataset}{canonical(_plain(spec.dataset_options))}",
         cache=cache if cache is not None else DenseCache(),
         device=device,
     )
@@ -204,27 +228,61 @@ def run_cell(
         init_model=build,
         training=training,
         reuse=ticket_cache(),
-        reuse_key=[spec.model, canonical(model_options), spec.dataset, spec.data_root, canonical(spec.protocol), spec.trainer],
+        reuse_key=[
+            spec.model, canonical(model_options), spec.dataset, canonical(_plain(spec.dataset_options)),
+            spec.data_root, canonical(spec.protocol), spec.trainer,
+        ],  # fmt: skip
     )
-    masks = outcome.masks
-    effective = effective_sparsity(model, masks, data.input_shape)
-    start = final_start_step(resolved.method, len(data.train), spec.protocol)
-    result = resolved.trainer.fit(
-        model, data, spec.protocol, masks=masks, seed=spec.seed, device=device, progress=progress,
-        **({"start_step": start} if start else {}),  # trainers written before start_step keep working
+    return PreparedCell(
+        spec=spec,
+        model=model,
+        masks=outcome.masks,
+        data=data,
+        trainer=resolved.trainer,
+        start_step=final_start_step(resolved.method, len(data.train), spec.protocol),
+        metadata=outcome.metadata,
+        effective_sparsity=effective_sparsity(model, outcome.masks, data.input_shape),
+        started=started,
     )
+
+
+def finish_cell(prepared: PreparedCell, result: TrainResult, *, train_seconds: float | None = None) -> CellResult:
+    """The result of a prepared cell trained to ``result``. ``train_seconds`` replaces the
+    time since preparation began when the training was shared with other cells."""
+    from prunekit.diagnostics import collapsed_layers
+
+    masks, meta = prepared.masks, prepared.metadata
+    wall = time.perf_counter() - prepared.started if train_seconds is None else train_seconds
     return CellResult(
         final_accuracy=result.final_accuracy,
         best_accuracy=result.best_accuracy,
         final_loss=result.final_loss,
         sparsity=masks.sparsity(),
-        effective_sparsity=effective,
+        effective_sparsity=prepared.effective_sparsity,
         layer_density=masks.layer_density(),
         collapsed_layers=tuple(collapsed_layers(masks)),
         history=result.history,
         mask_hash=masks.content_hash(),
-        wall_time=time.perf_counter() - started,
-        dense_accuracy=outcome.metadata.get("dense_accuracy"),
-        tie_fraction=outcome.metadata.get("tie_fraction"),
-        warnings=tuple(outcome.metadata.get("warnings", ())),
+        wall_time=wall,
+        dense_accuracy=meta.get("dense_accuracy"),
+        tie_fraction=meta.get("tie_fraction"),
+        warnings=tuple(meta.get("warnings", ())),
     )
+
+
+def run_cell(
+    spec: CellSpec,
+    *,
+    device: torch.device | str = "cpu",
+    cache: DenseCache | None = None,
+    progress: Callable[[dict[str, float]], None] | None = None,
+) -> CellResult:
+    """Prune, perturb, train and evaluate one cell. Raises on any failure."""
+    prepared = prepare_cell(spec, device=device, cache=cache)
+    start = prepared.start_step
+    result = prepared.trainer.fit(
+        prepared.model, prepared.data, prepared.spec.protocol, masks=prepared.masks, seed=spec.seed,
+        device=torch.device(device), progress=progress,
+        **({"start_step": start} if start else {}),  # trainers written before start_step keep working
+    )  # fmt: skip
+    return finish_cell(prepared, result)

@@ -135,6 +135,16 @@ def _revision(obj: Any) -> dict[str, int]:
     return {"revision": int(revision)} if revision else {}
 
 
+def _dataset_options(spec: CellSpec) -> dict[str, Any]:
+    """The dataset's resolved options, when it has any that are set (noop fields at their
+    defaults stay out, so datasets that gained options keep their keys)."""
+    from prunekit.pipeline import instantiate
+
+    dataset = instantiate("dataset", spec.dataset, dict(spec.dataset_options))
+    options = canonical(dataset) if attrs.has(type(dataset)) else {}
+    return {"options": options} if options else {}
+
+
 # ------------------------------------------------------------------------------- identity
 @attrs.frozen(kw_only=True)
 class Identity:
@@ -158,7 +168,7 @@ def cell_identity(spec: CellSpec, *, device_type: str = "cpu") -> Identity:
     * ``check``: its resolved options and origin (absent for the clean run);
     * ``trainer`` and ``protocol``: the trainer's origin and the resolved training protocol;
     * ``model``: name, options passed to timm, origin (the distribution and module that
-      registered it); ``dataset``: name and origin; ``sparsity``, ``seed``, ``device``;
+      registered it); ``dataset``: name, origin and resolved options; ``sparsity``, ``seed``, ``device``;
     * ``prunekit``: the core's version (selection, pipeline and store semantics).
 
     Where the files live (``data_root``) is not part of it. Fields declared with
@@ -177,7 +187,7 @@ def cell_identity(spec: CellSpec, *, device_type: str = "cpu") -> Identity:
             "options": canonical(dict(spec.model_options)),
             "origin": model_origin(spec.model),
         },
-        "dataset": {"name": spec.dataset, "origin": _origin("dataset", spec.dataset)},
+        "dataset": {"name": spec.dataset, "origin": _origin("dataset", spec.dataset), **_dataset_options(spec)},
         "method": {
             "recipe": {k: v for k, v in canonical(method).items() if k not in ("description", "citation")},
             "origin": _origin("method", spec.method),

@@ -21,6 +21,7 @@ from prunekit import __version__
 from prunekit.data import ArrayData, DataBundle, augment_batch, balanced_indices, make_generator
 from prunekit.dense import DenseCache, DenseRun, rewind_step
 from prunekit.errors import LayerCollapseError, PrunekitError, UnknownNameError
+from prunekit.identity import canonical
 from prunekit.interfaces import (
     Method,
     RatioSchedule,
@@ -53,8 +54,15 @@ def instantiate(kind: str, name: str, options: Mapping[str, Any] | None = None) 
         raise PrunekitError(f"bad option for {kind.replace('_', ' ')} {name!r}: {err}") from None
 
 
-def load_dataset(name: str, root: str | Path | None = None, *, download: bool = False) -> DataBundle:
-    dataset = instantiate("dataset", name)
+def load_dataset(
+    name: str,
+    root: str | Path | None = None,
+    *,
+    download: bool = False,
+    options: Mapping[str, Any] | None = None,
+) -> DataBundle:
+    """The registered dataset ``name`` with its ``options`` (e.g. cifar10's normalization)."""
+    dataset = instantiate("dataset", name, options)
     return dataset.load(Path(root).expanduser() if root is not None else None, download=download)
 
 
@@ -161,6 +169,7 @@ class Training:
     config: TrainConfig
     model_name: str
     dataset_key: str
+    model_options: Mapping[str, Any] = attrs.field(factory=dict)
     cache: DenseCache = attrs.field(factory=DenseCache)
     device: torch.device = torch.device("cpu")
 
@@ -225,13 +234,15 @@ def dense_run(
     spec = {
         "model": training.model_name,
         "data": training.dataset_key,
-        "protocol": attrs.asdict(training.config),
+        "protocol": canonical(training.config),
         "trainer": training.trainer.name,
         "seed": seed,
         "pruning_data": check_name,
-        "pruning_options": dict(check_options or {}),
+        "pruning_options": canonical(dict(check_options or {})),
         "version": __version__,
     }
+    if training.model_options:  # left out while empty: earlier cache entries stay valid
+        spec["model_options"] = canonical(dict(training.model_options))
 
     def compute(snapshot_steps: list[int]) -> DenseRun:
         start = {n: v.detach().clone() for n, v in model.state_dict().items()}

@@ -256,3 +256,11 @@ def test_a_plugin_upgrade_reruns_its_cells_and_marks_old_rows_stale(
     assert report["status_counts"] == {"done": first["total"], "stale": 1}, report["status_counts"]
     assert "toy_method" in {r["method"] for r in report["leaderboard"]}
 
+
+
+def test_dataset_options_change_the_key_and_their_defaults_do_not() -> None:
+    """cifar10 normalised with the authors' constants is another result; naming the default
+    normalization explicitly is the same result as leaving it out."""
+    base = key(model="cifar_resnet20", dataset="cifar10")
+    assert key(model="cifar_resnet20", dataset="cifar10", dataset_options={"normalization": "grasp_code"}) != base
+    assert key(model="cifar_resnet20", dataset="cifar10", dataset_options={"normalization": "dataset"}) == base

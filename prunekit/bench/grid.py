@@ -127,6 +127,7 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
             trainer=suite.trainer,
             data_root=suite.data_root,
             model_options=suite.options_for_model(model),
+            dataset_options=suite.dataset_options,
         )
         for seed in seeds:
             if (DENSE, CLEAN) in pairs:

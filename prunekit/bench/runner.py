@@ -29,6 +29,7 @@ from prunekit.bench.records import ResultRow
 from prunekit.bench.store import ResultStore, check_db_path
 from prunekit.bench.suite import Suite
 from prunekit.cell import CellResult, CellSpec
+from prunekit.data import DataBundle
 from prunekit.errors import PrunekitError
 from prunekit.identity import Identity, canonical
 from prunekit.plugins import get_plugins
@@ -161,7 +162,7 @@ def spec_from_payload(payload: Mapping[str, Any], data_root: str | None = None) 
 
     fields = dict(payload)
     fields["protocol"] = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields["protocol"].items()})
-    for name in ("model_options", "method_options", "check_options"):
+    for name in ("model_options", "method_options", "check_options", "dataset_options"):
         if name in fields:
             fields[name] = _from_canonical(fields[name])
     return CellSpec(**fields, data_root=data_root)
@@ -273,12 +274,12 @@ def make_executor(name: str | Executor, jobs: int = 1, options: Mapping[str, Any
     return cls(jobs=jobs, **dict(options or {}))
 
 
-def check_data(suite: Suite) -> None:
+def check_data(suite: Suite) -> DataBundle:
     """Load the suite's dataset once (the process keeps it): a missing dataset is its one-line
     error here, before anything is written or trained."""
-    from prunekit.cell import _data
+    from prunekit.cell import _data, _pairs
 
-    _data(suite.dataset, suite.data_root)
+    return _data(suite.dataset, suite.data_root, _pairs(suite.dataset_options))
 
 
 def _cell_text(spec: CellSpec) -> str:
@@ -352,12 +353,12 @@ def run_bench(
             f"suite {suite.name!r} sets [scoring] overrides ({', '.join(suite.scoring)}), which cells do not "
             "apply yet (CellSpec has no scoring field); remove the table from the suite"
         )
-    check_data(suite)
+    data = check_data(suite)
     bench_id = bench_id or new_bench_id()
     idents = {spec: cell_identity(spec, device) for spec in grid.cells}
     keyed = {spec: ident.key for spec, ident in idents.items()}
     cache_dir = db.resolve().parent / CACHE_DIR
-    env = environment(device, runner.name)
+    env = {**environment(device, runner.name), "test_size": len(data.test), "train_size": len(data.train)}
     store = ResultStore(db)
     try:
         store.start_bench(bench_id, suite.name, list(argv if argv is not None else sys.argv), get_plugins().versions())

@@ -4,7 +4,7 @@ A suite fixes the dataset, models, sparsities, seeds, methods and checks (``"all
 the training protocol (a ``[protocol]`` table with the fields of
 :class:`~prunekit.interfaces.TrainConfig`), the scoring overrides (a ``[scoring]`` table) and
 the trainer, and the options of models (``[model]``), methods (``[method_options.<name>]``) and
-checks (``[check_options.<name>]``). Unknown keys are an error that names the key and the file; a value of the wrong
+checks (``[check_options.<name>]``) and the dataset (``[dataset_options]``). Unknown keys are an error that names the key and the file; a value of the wrong
 type or range is one line naming the key. :meth:`Suite.fingerprint` identifies the protocol:
 every result row carries it, so results of different protocols are never compared silently.
 """
@@ -63,6 +63,7 @@ class Suite:
     model_options: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
     method_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
     check_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
+    dataset_options: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
     device: str = attrs.field(default="cpu", validator=attrs.validators.in_(DEVICES))  # where it is meant to run
     published: str | None = None  # name of the published table it reproduces (for the reader)
     estimated_cell_seconds: float | None = None  # mean cost of one cell on ``device`` (--dry-run)
@@ -85,7 +86,7 @@ class Suite:
         }
         if self.scoring:
             payload["scoring"] = dict(self.scoring)
-        for table in ("model_options", "method_options", "check_options"):  # left out while empty
+        for table in ("model_options", "method_options", "check_options", "dataset_options"):  # left out while empty
             if getattr(self, table):
                 payload[table] = canonical(getattr(self, table))
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
@@ -144,7 +145,7 @@ _SUITE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "published": (lambda v: isinstance(v, str), "the name of a published table (string)"),
     "estimated_cell_seconds": (lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
 }
-_TABLES = ("protocol", "scoring", "model", "method_options", "check_options")
+_TABLES = ("protocol", "scoring", "model", "method_options", "check_options", "dataset_options")
 _PROTOCOL_FIELDS = {f.name: f for f in attrs.fields(TrainConfig)}
 
 
@@ -220,6 +221,7 @@ def suite_from_mapping(raw: Mapping[str, Any], source: str) -> Suite:
             model_options=tables["model"],
             method_options=tables["method_options"],
             check_options=tables["check_options"],
+            dataset_options=tables["dataset_options"],
             source=source,
         )
     except (TypeError, ValueError) as err:  # pragma: no cover - the checks above come first
