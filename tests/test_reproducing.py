@@ -21,10 +21,11 @@ from torch import nn
 from prunekit.bench.grid import expand
 from prunekit.bench.published import compare_published, lookup, mean_interval
 from prunekit.bench.records import ResultRow
-from prunekit.bench.suite import load_suite, suite_from_mapping
+from prunekit.bench.suite import load_suite
 from prunekit.cell import resolve_cell
 from prunekit.data import ArrayData, DataBundle
 from prunekit.errors import PrunekitError
+from prunekit.identity import cell_identity
 from prunekit.interfaces import Method
 from prunekit.layers import prunable_layers
 from prunekit.pipeline import instantiate, prune
@@ -40,7 +41,6 @@ DOC = ROOT / "docs" / "reproducing.md"
 SUITES = ROOT / "benchmarks" / "suites"
 HEADER = "| choice | authors' code | prunekit default | option |"
 TABLES = ("protocol", "model", "method_options", "check_options", "dataset_options")
-PENDING = "Choices the suites cannot state yet"
 
 
 # ------------------------------------------------------------------------ reading the doc
@@ -63,8 +63,6 @@ def doc_tables() -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for block in part.split("\n### ")[1:]:
         heading, _, body = block.partition("\n")
-        if heading.startswith(PENDING):
-            continue
         names = re.findall(r"`([a-z0-9_]+)`", heading)
         lines = [line for line in body.splitlines() if line.startswith("|")]
         if not names or not lines:
@@ -81,16 +79,6 @@ def doc_tables() -> dict[str, dict[str, Any]]:
         for name in names:
             assert name not in out, f"suite {name} has two tables"
             out[name] = settings
-    return out
-
-
-def doc_pending() -> list[tuple[str, str, Any]]:
-    """(suite, path, value) of the choices the suites cannot state yet."""
-    block = _section(DOC.read_text(), "Protocol choices").split(f"### {PENDING}", 1)[1]
-    block = block.split("\n### ", 1)[0]
-    out = []
-    for suite, entry in re.findall(r"^- `([a-z0-9_]+)`: `([^`]+)`", block, flags=re.MULTILINE):
-        out.append((suite, *_setting(entry)))
     return out
 
 
@@ -160,18 +148,25 @@ def test_suite_options_are_real_options(suite: str) -> None:
     assert seen
 
 
-def test_pending_choices_wait_for_dataset_options() -> None:
-    """The normalisation the paper suites cannot state yet is a valid option of their dataset,
-    and suites still refuse a [dataset_options] table: when they accept it, this fails, and the
-    choices move into the tables and the TOML files."""
-    pending = doc_pending()
-    assert {s for s, _, _ in pending} == {s for s in paper_suites() if s != "tiny_imagenet"}
-    for suite, path, value in pending:
-        table, _, key = path.partition(".")
-        raw = tomllib.loads((SUITES / f"{suite}.toml").read_text())
-        instantiate("dataset", raw["dataset"], {key: value})
-        with pytest.raises(PrunekitError, match=f"unknown key '{table}'"):
-            suite_from_mapping({**raw, table: {key: value}}, f"{suite}.toml")
+@pytest.mark.parametrize(
+    ("suite", "std"),
+    [
+        ("su2020_cifar10", (0.2023, 0.1994, 0.2010)),
+        ("su2020_cifar100", (0.2675, 0.2565, 0.2761)),
+        ("grasp2020_cifar10", (0.2023, 0.1994, 0.2010)),
+        ("frankle2021_cifar10", (0.229, 0.224, 0.225)),
+    ],
+)
+def test_suite_normalisation_reaches_the_cells(suite: str, std: tuple[float, ...]) -> None:
+    """The normalisation a paper suite sets is in every cell it runs, the dataset built with it
+    divides by the authors' std, and it is part of each cell's result identity."""
+    grid = expand(load_suite(SUITES / f"{suite}.toml"))
+    raw = tomllib.loads((SUITES / f"{suite}.toml").read_text())
+    options = raw["dataset_options"]
+    assert all(dict(c.dataset_options) == options for c in grid.cells)
+    assert instantiate("dataset", raw["dataset"], options).stats()[1] == std
+    payload = cell_identity(grid.cells[0]).payload
+    assert payload["dataset"]["options"] == options
 
 
 def test_frankle_suite_runs_the_papers_ablations() -> None:
