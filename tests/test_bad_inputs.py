@@ -94,6 +94,10 @@ CASES: list[tuple[str, list[str]]] = [
     ("bench-suite-not-toml", ["bench", "--suite", "{d}/broken.toml"]),
     ("bench-suite-unknown-key", ["bench", "--suite", "{d}/unknown_key.toml"]),
     ("bench-suite-negative-epochs", ["bench", "--suite", "{d}/negative_epochs.toml"]),
+    ("bench-suite-unknown-optimizer", ["bench", "--suite", "{d}/unknown_optimizer.toml"]),
+    ("bench-suite-bad-precision", ["bench", "--suite", "{d}/bad_precision.toml"]),
+    ("bench-suite-unknown-method-table", ["bench", "--suite", "{d}/unknown_method_table.toml"]),
+    ("bench-suite-unknown-method-option", ["bench", "--suite", "{d}/unknown_method_option.toml"]),
     ("bench-unknown-method", ["bench", "--suite", "{d}/ok.toml", "--methods", "snipp"]),
     ("bench-unknown-check", ["bench", "--suite", "{d}/ok.toml", "--checks", "nope"]),
     ("bench-sparsity-out-of-range", ["bench", "--suite", "{d}/ok.toml", "--sparsities", "1.5"]),
@@ -131,6 +135,10 @@ def _fixtures(folder: Path) -> None:
     (folder / "broken.toml").write_text("name = [unclosed\n")
     (folder / "unknown_key.toml").write_text(SUITE_OK + "colour = 'blue'\n")
     (folder / "negative_epochs.toml").write_text(SUITE_OK.replace("epochs = 1", "epochs = -1"))
+    (folder / "unknown_optimizer.toml").write_text(SUITE_OK + 'optimizer = "lion"\n')
+    (folder / "bad_precision.toml").write_text(SUITE_OK + 'precision = "fp8"\n')
+    (folder / "unknown_method_table.toml").write_text(SUITE_OK + "[method_options.snipp]\nrounds = 2\n")
+    (folder / "unknown_method_option.toml").write_text(SUITE_OK + "[method_options.snip]\nroundz = 2\n")
     (folder / "folder").mkdir()
     (folder / "broken_plugins").mkdir()
     (folder / "broken_plugins" / "broken.py").write_text("raise ImportError('this plugin is broken')\n")

@@ -80,7 +80,7 @@ def bench(
     from rich.console import Console
 
     from prunekit.bench.grid import Filters, expand
-    from prunekit.bench.runner import check_data, make_executor, new_bench_id, run_bench
+    from prunekit.bench.runner import check_data, check_trainer, make_executor, new_bench_id, run_bench
     from prunekit.bench.store import check_db_path
     from prunekit.validate import check_output_dir
     from prunekit.bench.suite import resolve_suite
@@ -106,6 +106,7 @@ def bench(
     options = {"address": ray_address} if ray_address else {}
     executor = make_executor(executor_name, jobs, options)
     check_data(suite)  # a missing dataset: one line, before W&B or the store is touched
+    check_trainer(suite)
     out_dir = Path(out) if out else db_path.resolve().parent / "prunekit-report"
     check_output_dir(out_dir, "--out")
     if device is None and suite.device == "cuda" and not dev.startswith("cuda"):

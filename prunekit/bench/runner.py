@@ -282,6 +282,17 @@ def check_data(suite: Suite) -> DataBundle:
     return _data(suite.dataset, suite.data_root, _pairs(suite.dataset_options))
 
 
+def check_trainer(suite: Suite) -> None:
+    """The suite's trainer exists and can follow its protocol (an optimizer it lacks, a
+    precision it cannot do): one line, before anything is written or trained."""
+    from prunekit.pipeline import instantiate
+
+    trainer = instantiate("trainer", suite.trainer)
+    validate = getattr(trainer, "validate", None)
+    if validate is not None:
+        validate(suite.protocol)
+
+
 def _cell_text(spec: CellSpec) -> str:
     at = "" if spec.method == "dense" else f" at {spec.sparsity:g}"
     return f"{spec.model} {spec.method} / {spec.check}{at}, seed {spec.seed}"
@@ -354,6 +365,7 @@ def run_bench(
             "apply yet (CellSpec has no scoring field); remove the table from the suite"
         )
     data = check_data(suite)
+    check_trainer(suite)
     bench_id = bench_id or new_bench_id()
     idents = {spec: cell_identity(spec, device) for spec in grid.cells}
     keyed = {spec: ident.key for spec, ident in idents.items()}

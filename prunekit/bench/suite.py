@@ -80,7 +80,7 @@ class Suite:
         """Short hash of everything that defines the protocol: training, trainer, dataset and
         scoring overrides (left out while empty, so adding the table kept old fingerprints)."""
         payload: dict[str, Any] = {
-            "protocol": attrs.asdict(self.protocol),
+            "protocol": canonical(self.protocol),  # new protocol options stay out at their defaults
             "trainer": self.trainer,
             "dataset": self.dataset,
         }
