@@ -1,6 +1,7 @@
 """Layer budgets: ``global``, ``uniform``, ``erk`` and ``smart_ratio`` (with its ablation variants).
 
-* ``global`` — one threshold over all scores (ties at the threshold kept);
+* ``global`` — one threshold over all scores, exactly ``round(density · total)`` kept (ties at
+  the threshold shared among layers, then broken by a seeded random choice inside a layer);
 * ``uniform`` — every layer keeps the target density;
 * ``erk`` — Erdős–Rényi-Kernel densities (Evci et al. 2020), dense layers redistributed;
 * ``smart_ratio`` — the data-free budgets of Su et al. 2020 ("random tickets"), see
@@ -9,6 +10,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import ClassVar
@@ -17,18 +19,26 @@ import attrs
 import torch
 
 from prunekit.errors import PrunekitError
-from prunekit.identity import noop_field
 from prunekit.hookspecs import hookimpl
+from prunekit.identity import noop_field
 from prunekit.interfaces import RatioSchedule
 from prunekit.layers import PrunableLayer
 
 
 @attrs.frozen(kw_only=True)
 class Global(RatioSchedule):
-    """One threshold over every layer's scores; weights tied at the threshold are all kept."""
+    """One threshold over every layer's scores, keeping exactly ``round(density · total)``.
+
+    Every weight scored above the global threshold is kept. The weights tied *at* the threshold
+    fill the rest: they are shared among the layers in proportion to how many tied weights each
+    layer holds (largest remainder; equal remainders go to the earlier layer), and inside a
+    layer the pipeline picks which tied weights by a random permutation seeded from the run
+    seed (see :mod:`prunekit.selection`). So a scorer whose scores are mostly exactly 0 (SNIP
+    on a timm ResNet with zero-initialised last BatchNorms) still gets the asked sparsity.
+    """
 
     name: ClassVar[str] = "global"
-    description: ClassVar[str] = "one score threshold over all layers (ties at the threshold kept)"
+    description: ClassVar[str] = "one score threshold over all layers (ties at the threshold shared, seeded)"
 
     # ``dense_classifier``: keep the classifier (the last prunable Linear layer) whole and put one
     # threshold over the other layers only, still keeping ``round(density · total)`` weights in
@@ -71,8 +81,34 @@ class Global(RatioSchedule):
         if k <= 0:
             return {layer.name: 0 for layer in layers}
         flat = torch.cat([scores[layer.name].detach().flatten().double() for layer in layers])
-        threshold = torch.topk(flat, k, sorted=False).values.min()
-        return {layer.name: int((scores[layer.name].double() >= threshold).sum()) for layer in layers}
+        threshold = torch.kthvalue(flat, total - k + 1).values.item()  # the k-th largest
+        del flat
+        above = [int((scores[layer.name].double() > threshold).sum()) for layer in layers]
+        tied = [int((scores[layer.name].double() == threshold).sum()) for layer in layers]
+        return {
+            layer.name: a + t
+            for layer, a, t in zip(layers, above, share_ties(tied, k - sum(above)))
+        }
+
+
+def share_ties(tied: Sequence[int], wanted: int) -> list[int]:
+    """``wanted`` weights taken from groups of ``tied`` weights, in proportion to the groups.
+
+    Integer arithmetic: group i gets ⌊wanted · tied_i / T⌋, then one more for the groups with
+    the largest remainders (equal remainders: the earlier group), T = Σ tied. The shares sum to
+    ``wanted`` exactly and no group gives more than it holds.
+    """
+    total = sum(tied)
+    if not 0 <= wanted <= total:
+        raise PrunekitError(f"cannot take {wanted} of {total} tied weights")
+    if total == 0:
+        return [0] * len(tied)
+    shares = [wanted * t // total for t in tied]
+    rest = wanted - sum(shares)
+    order = sorted(range(len(tied)), key=lambda i: (-((wanted * tied[i]) % total), i))
+    for i in order[:rest]:
+        shares[i] += 1
+    return shares
 
 
 @attrs.frozen(kw_only=True)
@@ -99,6 +135,21 @@ def _floor(x: float) -> int:
     if abs(x - nearest) <= 1e-9 * max(1.0, abs(x)):
         return int(nearest)
     return math.floor(x)
+
+
+ROUNDINGS: tuple[str, ...] = ("floor", "round", "ceil")
+
+
+def _rounded(x: float, rounding: str) -> int:
+    """``x`` rounded down (:func:`_floor`), to nearest, or up (within 1e-9 of an integer: it)."""
+    nearest = round(x)
+    if abs(x - nearest) <= 1e-9 * max(1.0, abs(x)):
+        return int(nearest)
+    if rounding == "floor":
+        return math.floor(x)
+    if rounding == "ceil":
+        return math.ceil(x)
+    return int(nearest)
 
 
 def _largest_remainder(exact: Sequence[float], caps: Sequence[int], target: int) -> list[int]:
@@ -194,7 +245,7 @@ def is_plain_chain(layers: Sequence[PrunableLayer]) -> bool:
     VGG by their layers: pass ``vgg=False`` for them.
     """
     convs = [layer for layer in layers if layer.kind == "conv" and len(layer.shape) >= 2]
-    return all(cur.shape[1] == prev.shape[0] for prev, cur in zip(convs, convs[1:]))
+    return all(cur.shape[1] == prev.shape[0] for prev, cur in itertools.pairwise(convs))
 
 
 @attrs.frozen(kw_only=True)
@@ -221,6 +272,11 @@ class SmartRatio(RatioSchedule):
       weights (then keeps p_l + carried/N_l), or becomes dense and passes the rest on;
     * layer l keeps ⌊p_l·N_l⌋ weights (after the carry).
 
+    ``rounding`` (``floor``, the default, as the authors' code) replaces ⌊·⌋ in the target
+    ⌊N·density⌋, the classifier's share and every layer's count by rounding to the nearest
+    integer (``round``) or up (``ceil``, as SynFlow's code rounds keep counts); the total stays
+    within one weight per layer of ``round(N·density)`` either way.
+
     :meth:`densities` returns the fractions p_l (after the carry) — the numbers the paper's
     rows quote; :meth:`allocate` the floored counts. They differ by less than 1/N_l: e.g. the
     first conv of ``cifar_resnet32`` (864 weights) has p_1 = 79.84 % at 90 % sparsity and keeps
@@ -245,11 +301,12 @@ class SmartRatio(RatioSchedule):
     linear_keep_ratio: float = attrs.field(
         default=0.3, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
     )
+    rounding: str = noop_field("floor", validator=attrs.validators.in_(ROUNDINGS))
 
     def uses_vgg(self, layers: Sequence[PrunableLayer]) -> bool:
         return is_plain_chain(layers) if self.vgg is None else bool(self.vgg)
 
-    def _q(self, l: int, big_l: int, vgg: bool) -> float:  # noqa: E741
+    def _q(self, l: int, big_l: int, vgg: bool) -> float:
         k = big_l - l + 1
         if self.variant == "quadratic":
             q = float(k * k + k)
@@ -275,8 +332,10 @@ class SmartRatio(RatioSchedule):
         big_l = len(layers) if cls is not None else len(layers) + 1
         numel = [layer.numel for layer in layers]
         total = sum(numel)
-        target = min(total, _floor(total * density))
-        fc_count = 0 if cls is None else min(_floor(self.linear_keep_ratio * numel[cls]), target)
+        target = min(total, _rounded(total * density, self.rounding))
+        fc_count = (
+            0 if cls is None else min(_rounded(self.linear_keep_ratio * numel[cls], self.rounding), target)
+        )
         budget = target - fc_count  # K
 
         vgg = self.uses_vgg(layers)
@@ -300,7 +359,7 @@ class SmartRatio(RatioSchedule):
             else:
                 rest = _floor(n - a)
                 if rest >= extra:
-                    counts.append(min(n, _floor(a + extra)))
+                    counts.append(min(n, _rounded(a + extra, self.rounding)))
                     fractions.append(pl + extra / n)
                     extra = 0
                 else:

@@ -501,7 +501,7 @@ def train(
     dataset: str,
     data_root: str | None,
     download: bool,
-    seed: int | None,
+    seed: int,
     device: str,
     masks_path: str | None,
     trainer: str,

@@ -16,24 +16,34 @@ The model is evaluated, without being changed, through :func:`torch.func.functio
   output unit (0/1 pattern, rows normalised so activations stay near 1 and neither overflow
   nor underflow in deep nets);
 * biases are zero (a constant does not carry information from the input);
-* every other parameter (e.g. a BatchNorm weight) becomes its absolute value;
+* every other parameter is a positive constant: 1 for vectors (norm scales, layer scales),
+  1/fan-in for matrices and larger (layers left dense by the policy, embeddings, tokens) —
+  so a zero-initialised BatchNorm (timm's ``zero_init_last``) does not cut its branch: only
+  the masks decide;
 * BatchNorm runs in eval mode with running mean 0 and running variance 1, i.e. as a positive
-  per-channel scale.
+  per-channel scale; LayerNorm, GroupNorm, InstanceNorm and LocalResponseNorm pass their input
+  through unchanged (their statistics are not paths from the input: subtracting the mean would
+  erase the probe).
 
-With an all-ones input every activation is then ≥ 0, so ReLU-like units pass it unchanged,
-and ``R = sum(outputs)`` is a sum over input→output paths of products of non-negative
-numbers: no cancellation can occur. A kept weight is *effective* iff ∂R/∂w ≠ 0, i.e. iff it
-lies on at least one path of kept weights from the input to the output. Residual additions
-and concatenations are handled by autograd like any other op.
+The input is one sample of positive values drawn from a fixed seed (between 0.5 and 1.5, so
+that tokens differ and attention weights have non-zero gradients), every activation is then
+≥ 0, ReLU-like units pass it unchanged, and ``R = sum(outputs)`` is a sum over input→output
+paths of products of non-negative numbers. A kept weight is *effective* iff ∂R/∂w ≠ 0, i.e.
+iff it lies on at least one path of kept weights from the input to the output: a weight off
+every path has a gradient of exactly 0, one on a path a positive gradient. Softmax, whose
+derivatives cancel (it ignores a constant shift of its input), is replaced while the probe
+runs by x / n, and scaled-dot-product attention by (q·kᵀ / n)·v, so query and key weights
+count as the paths they are.
+Residual additions and concatenations are handled by autograd like any other op.
 
-Assumptions (documented limits): activations map non-negative inputs to non-negative
-outputs and are strictly increasing at positive inputs (ReLU, LeakyReLU, GELU-like units
-are fine; a sigmoid's offset is not an input path but is harmless); normalisation layers
-are BatchNorm (LayerNorm / GroupNorm / InstanceNorm subtract the per-sample mean, which is
-the whole signal of a constant input, so they are refused); max-pooling routes the gradient
-to one position per window — with channel-shared weights a connected channel is selected
-somewhere, so this only matters in contrived cases. A BatchNorm channel whose weight is 0 is
-treated as connected (its scale is taken in absolute value, not its pruning state).
+Assumptions (documented limits): activations map positive inputs to non-negative outputs and
+are strictly increasing there (ReLU, LeakyReLU, GELU, SiLU, hard-swish); max-pooling routes the
+gradient to one position per window — with channel-shared weights a connected channel is
+selected somewhere, so this only matters in contrived cases; gates that saturate (a
+hard-sigmoid above 3) would hide their inputs' weights, which the normalised stand-in keeps
+far from. When the stand-in cannot run the model (an op without float64 support, an output
+that is not a tensor), :func:`effective_sparsity` returns ``None`` and
+:func:`effective_sparsity_or_reason` says why — a diagnostic never blocks a result.
 """
 
 from __future__ import annotations
@@ -42,18 +52,20 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from prunekit.errors import PrunekitError
 from prunekit.layers import PrunableLayer
 from prunekit.masks import Masks
 
-_UNSUPPORTED_NORMS: tuple[type[nn.Module], ...] = (
+NOT_COMPUTED = "not computed for this model"
+
+_PASS_THROUGH_NORMS: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
     nn.GroupNorm,
-    nn.InstanceNorm1d,
-    nn.InstanceNorm2d,
-    nn.InstanceNorm3d,
+    nn.modules.instancenorm._InstanceNorm,
     nn.LocalResponseNorm,
 )
 
@@ -83,16 +95,6 @@ def collapsed_layers(masks: Masks) -> list[str]:
     return [name for name, kept in masks.layer_kept().items() if kept == 0]
 
 
-def _check_supported(model: nn.Module) -> None:
-    for name, module in model.named_modules():
-        if isinstance(module, _UNSUPPORTED_NORMS):
-            raise PrunekitError(
-                f"effective sparsity needs BatchNorm or no normalisation, but {name or 'the model'} "
-                f"is a {type(module).__name__}, which erases the constant probe input; "
-                "use plain sparsity for this model"
-            )
-
-
 @torch.no_grad()
 def _stand_in(model: nn.Module, masks: Masks) -> tuple[dict[str, torch.Tensor], list[str]]:
     """float64 replacement parameters and buffers (see the module docstring)."""
@@ -106,8 +108,10 @@ def _stand_in(model: nn.Module, masks: Masks) -> tuple[dict[str, torch.Tensor], 
             tensors[name] = m
         elif name.rsplit(".", 1)[-1] == "bias":
             tensors[name] = torch.zeros_like(p, dtype=torch.float64)
+        elif p.ndim >= 2:
+            tensors[name] = torch.full_like(p, 1.0 / max(1, p[0].numel()), dtype=torch.float64)
         else:
-            tensors[name] = p.detach().to(torch.float64).abs()
+            tensors[name] = torch.ones_like(p, dtype=torch.float64)
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         for buf_name, buf in module.named_buffers(recurse=False):
@@ -123,36 +127,102 @@ def _stand_in(model: nn.Module, masks: Masks) -> tuple[dict[str, torch.Tensor], 
     return tensors, list(masks)
 
 
+class _PositiveAttention(TorchFunctionMode):
+    """Softmax as x / n and scaled-dot-product attention as (q·kᵀ / n)·v while the probe runs.
+
+    Softmax's derivatives are partly negative and cancel for tokens that look alike (a
+    constant shift of the logits changes nothing), which would hide the query and key weights;
+    its linear stand-in keeps every path positive. Attention with a mask or a causal flag is
+    left as it is.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func is F.scaled_dot_product_attention:
+            q, k, v = args[:3]
+            if kwargs.get("attn_mask") is None and not kwargs.get("is_causal") and len(args) == 3:
+                return (q @ k.transpose(-2, -1) / k.shape[-2]) @ v
+        elif func in (torch.softmax, F.softmax, torch.Tensor.softmax):
+            x = args[0]
+            dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+            if torch.is_tensor(x) and dim is not None and x.is_floating_point():
+                return x / x.shape[dim]
+        return func(*args, **kwargs)
+
+
+def _pass_through(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
+    """Forward hook: a normalisation layer's output replaced by its input (same shape)."""
+    x = args[0] if args else None
+    if torch.is_tensor(x) and torch.is_tensor(output) and x.shape == output.shape:
+        return x
+    return output
+
+
 def effective_masks(model: nn.Module, masks: Masks, input_shape: Sequence[int]) -> Masks:
     """The kept weights that still lie on a path from the input to the output.
 
     ``input_shape`` is one sample's shape, e.g. (3, 32, 32). The model is not changed (its
     weights, buffers and train/eval mode are as before). See the module docstring for the
-    method and its assumptions.
+    method and its assumptions. Raises :class:`PrunekitError` when the model cannot be probed;
+    :func:`effective_sparsity` turns that into ``None``.
     """
     masks.check_fits(model)
-    _check_supported(model)
     modes = {m: m.training for m in model.modules()}
     tensors, names = _stand_in(model, masks)
     probes = [tensors[n].requires_grad_(True) for n in names]
     device = probes[0].device if probes else torch.device("cpu")
-    x = torch.ones((1, *input_shape), dtype=torch.float64, device=device)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand((1, *input_shape), generator=g, dtype=torch.float64) + 0.5).to(device)
+    hooks = [
+        m.register_forward_hook(_pass_through) for m in model.modules() if isinstance(m, _PASS_THROUGH_NORMS)
+    ]
     try:
         model.eval()
-        with torch.enable_grad():
+        with torch.enable_grad(), _PositiveAttention():
             out = torch.func.functional_call(model, tensors, (x,), strict=False)
-            total = out.sum() if torch.is_tensor(out) else sum(o.sum() for o in out)
+            outputs = [out] if torch.is_tensor(out) else list(out) if isinstance(out, (tuple, list)) else []
+            if not outputs or not all(torch.is_tensor(o) for o in outputs):
+                raise PrunekitError(f"the model's output is a {type(out).__name__}, not tensors")
+            total = torch.stack([o.sum() for o in outputs]).sum()
             grads = torch.autograd.grad(total, probes, allow_unused=True)
     finally:
+        for hook in hooks:
+            hook.remove()
         for module, mode in modes.items():
             module.training = mode
     result = {}
-    for name, g in zip(names, grads):
+    for name, g_ in zip(names, grads):
         kept = masks[name].to(device)
-        result[name] = kept & (g != 0) if g is not None else torch.zeros_like(kept)
+        result[name] = kept & (g_ != 0) if g_ is not None else torch.zeros_like(kept)
     return Masks(result)
 
 
-def effective_sparsity(model: nn.Module, masks: Masks, input_shape: Sequence[int]) -> float:
-    """Fraction of prunable weights that are pruned or cut off from the input or the output."""
-    return effective_masks(model, masks, input_shape).sparsity()
+def effective_sparsity_or_reason(
+    model: nn.Module, masks: Masks, input_shape: Sequence[int]
+) -> tuple[float | None, str | None]:
+    """(effective sparsity, None), or (None, why it was not computed for this model).
+
+    Never raises: a diagnostic must not block a result.
+    """
+    try:
+        return effective_masks(model, masks, input_shape).sparsity(), None
+    except Exception as err:  # noqa: BLE001 — any failure of the probe is reported, never raised
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return None, f"{NOT_COMPUTED}: {text[:300]}"
+
+
+def effective_sparsity(model: nn.Module, masks: Masks, input_shape: Sequence[int]) -> float | None:
+    """Fraction of prunable weights that are pruned or cut off from the input or the output;
+    ``None`` when it cannot be computed for this model (see :func:`effective_sparsity_or_reason`)."""
+    return effective_sparsity_or_reason(model, masks, input_shape)[0]
+
+
+def summary(model: nn.Module, masks: Masks, input_shape: Sequence[int]) -> dict[str, Any]:
+    """The diagnostics to record beside a result: effective sparsity (``None`` with a note
+    when not computed) and the collapsed layers. Never raises."""
+    value, reason = effective_sparsity_or_reason(model, masks, input_shape)
+    return {
+        "effective_sparsity": value,
+        "effective_sparsity_note": reason,
+        "collapsed_layers": collapsed_layers(masks),
+    }

@@ -8,8 +8,9 @@ with one-line errors for unknown names. Everything random is drawn from the run 
 from __future__ import annotations
 
 import json
+import re
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from prunekit.interfaces import (
 from prunekit.layers import PrunableLayer, PrunablePolicy, prunable_layers
 from prunekit.masks import Masks
 from prunekit.plugins import get_plugins
-from prunekit.selection import check_scores, exclude_pruned, select_top
+from prunekit.selection import TieStats, check_scores, exclude_pruned, select_top_with_stats, zero_fraction
 
 
 # ------------------------------------------------------------------------- names -> objects
@@ -66,10 +67,64 @@ def load_dataset(
     return dataset.load(Path(root).expanduser() if root is not None else None, download=download)
 
 
-def build_model(name: str, data: DataBundle, seed: int) -> nn.Module:
-    """A timm model for ``data`` (classes, input channels), initialised from ``seed``."""
+RESERVED_MODEL_OPTIONS = ("num_classes", "in_chans")
+
+
+def parse_value(text: str) -> Any:
+    """A ``key=value`` value: int, float, bool (true/false, any case), None (none/null), a
+    JSON list or object, else the string itself."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for parse in (int, float):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    if text.strip()[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
+    return text
+
+
+def parse_model_options(pairs: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` strings (``--model-option img_size=32``) as a dict of typed values."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise PrunekitError(f"model option {pair!r} is not key=value, e.g. img_size=32")
+        out[key] = parse_value(value)
+    return out
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return (text.splitlines()[0] if text else type(err).__name__)[:300]
+
+
+def _option_hint(options: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items())
+
+
+def build_model(
+    name: str, data: DataBundle, seed: int, options: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """A timm model for ``data`` (classes, input channels), initialised from ``seed``.
+
+    ``options`` go to ``timm.create_model`` as keyword arguments (``img_size=32``,
+    ``zero_init_last=False``, ``drop_path_rate=0``...). The model is checked with a forward
+    pass of one sample of the data's shape, so that an input-size mismatch is a one-line error
+    naming the option to set, before any work is done.
+    """
     import timm
 
+    options = dict(options or {})
     get_plugins()  # model plugins register into timm on import
     if not timm.is_model(name):
         import difflib
@@ -78,9 +133,64 @@ def build_model(name: str, data: DataBundle, seed: int) -> nn.Module:
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         raise UnknownNameError(f"unknown model {name!r}; {hint}see `prunekit list model` or timm.list_models()")
+    reserved = [k for k in RESERVED_MODEL_OPTIONS if k in options]
+    if reserved:
+        raise PrunekitError(
+            f"model option {reserved[0]} is set by the dataset ({data.num_classes} classes, "
+            f"{data.input_shape[0]} input channels); leave it out"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return timm.create_model(name, num_classes=data.num_classes, in_chans=data.input_shape[0])
+        try:
+            model = timm.create_model(
+                name, num_classes=data.num_classes, in_chans=data.input_shape[0], **options
+            )
+        except TypeError as err:
+            bad = re.search(r"unexpected keyword argument '([^']+)'", str(err))
+            if bad and options:
+                raise PrunekitError(
+                    f"model {name!r} has no option {bad.group(1)!r} (given: {_option_hint(options)}); "
+                    "see the model's arguments in timm"
+                ) from None
+            raise PrunekitError(
+                f"cannot build model {name!r} with options {{{_option_hint(options)}}}: {_first_line(err)}"
+            ) from None
+        except (ValueError, AssertionError, RuntimeError, KeyError, OSError) as err:
+            given = f" with options {{{_option_hint(options)}}}" if options else ""
+            raise PrunekitError(f"cannot build model {name!r}{given}: {_first_line(err)}") from None
+        _check_input(model, name, data, options)
+    return model
+
+
+def _check_input(model: nn.Module, name: str, data: DataBundle, options: Mapping[str, Any]) -> None:
+    """One sample through ``model`` (eval mode, no gradients, state unchanged) or one line
+    saying which input the model expects and which option to set."""
+    import inspect
+
+    c, h, w = data.input_shape
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, c, h, w)))
+    except Exception as err:  # noqa: BLE001 — any failure of the dry run is a mismatch to report in one line
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        expected = cfg.get("input_size") if isinstance(cfg, Mapping) else None
+        takes_size = "img_size" in inspect.signature(type(model).__init__).parameters
+        if expected and tuple(expected[1:]) != (h, w) and takes_size and "img_size" not in options:
+            raise PrunekitError(
+                f"{name} expects {expected[1]}x{expected[2]} input, the data has {h}x{w}: "
+                f"pass --model-option img_size={h if h == w else [h, w]} (in a suite: "
+                f"img_size = {h if h == w else [h, w]} in its [model] table)"
+            ) from None
+        default = f" (its default input is {expected[1]}x{expected[2]})" if expected else ""
+        raise PrunekitError(
+            f"{name} cannot run on {c}x{h}x{w} input{default}: {_first_line(err)}; pick a model "
+            "for this input size or set the model option that sizes its input"
+        ) from None
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 def resolve_method(
@@ -295,8 +405,13 @@ def _score_and_select(
     schedule: RatioSchedule,
     check: SanityCheck | None,
     check_rng: torch.Generator,
+    log: SelectionLog | None = None,
 ) -> Masks:
-    """``method.rounds`` scoring rounds from the current masks' density down to ``density``."""
+    """``method.rounds`` scoring rounds from the current masks' density down to ``density``.
+
+    Ties at a layer's threshold are broken by a permutation seeded from ``seed``, the round
+    and the layer (see :mod:`prunekit.selection`); ``log`` collects how much ties decided.
+    """
     start = masks.density()
     for k in range(1, method.rounds + 1):
         target = start * (density / start) ** (k / method.rounds)
@@ -310,8 +425,9 @@ def _score_and_select(
             seed=seed,
             device=device,
         )
-        scores = scorer.score(model, ctx)
+        scores = _score(scorer, model, ctx, method)
         check_scores(layers, scores, f"scorer {method.scorer!r}")
+        zeros = zero_fraction(scores, layers, masks)
         scores = exclude_pruned(scores, masks)
         early = check is not None and "scores" in check.stages() and check.scores_before_budgets()
         if check is not None and early:  # the schedule allocates on the perturbed scores
@@ -319,8 +435,79 @@ def _score_and_select(
         counts = schedule.allocate(layers, target, scores)
         if check is not None and "scores" in check.stages() and not early:  # budgets stay the clean ones
             scores = exclude_pruned(check.perturb_scores(scores, check_rng), masks)
-        masks = select_top(layers, scores, counts)
+        masks, ties = select_top_with_stats(
+            layers, scores, counts, generator=_tie_generator(seed, log.rounds if log else 0, k)
+        )
+        if log is not None:
+            log.add(ties, zeros)
+    if log is not None:
+        log.rounds += 1
     return masks
+
+
+def _score(scorer: Scorer, model: nn.Module, ctx: ScoringContext, method: Method) -> dict[str, torch.Tensor]:
+    """The scorer's scores, or one line saying why it cannot score this model (an op of the
+    model that torch cannot differentiate as the scorer needs, e.g. GraSP's Hessian-gradient
+    product through hard-sigmoid)."""
+    try:
+        return scorer.score(model, ctx)
+    except (RuntimeError, NotImplementedError) as err:
+        raise PrunekitError(
+            f"scorer {method.scorer!r} cannot score {type(model).__name__}: {_first_line(err)}; "
+            "use another method for this model"
+        ) from None
+
+
+def _tie_generator(seed: int, call: int, k: int) -> Callable[[PrunableLayer], torch.Generator]:
+    """The tie-break stream of one layer in scoring round ``k`` of selection ``call``."""
+    return lambda layer: make_generator(seed, "tie-break", call, k, layer.name)
+
+
+TIE_WARNING = 0.1  # warn when more than this fraction of the kept weights was chosen by ties
+ZERO_WARNING = 0.5  # warn when more than this fraction of the scores is exactly zero
+
+
+@attrs.define
+class SelectionLog:
+    """How much ties decided over every scoring round of one pruning run (the largest round)."""
+
+    tie_fraction: float = 0.0
+    zero_fraction: float = 0.0
+    rounds: int = 0
+
+    def add(self, ties: TieStats, zeros: float) -> None:
+        self.tie_fraction = max(self.tie_fraction, ties.fraction)
+        self.zero_fraction = max(self.zero_fraction, zeros)
+
+    def warnings(self, scorer: str | None, model: nn.Module) -> list[str]:
+        """Human warnings for ``tie_fraction`` and ``zero_fraction`` (empty when neither is high)."""
+        out = []
+        if self.zero_fraction > ZERO_WARNING:
+            out.append(
+                f"{self.zero_fraction:.1%} of the {scorer} scores are exactly 0: the scorer "
+                "cannot rank those weights"
+            )
+        if self.tie_fraction > TIE_WARNING:
+            out.append(
+                f"{self.tie_fraction:.1%} of the kept weights were chosen among tied {scorer} "
+                "scores by the seeded tie-break, not by their scores"
+            )
+        if out and _zeroed_norms(model):
+            out.append(
+                "the model zero-initialises some normalisation layers (timm's zero_init_last), "
+                "which zeroes the gradients of the residual branches: pass "
+                "--model-option zero_init_last=false (a suite: zero_init_last = false in [model])"
+            )
+        return out
+
+
+def _zeroed_norms(model: nn.Module) -> bool:
+    """Whether some normalisation layer's weight is all zeros (zero-initialised residual)."""
+    norms = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+    return any(
+        isinstance(m, norms) and isinstance(getattr(m, "weight", None), torch.Tensor) and not m.weight.any()
+        for m in model.modules()
+    )
 
 
 def _find_ticket(
@@ -353,11 +540,13 @@ def _find_ticket(
     batches = scoring_batches(
         data, scorer.data_request(model, data), seed, device, pruning_train, augment=method.scoring_augment
     )
-    select = dict(seed=seed, device=device, batches=batches, scorer=scorer, schedule=schedule, check=check, check_rng=check_rng)
+    log = SelectionLog()
+    select = dict(seed=seed, device=device, batches=batches, scorer=scorer, schedule=schedule, check=check, check_rng=check_rng, log=log)
     names = [layer.name for layer in layers]
     if not method.pretrain:
         unpruned = _prunable_copy(model, names)
         masks = _score_and_select(model, data, method, layers, masks, density, **select)  # type: ignore[arg-type]
+        meta.update(tie_fraction=log.tie_fraction, zero_score_fraction=log.zero_fraction, warnings=log.warnings(method.scorer, model))
         masks.apply(model)
         return masks, unpruned, meta
     if training is None:
@@ -384,6 +573,7 @@ def _find_ticket(
                 model, data, training.config, masks=masks, seed=seed, device=device, train_data=pruning_train
             )
             trained = {n: v.detach().clone() for n, v in model.state_dict().items()}
+    meta.update(tie_fraction=log.tie_fraction, zero_score_fraction=log.zero_fraction, warnings=log.warnings(method.scorer, model))
     return masks, unpruned, meta
 
 
@@ -447,8 +637,18 @@ def prune(
     masks = Masks.ones(model, [layer.name for layer in layers])
     density = 1.0 - sparsity
     check_name = check.name if check is not None else "none"
-    meta: dict[str, Any] = {"method": method.spec(), "sparsity": sparsity, "seed": seed, "check": check_name}
+    meta: dict[str, Any] = {
+        "method": method.spec(),
+        "sparsity": sparsity,
+        "seed": seed,
+        "check": check_name,
+        "policy": (policy or PrunablePolicy()).as_dict(),
+        "tie_fraction": 0.0,
+        "zero_score_fraction": 0.0,
+        "warnings": [],
+    }
     if method.scorer is None or sparsity == 0.0:
+        meta.update(achieved_sparsity=masks.sparsity(), kept=masks.kept(), total=masks.total())
         return PruneOutcome(masks=masks, layers=layers, metadata=meta)
     stages = check.stages() if check is not None else frozenset()
     check_rng = make_generator(seed, "check", check_name)
@@ -481,6 +681,8 @@ def prune(
         )
         masks = check.perturb_ticket(ticket)  # type: ignore[union-attr]
         masks.apply(model)
+    check_achieved(masks, density, method, len(layers))
+    meta.update(achieved_sparsity=masks.sparsity(), kept=masks.kept(), total=masks.total())
     collapsed = [n for n, kept in masks.layer_kept().items() if kept == 0]
     if collapsed and not allow_collapse:
         raise LayerCollapseError(
@@ -489,6 +691,20 @@ def prune(
             "lower the sparsity, use another schedule, or allow collapse (--allow-collapse)"
         )
     return PruneOutcome(masks=masks, layers=layers, metadata=meta)
+
+
+def check_achieved(masks: Masks, density: float, method: Method, layers: int) -> None:
+    """The masks keep ``round(density · total)`` weights within one weight per layer, or a
+    one-line error: a result at the wrong sparsity is never returned."""
+    total = masks.total()
+    target = round(density * total)
+    kept = masks.kept()
+    if abs(kept - target) > layers:
+        raise PrunekitError(
+            f"method {method.name!r} kept {kept:,} of {total:,} prunable weights (sparsity "
+            f"{1 - kept / total:.4f}), but sparsity {1 - density:.4f} keeps {target:,} ± {layers} "
+            f"(one per layer): schedule {method.schedule!r} misses its budget; report it to its author"
+        )
 
 
 def _prunable_copy(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor]:

@@ -135,8 +135,119 @@ def test_layer_table_and_collapsed_layers() -> None:
     assert collapsed_layers(masks) == ["3.weight"]
 
 
-def test_layer_norm_models_are_refused() -> None:
-    """A LayerNorm erases the constant probe, so effective sparsity refuses it clearly."""
-    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 4), nn.LayerNorm(4), nn.Linear(4, 2))
-    with pytest.raises(PrunekitError, match="LayerNorm"):
-        effective_masks(model, Masks(_ones(model)), (3, 1, 1))
+def test_layer_norm_passes_the_probe_through() -> None:
+    """Linear → LayerNorm → ReLU → Linear: a LayerNorm would erase a constant probe; the probe
+    passes it through per feature, so pruning the inputs of hidden unit 2 cuts exactly the
+    weights leaving it, as without the norm."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 4), nn.LayerNorm(4), nn.ReLU(), nn.Linear(4, 2))
+    m = _ones(model)
+    assert effective_masks(model, Masks(m), (3, 1, 1)).kept() == 20
+    m["1.weight"][2] = False
+    eff = effective_masks(model, Masks(m), (3, 1, 1))
+    expected = torch.ones(2, 4, dtype=torch.bool)
+    expected[:, 2] = False
+    assert torch.equal(eff["4.weight"], expected)
+    assert torch.equal(eff["1.weight"], m["1.weight"])
+
+
+class _GroupNormNet(nn.Module):
+    """conv a → GroupNorm → ReLU → conv b → GroupNorm → ReLU → pool → fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+        self.gn_a = nn.GroupNorm(2, 4)
+        self.b = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.gn_b = nn.GroupNorm(2, 4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.gn_a(self.a(x)))
+        x = torch.relu(self.gn_b(self.b(x)))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_group_norm_channel_cut() -> None:
+    """GroupNorm model: conv b keeps no weight reading channel 1 of conv a, so conv a's
+    filter 1 (18 weights) is ineffective; dense masks are fully effective."""
+    torch.manual_seed(0)
+    model = _GroupNormNet()
+    dense = Masks(_ones(model))
+    assert effective_masks(model, dense, (2, 5, 5)).kept() == dense.kept()
+    m = _ones(model)
+    m["b.weight"][:, 1] = False
+    eff = effective_masks(model, Masks(m), (2, 5, 5))
+    assert eff.layer_kept() == {"a.weight": 72 - 18, "b.weight": 144 - 36, "fc.weight": 12}
+    assert not eff["a.weight"][1].any()
+
+
+def test_zero_initialised_batch_norm_does_not_cut_its_branch() -> None:
+    """timm's zero_init_last zeroes the last BatchNorm of a residual branch: only the masks
+    decide connectivity, so a dense mask is still fully effective."""
+    torch.manual_seed(0)
+    model = _Residual()
+    nn.init.zeros_(model.bn_b.weight)
+    dense = Masks(_ones(model))
+    assert effective_masks(model, dense, (1, 5, 5)).kept() == dense.kept()
+
+
+class _SameTokens(nn.Module):
+    """Every token is the same vector (a pooled image): softmax attention is uniform, its
+    gradient with respect to the queries and keys exactly 0."""
+
+    def __init__(self, fused: bool) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3, 8, bias=False)
+        self.qkv = nn.Linear(8, 24, bias=False)
+        self.head = nn.Linear(8, 2)
+        self.fused = fused
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x.mean(dim=(2, 3))).unsqueeze(1).expand(-1, 4, -1)
+        q, k, v = self.qkv(tokens).chunk(3, dim=-1)
+        if self.fused:
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v)
+        else:
+            out = (q @ k.transpose(-2, -1) / 8**0.5).softmax(dim=-1) @ v
+        return self.head(out.mean(dim=1))
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_attention_queries_and_keys_count_as_paths(fused: bool) -> None:
+    """Queries and keys are on paths to the output even when softmax's gradient cancels;
+    pruning every value weight cuts queries, keys, values and the head's inputs."""
+    torch.manual_seed(0)
+    model = _SameTokens(fused)
+    dense = Masks(_ones(model))
+    assert effective_masks(model, dense, (3, 2, 2)).kept() == dense.kept()
+    m = _ones(model)
+    m["qkv.weight"][16:] = False  # the value rows
+    eff = effective_masks(model, Masks(m), (3, 2, 2))
+    assert eff.layer_kept() == {"embed.weight": 0, "qkv.weight": 0, "head.weight": 0}
+
+
+class _DictOut(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"logits": self.fc(x.flatten(1))}
+
+
+def test_a_model_the_probe_cannot_run_is_not_computed_never_raised() -> None:
+    """A model whose output is a dict: effective_sparsity is None, the reason says "not
+    computed for this model" and why, and nothing raises."""
+    from prunekit.diagnostics import NOT_COMPUTED, effective_sparsity_or_reason, summary
+
+    model = _DictOut()
+    masks = Masks(_ones(model))
+    assert effective_sparsity(model, masks, (3, 1, 1)) is None
+    value, reason = effective_sparsity_or_reason(model, masks, (3, 1, 1))
+    assert value is None and reason is not None and reason.startswith(NOT_COMPUTED) and "dict" in reason
+    assert summary(model, masks, (3, 1, 1)) == {
+        "effective_sparsity": None, "effective_sparsity_note": reason, "collapsed_layers": []
+    }
+    with pytest.raises(PrunekitError):
+        effective_masks(model, masks, (3, 1, 1))

@@ -3,6 +3,7 @@ hand, and the contract of every schedule (counts hit the target) as a hypothesis
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -59,7 +60,7 @@ def test_smart_ratio_resnet32_row() -> None:
     assert abs(fractions[0] - 79.84) <= 0.005
     assert abs(fractions[32] - 0.40) <= 0.005
     assert fractions[33] == pytest.approx(30.0)
-    assert all(a > b for a, b in zip(fractions[:33], fractions[1:33]))
+    assert all(a > b for a, b in itertools.pairwise(fractions[:33]))
     # non-vgg form: p_l = γ·((L−l+1)² + (L−l+1)), so p_1 / p_33 = (34²+34) / (2²+2)
     assert fractions[0] / fractions[32] == pytest.approx(1190 / 6, rel=1e-9)
 
@@ -254,12 +255,103 @@ def test_density_one_keeps_everything() -> None:
     assert _schedule("global").allocate(layers, 1.0, scores) == {layer.name: layer.numel for layer in layers}
 
 
-def test_global_keeps_ties_at_the_threshold() -> None:
-    """global keeps every weight tied at the threshold (so it may keep more than asked)."""
+def test_global_keeps_exactly_the_asked_count_with_ties() -> None:
+    """global keeps exactly round(density · total): weights above the threshold first, then the
+    tied ones shared among the layers in proportion to their tied weights."""
     layers = [_linear("a", 2, 2, 0), _linear("b", 2, 2, 1)]
     scores = {"a": torch.tensor([[4.0, 1.0], [1.0, 1.0]]), "b": torch.tensor([[3.0, 0.0], [0.0, 0.0]])}
-    assert _schedule("global").allocate(layers, 3 / 8, scores) == {"a": 4, "b": 1}
+    # 3 of 8: 4 and 3 are above the threshold 1; one of a's three 1s fills the budget
+    assert _schedule("global").allocate(layers, 3 / 8, scores) == {"a": 2, "b": 1}
     assert _schedule("global").allocate(layers, 2 / 8, scores) == {"a": 1, "b": 1}
+    # 6 of 8: 4, 3 and every 1 above the threshold 0; b holds all three tied 0s: 1 of them
+    assert _schedule("global").allocate(layers, 6 / 8, scores) == {"a": 4, "b": 2}
+    # all-zero scores in layers of 6 and 2 weights, 4 kept: shares 3 and 1
+    zeros = [_linear("a", 2, 3, 0), _linear("b", 1, 2, 1)]
+    flat = {"a": torch.zeros(2, 3), "b": torch.zeros(1, 2)}
+    assert _schedule("global").allocate(zeros, 0.5, flat) == {"a": 3, "b": 1}
+
+
+def test_global_exact_when_almost_every_score_is_zero() -> None:
+    """15 of 16 scores exactly 0 (as SNIP on a timm ResNet with zero-initialised last BN): the
+    count is exactly round(0.1 · total), every non-zero score is kept, and the zeros fill the
+    rest in proportion to each layer's zeros (within one weight)."""
+    layers = [_linear("a", 100, 100, 0), _linear("b", 100, 50, 1), _linear("fc", 10, 100, 2)]
+    g = torch.Generator().manual_seed(0)
+    scores = {layer.name: torch.zeros(layer.shape) for layer in layers}
+    scores["fc"] = torch.rand(10, 100, generator=g) + 0.1  # 1,000 positive scores
+    counts = _schedule("global").allocate(layers, 0.1, scores)
+    assert sum(counts.values()) == 1600  # round(0.1 · 16,000)
+    assert counts["fc"] == 1000
+    # the 600 remaining come from 15,000 zeros: 10,000 in a, 5,000 in b
+    assert counts["a"] == 400 and counts["b"] == 200
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(tied=st.lists(st.integers(0, 50), min_size=1, max_size=8), data=st.data())
+def test_share_ties_is_exact_and_proportional(tied: list[int], data) -> None:  # type: ignore[no-untyped-def]
+    """Shares of the tied weights add up to the wanted count, never exceed a group and lie
+    within one weight of the proportional share."""
+    from prunekit_plugins.schedules import share_ties
+
+    wanted = data.draw(st.integers(0, sum(tied)))
+    shares = share_ties(tied, wanted)
+    assert sum(shares) == wanted
+    for share, t in zip(shares, tied):
+        assert 0 <= share <= t
+        assert abs(share - wanted * t / max(1, sum(tied))) < 1
+
+
+@settings(max_examples=30, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers=layer_lists(), density=st.floats(0.0005, 1.0), seed=st.integers(0, 2**16), levels=st.integers(1, 3))
+def test_every_schedule_hits_the_target_with_tied_scores(
+    layers: list[PrunableLayer], density: float, seed: int, levels: int
+) -> None:
+    """With scores drawn from 1 to 3 values (ties everywhere), global keeps exactly
+    round(density · total) and every other schedule stays within one weight per layer."""
+    g = torch.Generator().manual_seed(seed)
+    scores = {layer.name: torch.randint(0, levels, layer.shape, generator=g).float() for layer in layers}
+    total = sum(layer.numel for layer in layers)
+    for name, options in SCHEDULES:
+        counts = _schedule(name, **options).allocate(layers, density, scores)
+        if name == "global":
+            assert sum(counts.values()) == round(density * total)
+        assert abs(sum(counts.values()) - round(density * total)) <= len(layers), (name, options)
+
+
+@pytest.mark.parametrize("rounding", ["floor", "round", "ceil"])
+def test_smart_ratio_rounding(rounding: str) -> None:
+    """smart_ratio's rounding option: every layer keeps ⌊p_l·N_l⌋, round(p_l·N_l) or ⌈p_l·N_l⌉
+    of its own fractions, within one weight per layer of the target; floor is the default
+    (today's counts) and is left out of result identities."""
+    import attrs
+    from prunekit_plugins.schedules import SmartRatio
+
+    from prunekit.identity import NOOP_DEFAULT
+
+    layers = _layers("cifar_resnet32")
+    rounder = {"floor": math.floor, "round": round, "ceil": math.ceil}[rounding]
+    sr = _schedule("smart_ratio", rounding=rounding)
+    fractions = sr.densities(layers, 0.1)
+    counts = sr.allocate(layers, 0.1, {})
+    for layer in layers:
+        exact = fractions[layer.name] * layer.numel
+        nearest = round(exact)
+        expected = nearest if abs(exact - nearest) < 1e-9 * max(1, exact) else rounder(exact)
+        assert counts[layer.name] == expected, layer.name
+    total = sum(layer.numel for layer in layers)
+    assert abs(sum(counts.values()) - round(0.1 * total)) <= len(layers)
+    assert _schedule("smart_ratio").allocate(layers, 0.1, {}) == _schedule("smart_ratio", rounding="floor").allocate(layers, 0.1, {})
+    assert attrs.fields(SmartRatio).rounding.metadata[NOOP_DEFAULT] is True
+    if rounding != "floor":
+        assert counts != _schedule("smart_ratio").allocate(layers, 0.1, {})
+
+
+def test_smart_ratio_rejects_an_unknown_rounding() -> None:
+    """An unknown rounding is a one-line error naming the option."""
+    from prunekit.errors import PrunekitError
+
+    with pytest.raises(PrunekitError, match="rounding"):
+        _schedule("smart_ratio", rounding="up")
 
 
 def test_schedules_are_registered() -> None:
