@@ -716,7 +716,8 @@ def check_schedule(name_or_cls: str | type[RatioSchedule] | RatioSchedule, **opt
     On three layer stacks and densities 1.0 down to 0.001: one integer keep count per layer in
     ``0..numel``; in total within one weight per layer of ``round(density · total)``; every layer
     dense at density 1.0; the same counts from two calls; the scores left untouched; scores with
-    ``-inf`` at pruned positions (later rounds of iterative methods) handled.
+    ``-inf`` at pruned positions (later rounds of iterative methods) handled; scores that are
+    mostly exactly 0 (ties at the threshold) kept within the budget too.
     """
     subject, schedule = _resolve("ratio_schedule", name_or_cls, options)
     for label, layers in _layer_sets():
@@ -743,6 +744,17 @@ def check_schedule(name_or_cls: str | type[RatioSchedule] | RatioSchedule, **opt
             layers,
             0.25,
             masked,
+        )
+        # most scores exactly 0 (SNIP on a network with zero-initialised residual branches):
+        # ties at the threshold must not push the count past the budget
+        tied = {n: (s > 1.0).to(s.dtype) for n, s in _random_scores(layers, 7).items()}
+        _check_allocation(
+            subject,
+            schedule,
+            f"on {label} at density 0.1 with most scores exactly 0 (ties)",
+            layers,
+            0.1,
+            tied,
         )
 
 

@@ -273,3 +273,31 @@ def test_cli_bad_model_options_are_one_line(option: str, message: str, capsys: p
         ["prune", "--method", "snip", "--sparsity", "0.5", "--model", "digits_mlp", "--model-option", option], capsys
     )
     assert code == 1 and message in err and len(err.strip().splitlines()) == 1
+
+
+class KeepsTies(RatioSchedule):
+    """The old global rule: one threshold, every weight tied at it kept."""
+
+    name: ClassVar[str] = "keeps_ties"
+    description: ClassVar[str] = "keeps every tie"
+
+    def allocate(
+        self, layers: Sequence[PrunableLayer], density: float, scores: Mapping[str, torch.Tensor]
+    ) -> dict[str, int]:
+        total = sum(layer.numel for layer in layers)
+        k = round(density * total)
+        if k <= 0:
+            return {layer.name: 0 for layer in layers}
+        flat = torch.cat([scores[layer.name].flatten().double() for layer in layers])
+        threshold = torch.topk(flat, k).values.min()
+        return {layer.name: int((scores[layer.name].double() >= threshold).sum()) for layer in layers}
+
+
+def test_schedule_contract_catches_a_schedule_that_keeps_ties() -> None:
+    """prunekit.testing.check_schedule fails a schedule that keeps every tied weight, on the
+    scores that are mostly exactly 0; the built-in global passes."""
+    from prunekit.testing import check_schedule
+
+    with pytest.raises(AssertionError, match="most scores exactly 0"):
+        check_schedule(KeepsTies)
+    check_schedule("global")

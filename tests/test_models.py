@@ -181,3 +181,197 @@ def test_resnet_base_width(name: str) -> None:
     """ResNet20/56 are 1x width: stem 3 -> 16 channels, classifier 64 -> classes."""
     weights = _prunable(timm.create_model(name))
     assert weights[0].shape == (16, 3, 3, 3) and weights[-1].shape == (10, 64)
+
+
+# ------------------------------------------------------------------ timm options and policy
+def _meta(name: str, **options: object) -> nn.Module:
+    """A timm model on the meta device (shapes only, nothing initialised)."""
+    with torch.device("meta"):
+        return timm.create_model(name, num_classes=4, **options)
+
+
+def _synthetic(size: int = 32):  # type: ignore[no-untyped-def]
+    from prunekit.pipeline import instantiate
+
+    return instantiate(
+        "dataset", "synthetic", {"num_classes": 2, "train_size": 4, "test_size": 2, "height": size, "width": size}
+    ).load(None)
+
+
+def test_build_model_names_the_option_for_an_input_size_mismatch() -> None:
+    """vit_tiny_patch16_224 on 32×32 data: one line naming img_size=32; with the option the
+    model builds and runs, and its patch grid fits the data."""
+    from prunekit.errors import PrunekitError
+    from prunekit.pipeline import build_model
+
+    data = _synthetic()
+    with pytest.raises(PrunekitError) as err:
+        build_model("vit_tiny_patch16_224", data, 0)
+    assert str(err.value).startswith(
+        "vit_tiny_patch16_224 expects 224x224 input, the data has 32x32: pass --model-option img_size=32"
+    )
+    assert "\n" not in str(err.value)
+    model = build_model("vit_tiny_patch16_224", data, 0, {"img_size": 32})
+    assert model.patch_embed.grid_size == (2, 2)
+
+
+def test_build_model_passes_options_to_timm() -> None:
+    """zero_init_last=False keeps the last BatchNorm of each block at 1; drop_path_rate
+    reaches the blocks; the same seed gives the same weights."""
+    from prunekit.pipeline import build_model
+
+    data = _synthetic()
+    default = build_model("resnet18", data, 0)
+    assert not default.layer1[0].bn2.weight.any()
+    plain = build_model("resnet18", data, 0, {"zero_init_last": False, "drop_path_rate": 0.1})
+    assert (plain.layer1[0].bn2.weight == 1).all()
+    assert plain.layer4[1].drop_path.drop_prob > 0
+    again = build_model("resnet18", data, 0, {"zero_init_last": False, "drop_path_rate": 0.1})
+    assert torch.equal(again.conv1.weight, plain.conv1.weight)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"colour": "red"}, "model 'resnet18' has no option 'colour'"),
+        ({"in_chans": 1}, "model option in_chans is set by the dataset"),
+        ({"norm_layer": "no_such_norm"}, "cannot build model 'resnet18' with options {norm_layer=no_such_norm}"),
+    ],
+)
+def test_bad_model_options_are_one_line(options: dict[str, object], message: str) -> None:
+    """Unknown, reserved and invalid model options: one PrunekitError line."""
+    from prunekit.errors import PrunekitError
+    from prunekit.pipeline import build_model
+
+    with pytest.raises(PrunekitError, match=message.replace("{", r"\{").replace("}", r"\}")) as err:
+        build_model("resnet18", _synthetic(), 0, options)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("32", 32), ("0.5", 0.5), ("1e-3", 1e-3), ("false", False), ("True", True), ("none", None),
+     ("null", None), ("[8, 16]", [8, 16]), ("groupnorm", "groupnorm"), ("", "")],
+)
+def test_parse_value(text: str, value: object) -> None:
+    """Model option values: ints, floats, booleans, None, JSON lists, else strings."""
+    from prunekit.pipeline import parse_value
+
+    got = parse_value(text)
+    assert got == value and type(got) is type(value)
+
+
+def _weights_of(model: nn.Module, kinds: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)) -> list[str]:
+    return [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, kinds)]
+
+
+def test_policy_default_prunes_every_conv_and_linear_weight() -> None:
+    """On ViT, ConvNeXt, EfficientNet and RegNet the default policy prunes exactly the Conv
+    and Linear weights, in module order, and nothing else."""
+    from prunekit.layers import prunable_layers
+
+    for name, options in (("vit_tiny_patch16_224", {"img_size": 32}), ("convnext_atto", {}),
+                          ("efficientnet_b0", {}), ("regnetx_002", {})):
+        model = _meta(name, **options)
+        assert [layer.name for layer in prunable_layers(model)] == _weights_of(model), name
+
+
+def test_policy_categories_on_vit() -> None:
+    """ViT: attention=False leaves the 24 qkv/proj weights dense; embeddings=False the patch
+    embedding (although it is also the first layer); positional_embeddings=True adds pos_embed;
+    norm=True adds the 25 LayerNorm weights; include/exclude patterns add and remove by name."""
+    from prunekit.layers import PrunablePolicy, prunable_layers
+
+    model = _meta("vit_tiny_patch16_224", img_size=32)
+    default = [layer.name for layer in prunable_layers(model)]
+    assert len(default) == 1 + 12 * 4 + 1
+    cats = {layer.name: layer.category for layer in prunable_layers(model)}
+    assert cats["patch_embed.proj.weight"] == "first" and cats["head.weight"] == "classifier"
+    assert cats["blocks.3.attn.qkv.weight"] == "attention" and cats["blocks.3.mlp.fc1.weight"] == "other"
+
+    def names(**kw: object) -> list[str]:
+        return [layer.name for layer in prunable_layers(model, PrunablePolicy(**kw))]  # type: ignore[arg-type]
+
+    no_attn = names(attention=False)
+    assert len(no_attn) == len(default) - 24 and not any(".attn." in n for n in no_attn)
+    assert "patch_embed.proj.weight" not in names(embeddings=False)
+    with_pos = prunable_layers(model, PrunablePolicy(positional_embeddings=True))
+    assert with_pos[0].name == "pos_embed" and with_pos[0].kind == "other"
+    norms = [n for n in names(norm=True) if n not in default]
+    assert len(norms) == 25 and all("norm" in n for n in norms)
+    picked = names(include=("cls_token",), exclude=("blocks.0.*", "head.weight"))
+    assert picked[0] == "cls_token" and "head.weight" not in picked
+    assert not any(n.startswith("blocks.0.") for n in picked)
+
+
+def test_policy_depthwise_and_pointwise_on_efficientnet() -> None:
+    """EfficientNet-B0: depthwise=False leaves exactly the convs with groups == in_channels
+    dense; pointwise=False the other 1×1 convs (expansions, projections, SE, head conv)."""
+    from prunekit.layers import PrunablePolicy, prunable_layers
+
+    model = _meta("efficientnet_b0")
+    convs = {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    depthwise = {n for n, m in convs.items() if m.groups == m.in_channels > 1}
+    pointwise = {n for n, m in convs.items() if m.kernel_size == (1, 1) and n not in depthwise}
+    assert len(depthwise) == 16 and pointwise
+    everything = set(_weights_of(model))
+    assert {layer.name for layer in prunable_layers(model, PrunablePolicy(depthwise=False))} == everything - depthwise
+    assert {layer.name for layer in prunable_layers(model, PrunablePolicy(pointwise=False))} == everything - pointwise
+
+
+def test_policy_is_recordable_and_new_fields_are_no_ops() -> None:
+    """as_dict is JSON-ready and rebuilds the same policy; every field added after the first
+    results is a no-op field (left out of result identities at its default)."""
+    import json
+
+    import attrs
+
+    from prunekit.identity import NOOP_DEFAULT
+    from prunekit.layers import PrunablePolicy
+
+    policy = PrunablePolicy(attention=False, include=("pos_embed",), exclude=("head.*",))
+    recorded = json.loads(json.dumps(policy.as_dict()))
+    assert PrunablePolicy.from_options(recorded) == policy
+    old = {"include_first", "include_classifier"}
+    for field in attrs.fields(PrunablePolicy):
+        assert (field.name in old) != bool(field.metadata.get(NOOP_DEFAULT)), field.name
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"atention": False}, "unknown prunable-parameter option"), ({"attention": "no"}, "must be true or false")],
+)
+def test_policy_options_errors(options: dict[str, object], message: str) -> None:
+    """A misspelt or non-boolean policy option is a one-line error listing the options."""
+    from prunekit.errors import PrunekitError
+    from prunekit.layers import PrunablePolicy
+
+    with pytest.raises(PrunekitError, match=message):
+        PrunablePolicy.from_options(options)
+
+
+def test_policy_pattern_matching_nothing_is_an_error() -> None:
+    """An include or exclude pattern that matches no parameter is an error showing what the
+    names look like, so a typo never silently changes what is pruned."""
+    from prunekit.errors import PrunekitError
+    from prunekit.layers import PrunablePolicy, prunable_layers
+
+    model = _meta("resnet18")
+    with pytest.raises(PrunekitError, match=r"exclude pattern 'layer9\.\*' matches no parameter.*conv1\.weight"):
+        prunable_layers(model, PrunablePolicy(exclude=("layer9.*",)))
+    with pytest.raises(PrunekitError, match="leaves no parameter"):
+        prunable_layers(model, PrunablePolicy(exclude=("*",)))
+
+
+@pytest.mark.parametrize(
+    ("name", "stem"),
+    [("convnext_atto", "stem.0.weight"), ("regnetx_002", "stem.conv.weight"), ("mobilenetv3_small_100", "conv_stem.weight")],
+)
+def test_stems_are_embeddings(name: str, stem: str) -> None:
+    """Stem convolutions are the first layer and an embedding: embeddings=False keeps them
+    dense."""
+    from prunekit.layers import PrunablePolicy, prunable_layers
+
+    model = _meta(name)
+    assert prunable_layers(model)[0].name == stem
+    assert stem not in {layer.name for layer in prunable_layers(model, PrunablePolicy(embeddings=False))}
