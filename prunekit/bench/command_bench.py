@@ -46,6 +46,13 @@ def _csv(value: str | None, cast: Callable[[str], T], what: str) -> list[T]:
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the suite's; auto for GPU suites).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where datasets live (overrides the suite).")
 @click.option("--json", "as_json", is_flag=True, help="Summary and leaderboard as JSON on stdout.")
+@click.option(
+    "--until-decided",
+    is_flag=True,
+    help="Add seeds to the (method, check) pairs whose verdict is still open, with a sequential rule that keeps each verdict's error rate.",
+)
+@click.option("--max-seeds", type=click.IntRange(3, 1000), default=10, show_default=True, help="--until-decided: seeds a pair may reach.")
+@click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, help="--until-decided: seconds after which no further round starts.")
 @click.option("--wandb", "use_wandb", is_flag=True, help="Also log every cell and the report to Weights & Biases.")
 @click.option("--wandb-project", default="prunekit", show_default=True)
 @click.option("--wandb-entity", default=None)
@@ -66,6 +73,9 @@ def bench(
     device: str | None,
     data_root: str | None,
     as_json: bool,
+    until_decided: bool,
+    max_seeds: int,
+    time_budget: float | None,
     use_wandb: bool,
     wandb_project: str,
     wandb_entity: str | None,
@@ -80,7 +90,14 @@ def bench(
     from rich.console import Console
 
     from prunekit.bench.grid import Filters, expand
-    from prunekit.bench.runner import check_data, check_trainer, make_executor, new_bench_id, run_bench
+    from prunekit.bench.runner import (
+        check_data,
+        check_trainer,
+        make_executor,
+        new_bench_id,
+        run_bench,
+        run_until_decided,
+    )
     from prunekit.bench.store import check_db_path
     from prunekit.validate import check_output_dir
     from prunekit.bench.suite import resolve_suite
@@ -117,32 +134,32 @@ def bench(
         from prunekit.bench.wandb_sink import WandbSink
 
         sink = WandbSink(project=wandb_project, entity=wandb_entity, mode=wandb_mode, bench_id=bench_id, dir=out_dir)
-    summary = run_bench(
-        suite,
-        db=db_path,
-        filters=filters,
-        executor=executor,
-        device=dev,
-        progress=not as_json,
-        wandb=sink,
-        bench_id=bench_id,
-        argv=sys.argv,
+    run_options: dict[str, Any] = dict(
+        executor=executor, device=dev, progress=not as_json, wandb=sink, bench_id=bench_id, argv=sys.argv
     )
+    design = None
+    if until_decided:
+        summary, design = run_until_decided(
+            suite, db=db_path, filters=filters, max_seeds=max_seeds, time_budget=time_budget, **run_options
+        )
+    else:
+        summary = run_bench(suite, db=db_path, filters=filters, **run_options)
     rows = list(summary.rows)
     from prunekit.bench.report import print_terminal_report, write_reports
 
-    files = write_reports(rows, out_dir)
+    settings: dict[str, Any] = {"tolerance": suite.equivalence_margin, "design": design}
+    files = write_reports(rows, out_dir, **settings)
     if sink is not None:
         sink.finish(rows, out_dir)
     if as_json:
         from prunekit.bench.report import build_report, report_payload
 
-        payload = report_payload(build_report(rows))
+        payload = report_payload(build_report(rows, **settings))
         payload["summary"] = summary.as_dict()
         payload["files"] = [str(f) for f in files]
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
-        print_terminal_report(rows, Console())
+        print_terminal_report(rows, Console(), **settings)
         console.print(f"{summary.line()}. Store: {db_path}; reports: {out_dir}")
     if summary.failed:
         raise PrunekitError(

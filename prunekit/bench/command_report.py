@@ -8,11 +8,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 from prunekit.bench.report import FORMATS
 from prunekit.bench.stats import DEFAULT_CONFIDENCE, DEFAULT_TOLERANCE
 from prunekit.errors import PrunekitError
+from prunekit.validate import check_output_dir
 
 FALLBACK_DB = "prunekit-results.db"  # used only if the store module names no default
 REPORT_DIR = "prunekit-report"  # beside the store, where `prunekit bench` writes its reports
@@ -56,12 +58,36 @@ def load_rows(db: Path, suite: str | None) -> list[Any]:
     return mark_stale(rows)
 
 
+def _reading(db: Path, rows: list[Any]) -> tuple[float, Any]:
+    """How the bench meant its verdicts to be read, for rows of one suite: the suite's
+    equivalence margin and the sequential design of an ``--until-decided`` run (recorded in the
+    store). Rows of several suites, or a suite that no longer resolves: the defaults."""
+    from prunekit.bench.stats import SequentialDesign
+    from prunekit.bench.store import ResultStore
+    from prunekit.bench.suite import resolve_suite
+
+    suites = {r.suite for r in rows}
+    if len(suites) != 1:
+        return DEFAULT_TOLERANCE, None
+    (name,) = suites
+    try:
+        margin = resolve_suite(name).equivalence_margin
+    except PrunekitError:
+        margin = DEFAULT_TOLERANCE
+    with ResultStore(db, create=False) as store:
+        recorded = store.bench_settings(name).get("design")
+    if recorded:
+        design = SequentialDesign(**recorded)
+        return design.margin, design
+    return margin, None
+
+
 @click.command()
 @click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help="Results store written by `prunekit bench` (default: the bench's own default).")
 @click.option("--suite", default=None, help="Only the cells of this suite (default: every suite in the store).")
 @click.option("--format", "formats", type=click.Choice(FORMATS), multiple=True, help="Report format; repeatable (default: all of md, html, csv, json).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for the reports and plots (default: prunekit-report/ beside the store, as `prunekit bench` writes).")
-@click.option("--tolerance", type=float, default=DEFAULT_TOLERANCE, show_default=True, help="Largest effect of a check, in accuracy points, that still counts as 'no change'.")
+@click.option("--tolerance", type=float, default=None, help="Equivalence margin: largest effect of a check, in accuracy points, that still counts as 'no change' (default: the suite's equivalence_margin, else 1).")
 @click.option("--confidence", type=float, default=DEFAULT_CONFIDENCE, show_default=True, help="Level of the confidence intervals, in (0, 1).")
 @click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the report's JSON, without per-cell rows).")
@@ -70,7 +96,7 @@ def report(
     suite: str | None,
     formats: tuple[str, ...],
     out: str | None,
-    tolerance: float,
+    tolerance: float | None,
     confidence: float,
     no_plots: bool,
     as_json: bool,
@@ -80,12 +106,20 @@ def report(
 
     if not 0.0 < confidence < 1.0:
         raise PrunekitError(f"--confidence must lie strictly between 0 and 1, got {confidence}")
-    if tolerance < 0.0:
-        raise PrunekitError(f"--tolerance is in accuracy points and must be >= 0, got {tolerance}")
+    if tolerance is not None and tolerance <= 0.0:
+        raise PrunekitError(f"--tolerance is in accuracy points and must be > 0, got {tolerance}")
     db_path = Path(db if db is not None else _default_db())
     rows = load_rows(db_path, suite)
     out_dir = Path(out) if out is not None else db_path.resolve().parent / REPORT_DIR
-    settings = {"tolerance": tolerance, "confidence": confidence}
+    check_output_dir(out_dir, "--out")
+    margin, design = _reading(db_path, rows)
+    settings: dict[str, Any] = {
+        "tolerance": tolerance if tolerance is not None else margin,
+        "confidence": confidence,
+        # a sequential run is read by its own rule, at the margin asked for (fixed-seed tests
+        # on seeds added until a verdict came would overstate the evidence)
+        "design": design if design is None or tolerance is None else attrs.evolve(design, margin=tolerance),
+    }
     written = write_reports(rows, out_dir, formats=formats or FORMATS, plots=not no_plots, **settings)
     if as_json:
         payload = report_payload(build_report(rows, **settings))

@@ -14,7 +14,6 @@ import html
 import io
 import json
 import math
-import os
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -43,6 +42,7 @@ from prunekit.bench.stats import (
     ranking,
     verdict_matrix,
 )
+from prunekit.atomic import atomic_write
 from prunekit.errors import PrunekitError
 
 FORMATS = ("md", "html", "csv", "json")
@@ -175,7 +175,12 @@ def status_line(rows: Sequence[ResultRow]) -> str:
         line = f"no cell failed ({counts['done']} of {total} done)"
     extras = [
         f"{counts[s]} {label}"
-        for s, label in (("not_applicable", "not applicable"), ("running", "still running or interrupted"))
+        for s, label in (
+            ("not_applicable", "not applicable"),
+            ("running", "still running or interrupted"),
+            ("diverged", "diverged (training stopped: loss or weights not finite; not ranked)"),
+            ("stale", "stale (stored by other code, options or plugin versions; not used)"),
+        )
         if counts[s]
     ]
     return line + (f"; {', '.join(extras)}" if extras else "")
@@ -474,13 +479,35 @@ def failure_table(data: ReportData) -> Table | None:
     )
 
 
+def stale_table(data: ReportData) -> Table | None:
+    """Rows stored by other code, options or plugin versions, grouped by why (never in the stats)."""
+    groups: dict[str, list[ResultRow]] = defaultdict(list)
+    for row in data.rows:
+        if row.status == "stale":
+            groups[_first_line(row.error)].append(row)
+    if not groups:
+        return None
+    return Table(
+        title="Rows from other code, options or plugin versions: shown, never used in statistics",
+        columns=("rows", "why", "example"),
+        rows=tuple(
+            (str(len(group)), why, f"{group[0].method} / {group[0].check} / {_pct(group[0].sparsity)} / seed {group[0].seed}")
+            for why, group in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+        ),
+    )
+
+
 def _sections(data: ReportData) -> list[tuple[str, list[Table]]]:
     sections: list[tuple[str, list[Table]]] = [
         ("Leaderboard", leaderboard_tables(data)),
         ("Sanity-check verdicts", verdict_tables(data)),
         ("Check effects", effect_tables(data)),
     ]
-    for title, table in (("Published numbers", published_table(data)), ("Failures", failure_table(data))):
+    for title, table in (
+        ("Published numbers", published_table(data)),
+        ("Failures", failure_table(data)),
+        ("Stale rows (not used)", stale_table(data)),
+    ):
         if table is not None:
             sections.append((title, [table]))
     return sections
@@ -509,10 +536,11 @@ def print_terminal_report(
     confidence: float = DEFAULT_CONFIDENCE,
     n_boot: int = 1000,
     seed: int = 0,
+    design: SequentialDesign | None = None,
 ) -> None:
     """Leaderboards (mean ± CI, rank interval, Δ vs random ticket), the verdict matrix,
     published numbers where they match, and one line on failed cells, on a rich console."""
-    data = build_report(rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed)
+    data = build_report(rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed, design=design)
     for table in leaderboard_tables(data) + verdict_tables(data):
         console.print(_rich_table(table))
     published = published_table(data)
@@ -796,17 +824,6 @@ def plot_check_effects(data: ReportData) -> bytes | None:
 
 
 # ------------------------------------------------------------------------------ writing
-def atomic_write(path: Path, content: bytes) -> None:
-    """Write ``content`` to ``path`` through a temporary file in the same folder + rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(content)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def write_reports(
     rows: Sequence[ResultRow],
     out_dir: Path,
@@ -817,6 +834,7 @@ def write_reports(
     confidence: float = DEFAULT_CONFIDENCE,
     n_boot: int = 1000,
     seed: int = 0,
+    design: SequentialDesign | None = None,
 ) -> list[Path]:
     """Write the chosen report files (``report.md``, ``report.html``, ``results.csv``,
     ``report.json``) and, with ``plots``, ``accuracy_vs_sparsity.png`` and
@@ -828,7 +846,7 @@ def write_reports(
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
         raise PrunekitError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
-    data = build_report(rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed)
+    data = build_report(rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed, design=design)
     files: dict[str, bytes] = {}
     if plots:
         for name, render in ((ACCURACY_PLOT, plot_accuracy_vs_sparsity), (EFFECTS_PLOT, plot_check_effects)):

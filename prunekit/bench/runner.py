@@ -24,8 +24,9 @@ import torch
 
 from prunekit import __version__, identity
 from prunekit.bench.executors import Executor
-from prunekit.bench.grid import Filters, expand
+from prunekit.bench.grid import CLEAN, Filters, Grid, expand
 from prunekit.bench.records import ResultRow
+from prunekit.bench.stats import SequentialDesign
 from prunekit.bench.store import ResultStore, check_db_path
 from prunekit.bench.suite import Suite
 from prunekit.cell import CellResult, CellSpec
@@ -342,8 +343,13 @@ def run_bench(
     bench_id: str | None = None,
     argv: Sequence[str] | None = None,
     executor_options: Mapping[str, Any] | None = None,
+    cells: Sequence[CellSpec] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> BenchSummary:
     """Run every cell of the suite's grid (narrowed by ``filters``) not yet done in ``db``.
+
+    ``cells`` replaces the grid (the extra seeds of :func:`run_until_decided`); ``settings``
+    are recorded with the bench (how its verdicts are to be read).
 
     Before any training: the grid (unknown names, empty grid), the store path, the executor and
     the dataset are checked, each failure one :class:`PrunekitError` line with nothing written.
@@ -356,7 +362,7 @@ def run_bench(
     started = time.perf_counter()
     if data_root is not None:
         suite = attrs.evolve(suite, data_root=data_root)
-    grid = expand(suite, filters)
+    grid = expand(suite, filters) if cells is None else Grid(cells=tuple(cells), skipped=(), not_applicable=())
     db = check_db_path(db)
     runner = make_executor(executor, jobs, executor_options)
     if suite.scoring:
@@ -373,7 +379,9 @@ def run_bench(
     env = {**environment(device, runner.name), "test_size": len(data.test), "train_size": len(data.train)}
     store = ResultStore(db)
     try:
-        store.start_bench(bench_id, suite.name, list(argv if argv is not None else sys.argv), get_plugins().versions())
+        store.start_bench(
+            bench_id, suite.name, list(argv if argv is not None else sys.argv), get_plugins().versions(), settings
+        )
         not_applicable = [
             _row(spec, suite, _na_identity(spec, device), "not_applicable", bench_id, env, error=reason)
             for spec, reason in grid.not_applicable
@@ -454,3 +462,79 @@ def mark_stale(rows: Sequence[ResultRow]) -> list[ResultRow]:
         reason = None if row.status == "running" else stale_reason(row)
         out.append(row if reason is None else attrs.evolve(row, status="stale", error=reason))
     return out
+
+
+def run_until_decided(
+    suite: Suite,
+    *,
+    db: str | Path,
+    filters: Filters = Filters(),
+    max_seeds: int = 10,
+    time_budget: float | None = None,
+    alpha: float | None = None,
+    **options: Any,
+) -> tuple[BenchSummary, SequentialDesign]:
+    """Run the grid, then add seeds only to the (method, check, sparsity) pairs whose verdict is
+    still open, one seed at a time, until every pair is decided, ``max_seeds`` are spent, or
+    ``time_budget`` seconds have passed (checked between rounds).
+
+    The verdicts follow a :class:`~prunekit.bench.stats.SequentialDesign` fixed before the first
+    look (``min_seeds`` = the grid's seeds, which must be 0..n-1 or any n >= 3 seeds; seeds are
+    added in increasing order), so each verdict keeps its stated error rate however many times
+    it is looked at. Each round runs, for every open pair, its clean cell and its check cell at
+    the next seed (cells already stored are reused). Returns the combined summary and the
+    design, which is recorded with every bench so `prunekit report` reads the verdicts the same
+    way.
+    """
+    from prunekit.bench.stats import DEFAULT_ALPHA, SequentialDesign, next_seeds, paired_differences
+
+    started = time.perf_counter()
+    grid = expand(suite, filters)
+    seeds = sorted({c.seed for c in grid.cells})
+    design = SequentialDesign(
+        alpha=DEFAULT_ALPHA if alpha is None else alpha,
+        margin=suite.equivalence_margin,
+        min_seeds=max(len(seeds), 3),
+        max_seeds=max_seeds,
+    )
+    settings = {"design": attrs.asdict(design)}
+    if len(seeds) < 3:
+        raise PrunekitError(f"--until-decided starts from at least 3 seeds; the grid has {len(seeds)}")
+    if max_seeds < len(seeds):
+        raise PrunekitError(f"--max-seeds {max_seeds} is below the grid's {len(seeds)} seeds")
+    summaries = [run_bench(suite, db=db, filters=filters, settings=settings, **options)]
+    rows = {r.key: r for r in summaries[0].rows}
+    base = {(c.model, c.method, c.check, c.sparsity): c for c in grid.cells if c.seed == seeds[0]}
+    seed, count = seeds[-1] + 1, len(seeds)
+    while count < max_seeds:
+        if time_budget is not None and time.perf_counter() - started > time_budget:
+            break
+        open_pairs = next_seeds(paired_differences(list(rows.values())), design)
+        if not open_pairs:
+            break
+        cells: dict[CellSpec, None] = {}
+        for _protocol, model, _dataset, method, check, sparsity in sorted(open_pairs):
+            for c in (CLEAN, check):
+                spec = base.get((model, method, c, sparsity))
+                if spec is not None:
+                    cells[attrs.evolve(spec, seed=seed)] = None
+        if not cells:
+            break
+        summary = run_bench(suite, db=db, filters=filters, settings=settings, cells=list(cells), **options)
+        summaries.append(summary)
+        rows.update({r.key: r for r in summary.rows})
+        seed, count = seed + 1, count + 1
+    total = BenchSummary(
+        bench_id=summaries[0].bench_id,
+        total=sum(s.total for s in summaries),
+        ran=sum(s.ran for s in summaries),
+        done=sum(s.done for s in summaries),
+        failed=sum(s.failed for s in summaries),
+        diverged=sum(s.diverged for s in summaries),
+        reused=sum(s.reused for s in summaries),
+        not_applicable=summaries[0].not_applicable,
+        skipped_pairs=summaries[0].skipped_pairs,
+        wall_time=time.perf_counter() - started,
+        rows=tuple(rows.values()),
+    )
+    return total, design

@@ -22,7 +22,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -47,7 +47,7 @@ _TIMES = ("started", "finished", "owner")  # owner: "host:pid:bench_id" of the r
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS benches (
-    bench_id TEXT PRIMARY KEY, suite TEXT, started REAL, argv TEXT, plugins TEXT
+    bench_id TEXT PRIMARY KEY, suite TEXT, started REAL, argv TEXT, plugins TEXT, settings TEXT
 );
 CREATE TABLE IF NOT EXISTS cells (
     {", ".join(('"key" TEXT PRIMARY KEY' if c == "key" else f'"{c}"') for c in _COLUMNS)},
@@ -98,6 +98,8 @@ class ResultStore:
                 for column in (*_COLUMNS, *_TIMES):
                     if column not in have:  # a store written by an older prunekit
                         self._db.execute(f'ALTER TABLE cells ADD COLUMN "{column}"')
+                if "settings" not in {r[1] for r in self._db.execute("PRAGMA table_info(benches)")}:
+                    self._db.execute("ALTER TABLE benches ADD COLUMN settings TEXT")
                 self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
             else:
                 self._db = _connect_readonly(self.path)
@@ -129,12 +131,32 @@ class ResultStore:
         self.close()
 
     # --- writing (the driver only) --------------------------------------------------------
-    def start_bench(self, bench_id: str, suite: str, argv: list[str], plugins: dict[str, str]) -> None:
-        """Record one ``prunekit bench`` run."""
+    def start_bench(
+        self,
+        bench_id: str,
+        suite: str,
+        argv: list[str],
+        plugins: dict[str, str],
+        settings: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record one ``prunekit bench`` run (``settings``: how its verdicts are to be read,
+        e.g. the sequential design of ``--until-decided``)."""
         self.db.execute(
-            "INSERT OR REPLACE INTO benches VALUES (?, ?, ?, ?, ?)",
-            (bench_id, suite, time.time(), json.dumps(argv), json.dumps(plugins, sort_keys=True)),
-        )
+            "INSERT OR REPLACE INTO benches (bench_id, suite, started, argv, plugins, settings) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                bench_id, suite, time.time(), json.dumps(argv), json.dumps(plugins, sort_keys=True),
+                json.dumps(dict(settings or {}), sort_keys=True),
+            ),
+        )  # fmt: skip
+
+    def bench_settings(self, suite: str) -> dict[str, Any]:
+        """The settings of the latest bench of ``suite`` ({} when none were recorded)."""
+        if "settings" not in {r[1] for r in self.db.execute("PRAGMA table_info(benches)")}:
+            return {}
+        found = self.db.execute(
+            "SELECT settings FROM benches WHERE suite = ? ORDER BY started DESC LIMIT 1", (suite,)
+        ).fetchone()
+        return json.loads(found[0]) if found and found[0] else {}
 
     def mark_running(self, *rows: ResultRow, owner: str | None = None) -> None:
         """Mark cells dispatched (status ``running``, start time now), in one transaction."""

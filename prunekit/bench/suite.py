@@ -66,6 +66,9 @@ class Suite:
     dataset_options: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
     device: str = attrs.field(default="cpu", validator=attrs.validators.in_(DEVICES))  # where it is meant to run
     published: str | None = None  # name of the published table it reproduces (for the reader)
+    # the verdicts' equivalence margin (accuracy points): how small a check's effect must be
+    # for "fails"; a reading of the results, not a part of them (not in the fingerprint)
+    equivalence_margin: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
     estimated_cell_seconds: float | None = None  # mean cost of one cell on ``device`` (--dry-run)
     source: str = attrs.field(default="", eq=False)  # the file it was loaded from
 
@@ -144,6 +147,7 @@ _SUITE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "device": (lambda v: v in DEVICES, " or ".join(f'"{d}"' for d in DEVICES)),
     "published": (lambda v: isinstance(v, str), "the name of a published table (string)"),
     "estimated_cell_seconds": (lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
+    "equivalence_margin": (lambda v: _is_number(v) and v > 0, "a number of accuracy points > 0"),
 }
 _TABLES = ("protocol", "scoring", "model", "method_options", "check_options", "dataset_options")
 _PROTOCOL_FIELDS = {f.name: f for f in attrs.fields(TrainConfig)}
