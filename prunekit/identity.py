@@ -189,7 +189,13 @@ def cell_identity(spec: CellSpec, *, device_type: str = "cpu") -> Identity:
         },
         "dataset": {"name": spec.dataset, "origin": _origin("dataset", spec.dataset), **_dataset_options(spec)},
         "method": {
-            "recipe": {k: v for k, v in canonical(method).items() if k not in ("description", "citation")},
+            # the scorer's and schedule's options enter resolved, below (so naming a default
+            # explicitly is the same recipe as leaving it out)
+            "recipe": {
+                k: v
+                for k, v in canonical(method).items()
+                if k not in ("description", "citation", "scorer_options", "schedule_options")
+            },
             "origin": _origin("method", spec.method),
         },
         "trainer": {"name": spec.trainer, "origin": _origin("trainer", spec.trainer), **_revision(resolved.trainer)},

@@ -449,13 +449,43 @@ def _score(scorer: Scorer, model: nn.Module, ctx: ScoringContext, method: Method
     """The scorer's scores, or one line saying why it cannot score this model (an op of the
     model that torch cannot differentiate as the scorer needs, e.g. GraSP's Hessian-gradient
     product through hard-sigmoid)."""
+    before = state_checksums(model)
     try:
-        return scorer.score(model, ctx)
+        scores = scorer.score(model, ctx)
     except (RuntimeError, NotImplementedError) as err:
         raise PrunekitError(
             f"scorer {method.scorer!r} cannot score {type(model).__name__}: {_first_line(err)}; "
             "use another method for this model"
         ) from None
+    changed = [name for name, value in state_checksums(model).items() if before.get(name) != value]
+    if changed:
+        origin = get_plugins().registry("scorer").entry(method.scorer).origin  # type: ignore[arg-type]
+        raise PrunekitError(
+            f"scorer {method.scorer!r} ({origin}) changed the model's {changed[0]}"
+            f"{f' and {len(changed) - 1} more tensors' if len(changed) > 1 else ''} while scoring; "
+            "a scorer must leave the weights as it found them (score a copy), fix or remove the plugin"
+        )
+    return scores
+
+
+@torch.no_grad()
+def state_checksums(model: nn.Module) -> dict[str, tuple[int, int, str]]:
+    """A checksum of every parameter and buffer, computed on its device: the sum of its bit
+    patterns, the sum of each bit pattern XOR its predecessor's shifted left (an asymmetric
+    mix, so a permutation, a reversal included, shows too), and its dtype/shape. Any change of a value, order, dtype or shape changes it (up to collisions
+    of two 64-bit sums, which an accidental change does not produce)."""
+    out = {}
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        t = tensor.detach()
+        width = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}.get(t.element_size())
+        if width is None or t.is_complex():
+            bits = t.reshape(-1).to(torch.float64).view(torch.int64)
+        else:
+            bits = t.contiguous().view(width).reshape(-1).to(torch.int64)
+        total = int(bits.sum())
+        mixed = int((bits[1:] ^ (bits[:-1] << 7)).sum()) if bits.numel() > 1 else 0
+        out[name] = (total, mixed, f"{t.dtype}{tuple(t.shape)}")
+    return out
 
 
 def _tie_generator(seed: int, call: int, k: int) -> Callable[[PrunableLayer], torch.Generator]:
@@ -554,7 +584,7 @@ def _find_ticket(
     dense = dense_run(
         model, data, method, training, seed=seed, pruning_train=pruning_train, check_name=pruning_check,
         # options such as half_dataset's fraction change the data: part of the cache key
-        check_options=attrs.asdict(check) if pruning_check != "none" and attrs.has(type(check)) else None,
+        check_options=canonical(check) if pruning_check != "none" and attrs.has(type(check)) else None,
     )
     meta["dense_accuracy"] = dense.final_accuracy
     k = rewind_step(method.rewind_point, dense.steps) if method.rewind == "step" else 0

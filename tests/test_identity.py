@@ -264,3 +264,11 @@ def test_dataset_options_change_the_key_and_their_defaults_do_not() -> None:
     base = key(model="cifar_resnet20", dataset="cifar10")
     assert key(model="cifar_resnet20", dataset="cifar10", dataset_options={"normalization": "grasp_code"}) != base
     assert key(model="cifar_resnet20", dataset="cifar10", dataset_options={"normalization": "dataset"}) == base
+
+
+def test_naming_a_default_option_is_the_same_recipe() -> None:
+    """A suite that writes smart_ratio's default rounding explicitly, or SNIP's default batch
+    rule, keys its cells as one that leaves them out."""
+    ticket = key(method="random_ticket")
+    assert key(method="random_ticket", method_options={"schedule_options": {"rounding": "floor"}}) == ticket
+    assert key(method_options={"scorer_options": {"batch_rule": "auto"}}) == key()

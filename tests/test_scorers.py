@@ -432,3 +432,57 @@ def test_grasp_fast_batch_norm_double_backward_matches_pytorch() -> None:
             results.append((y, gx, hx, hu))
         for a, b in zip(*results):
             torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_a_scorer_that_changes_the_weights_fails_with_its_plugin_name() -> None:
+    """A plugin scorer that scales the weights in place (or permutes them) is caught by the
+    pipeline's checksum: one line naming the scorer and its plugin, no mask."""
+    import attrs as _attrs
+
+    from prunekit import hookimpl
+    from prunekit.errors import PrunekitError
+    from prunekit.interfaces import Method, Scorer
+    from prunekit.pipeline import build_model, load_dataset, prune
+    from prunekit.plugins import get_plugins, register_plugin, unregister_plugin
+
+    class Scaling(Scorer):
+        name = "scaling"
+        description = "scales the weights in place"
+        needs_data = False
+
+        def score(self, model, ctx):  # type: ignore[no-untyped-def]
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                params[ctx.layers[0].name].mul_(2.0)
+            return {layer.name: params[layer.name].detach().abs() for layer in ctx.layers}
+
+    class Permuting(Scaling):
+        name = "permuting"
+        description = "reverses a layer's weights in place"
+
+        def score(self, model, ctx):  # type: ignore[no-untyped-def]
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                w = params[ctx.layers[0].name]
+                w.copy_(w.flatten().flip(0).view_as(w))
+            return {layer.name: params[layer.name].detach().abs() for layer in ctx.layers}
+
+    class Plugin:
+        __version__ = "9.9"
+
+        @hookimpl
+        def register_scorers(self, register):  # type: ignore[no-untyped-def]
+            register(_attrs.frozen(Scaling))
+            register(_attrs.frozen(Permuting))
+
+    register_plugin(Plugin(), "mutating_plugin")
+    try:
+        data = load_dataset("digits")
+        for name in ("scaling", "permuting"):
+            method = Method(name=name, description="x", family="initial", scorer=name)
+            model = build_model("digits_mlp", data, 0)
+            with pytest.raises(PrunekitError, match=rf"scorer '{name}' \(mutating_plugin 9.9\) changed the model"):
+                prune(model, data, method, 0.9, seed=0)
+        assert "scaling" in get_plugins().registry("scorer")
+    finally:
+        unregister_plugin("mutating_plugin")
