@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from prunekit.bench.executors import Executor, Outcome, dense_cache, error_text
+from prunekit.bench.executors import Executor, Outcome, dense_cache, error_text, time_limit
 from prunekit.cell import CellSpec, PreparedCell, finish_cell, prepare_cell
 from prunekit.errors import DivergedError, PrunekitError
 from prunekit.hookspecs import hookimpl
@@ -61,7 +61,8 @@ class BatchedExecutor(Executor):
         for spec in specs:
             began = time.perf_counter()
             try:
-                cell = prepare_cell(spec, device=device, cache=cache)
+                with time_limit(self.cell_timeout):  # pruning per cell; shared training is not limited
+                    cell = prepare_cell(spec, device=device, cache=cache)
             except Exception as err:  # noqa: BLE001 - a plugin error fails this cell only
                 yield spec, None, error_text(err)
                 continue

@@ -64,3 +64,36 @@ def test_jobs_must_be_positive() -> None:
     """--jobs 0 is refused with a clear message."""
     with pytest.raises(PrunekitError, match="at least 1"):
         get_plugins().registry("executor").get("processes")(jobs=0)
+
+
+def test_cell_timeout_fails_a_slow_cell_and_the_grid_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a per-cell limit, a cell that runs past it fails with that reason; the next cell
+    still runs (the timer is cleared)."""
+    import time
+
+    import attrs
+
+    import prunekit.cell
+
+    slow = CELLS[0]
+    fast = attrs.evolve(CELLS[1], protocol=attrs.evolve(PROTOCOL, epochs=0))  # evaluation only
+    original = prunekit.cell.run_cell
+
+    def sleepy_run_cell(spec: CellSpec, **kwargs: object) -> object:
+        if spec == slow:
+            time.sleep(120)
+        return original(spec, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prunekit.cell, "run_cell", sleepy_run_cell)
+    started = time.perf_counter()
+    executor = get_plugins().registry("executor").get("local")(cell_timeout=10.0)
+    (s1, r1, e1), (s2, r2, e2) = list(executor.run([slow, fast], device="cpu", cache_dir=None))
+    assert s1 == slow and r1 is None and e1 is not None and "CellTimeoutError" in e1 and "10 s" in e1
+    assert s2 == fast and r2 is not None and e2 is None, e2
+    assert time.perf_counter() - started < 120
+
+
+def test_cell_timeout_must_be_positive() -> None:
+    """--cell-timeout 0 is refused with a clear message."""
+    with pytest.raises(PrunekitError, match="cell-timeout"):
+        get_plugins().registry("executor").get("local")(cell_timeout=0)

@@ -42,6 +42,7 @@ def _csv(value: str | None, cast: Callable[[str], T], what: str) -> list[T]:
     help="local, processes, or a plugin's executor (`prunekit list executor`).",
 )
 @click.option("--jobs", type=int, default=1, show_default=True, help="Worker processes (the processes executor).")
+@click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds a cell may run before it is stopped and marked failed (local and processes executors).")
 @click.option("--ray-address", default=None, help="Ray cluster address for --executor ray (e.g. auto or ray://host:10001).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the suite's; auto for GPU suites).")
 @click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where datasets live (overrides the suite).")
@@ -69,6 +70,7 @@ def bench(
     out: str | None,
     executor_name: str,
     jobs: int,
+    cell_timeout: float | None,
     ray_address: str | None,
     device: str | None,
     data_root: str | None,
@@ -120,7 +122,9 @@ def bench(
     console = Console(stderr=True)
     dev = str(resolve_device(device or ("auto" if suite.device == "cuda" else "cpu")))
     db_path = check_db_path(db)
-    options = {"address": ray_address} if ray_address else {}
+    options: dict[str, Any] = {"address": ray_address} if ray_address else {}
+    if cell_timeout is not None:
+        options["cell_timeout"] = cell_timeout
     executor = make_executor(executor_name, jobs, options)
     check_data(suite)  # a missing dataset: one line, before W&B or the store is touched
     check_trainer(suite)

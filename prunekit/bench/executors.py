@@ -13,7 +13,10 @@ Worker processes load plugins the way the driver's environment says (entry point
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
+import signal
+import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -37,14 +40,47 @@ def error_text(err: BaseException) -> str:
     return text
 
 
-def run_one(spec: CellSpec, device: str, cache_dir: str | None) -> tuple[CellResult | None, str | None]:
-    """Run one cell; a raising plugin gives the error text instead of stopping the grid."""
+def run_one(
+    spec: CellSpec, device: str, cache_dir: str | None, timeout: float | None = None
+) -> tuple[CellResult | None, str | None]:
+    """Run one cell; a raising plugin gives the error text instead of stopping the grid.
+    ``timeout`` (seconds) stops a cell that runs longer, which then fails with that reason."""
     from prunekit.cell import run_cell
 
     try:
-        return run_cell(spec, device=device, cache=dense_cache(cache_dir)), None
+        with time_limit(timeout):
+            return run_cell(spec, device=device, cache=dense_cache(cache_dir)), None
     except Exception as err:  # noqa: BLE001 - any plugin error fails this cell only
         return None, error_text(err)
+
+
+class CellTimeoutError(Exception):
+    """A cell ran past the per-cell time limit (``prunekit bench --cell-timeout``)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise :class:`CellTimeoutError` in this thread after ``seconds`` (POSIX timers, main
+    thread only: elsewhere, or on a platform without SIGALRM, no limit is enforced)."""
+    usable = (
+        seconds is not None
+        and hasattr(signal, "setitimer")
+        and threading.current_thread() is threading.main_thread()
+    )
+    if not usable:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise CellTimeoutError(f"the cell ran longer than its limit of {seconds:g} s (--cell-timeout)")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0.0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 _CACHES: dict[str | None, DenseCache] = {}
@@ -70,10 +106,13 @@ class Executor(abc.ABC):
     description: ClassVar[str]
     in_order: ClassVar[bool] = False
 
-    def __init__(self, jobs: int = 1, **options: Any) -> None:
+    def __init__(self, jobs: int = 1, cell_timeout: float | None = None, **options: Any) -> None:
         if jobs < 1:
             raise PrunekitError(f"--jobs must be at least 1, got {jobs}")
+        if cell_timeout is not None and not cell_timeout > 0:
+            raise PrunekitError(f"--cell-timeout must be a number of seconds > 0, got {cell_timeout}")
         self.jobs = jobs
+        self.cell_timeout = cell_timeout  # seconds a cell may run (None: no limit)
         self.options = options
 
     @abc.abstractmethod
@@ -87,7 +126,7 @@ class LocalExecutor(Executor):
 
     def run(self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None) -> Iterator[Outcome]:
         for spec in cells:
-            result, error = run_one(spec, device, str(cache_dir) if cache_dir else None)
+            result, error = run_one(spec, device, str(cache_dir) if cache_dir else None, self.cell_timeout)
             yield spec, result, error
 
 
@@ -121,7 +160,7 @@ class ProcessExecutor(Executor):
         folder = str(cache_dir) if cache_dir else None
         pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker, initargs=(slots, threads))
         with pool:
-            futures = {pool.submit(run_one, spec, device, folder): spec for spec in cells}
+            futures = {pool.submit(run_one, spec, device, folder, self.cell_timeout): spec for spec in cells}
             try:
                 for future in as_completed(futures):
                     spec = futures[future]
