@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import socket
 import sys
 import time
@@ -300,33 +301,25 @@ def _cell_text(spec: CellSpec) -> str:
 
 
 @contextmanager
-def _progress(enabled: bool, title: str, total: int) -> Iterator[Callable[[int, str], None]]:
-    """A rich progress bar on stderr: cells done/total, elapsed, ETA and the current cell."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+def _progress(
+    enabled: bool, title: str, total: int, counts: Mapping[str, int] | None = None
+) -> Iterator[Callable[[int, str], None]]:
+    """Progress of the bench on stderr (:func:`prunekit.console.progress`): a live rich bar on a
+    terminal, periodic plain lines elsewhere; cells done/total, failures (from ``counts``),
+    elapsed, ETA and the current cell. Yields ``show(advance, text)``."""
+    from prunekit.console import progress
 
-    bar = Progress(
-        TextColumn(f"[bold]{title}[/bold]"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        TextColumn("{task.description}"),
-        console=Console(stderr=True),
-        disable=not enabled,
-        transient=False,
-    )
-    with bar:
-        task = bar.add_task("", total=total)
-        yield lambda advance, text: bar.update(task, advance=advance, description=text)
+    with progress(title, total, unit="cells", enabled=enabled) as bar:
+
+        def show(advance: int, text: str) -> None:
+            if counts is not None:
+                bar.failed = counts.get("failed", 0)
+            bar.advance(advance, _FAILED_SUFFIX.sub("", text))
+
+        yield show
+
+
+_FAILED_SUFFIX = re.compile(r" · \d+ failed$")  # the reporter counts failures itself
 
 
 def run_bench(
@@ -393,7 +386,7 @@ def run_bench(
         claimed, elsewhere = store.claim(pending, owner=owner, finished=FINISHED, alive=owner_alive)
         counts = {"done": 0, "failed": 0, "diverged": 0}
         total_todo = len(claimed) + len(elsewhere)
-        with _progress(progress and total_todo > 0, suite.name, total_todo) as show:
+        with _progress(progress and total_todo > 0, suite.name, total_todo, counts) as show:
             while True:
                 _run_claimed(
                     [by_key[r.key] for r in claimed], runner, store, suite, idents, bench_id, env,
