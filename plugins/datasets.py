@@ -168,16 +168,26 @@ def _load_samples(
 
 
 # ------------------------------------------------------------------------- embedded data
+def _fraction(instance: Any, attribute: Any, value: float) -> None:
+    if not 0.05 <= value <= 0.95:
+        raise ValueError(f"{attribute.name} must lie in [0.05, 0.95], got {value}")
+
+
 @attrs.frozen(kw_only=True)
 class Digits(Dataset):
-    """scikit-learn's 8×8 handwritten digits; a fixed stratified 80/20 train/test split."""
+    """scikit-learn's 8×8 handwritten digits; a fixed stratified train/test split
+    (``test_fraction`` of the images, 0.2 by default, held out for testing).
+
+    A larger test split makes each accuracy finer and less noisy (one image of 360 is 0.28
+    points, of 899 0.11) at the cost of training images; the quick suite chooses it.
+    """
 
     name: ClassVar[str] = "digits"
     description: ClassVar[str] = (
         "8x8 handwritten digits bundled with scikit-learn (1797 images, 10 classes)"
     )
     needs_root: ClassVar[bool] = False
-    test_fraction: ClassVar[float] = 0.2
+    test_fraction: float = noop_field(0.2, validator=_fraction)
     default_model: ClassVar[str | None] = "digits_cnn"
     # small data, small net: a short cosine schedule reaches ~98-99% in seconds on a CPU
     default_protocol: ClassVar[TrainConfig | None] = TrainConfig(

@@ -406,3 +406,23 @@ def test_imagefolder_missing_folder_names_layout(tmp_path: Path) -> None:
     with pytest.raises(DataNotFoundError) as err:
         load_dataset("imagefolder", tmp_path)
     assert str(tmp_path / "train") in str(err.value)
+
+
+def test_digits_test_fraction_is_a_stratified_split_of_all_images() -> None:
+    """test_fraction=0.5 holds out half of the 1,797 images, every class in proportion, with
+    no image in both splits; out-of-range fractions are one line."""
+    from prunekit.errors import PrunekitError
+    from prunekit.pipeline import load_dataset
+
+    data = load_dataset("digits", options={"test_fraction": 0.5})
+    assert len(data.train) + len(data.test) == 1797 and abs(len(data.test) - 898.5) <= 1
+    counts = torch.bincount(data.test.y, minlength=10).float() / torch.bincount(
+        torch.cat([data.train.y, data.test.y]), minlength=10
+    ).float()
+    assert torch.all((counts - 0.5).abs() < 0.02)
+    train_rows = {tuple(x.flatten().tolist()) + (int(y),) for x, y in zip(data.train.x, data.train.y)}
+    test_rows = [tuple(x.flatten().tolist()) + (int(y),) for x, y in zip(data.test.x, data.test.y)]
+    # digits has a few duplicate images; the split is by index, so at most those can repeat
+    assert sum(r in train_rows for r in test_rows) <= 20
+    with pytest.raises(PrunekitError, match="test_fraction"):
+        load_dataset("digits", options={"test_fraction": 0.99})
