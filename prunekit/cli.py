@@ -1,20 +1,32 @@
-"""The ``prunekit`` command. User errors print one line and exit non-zero, never a traceback."""
+"""The ``prunekit`` command. User errors print one line and exit non-zero, never a traceback.
+
+Output fits where it goes (:mod:`prunekit.console`): rich tables and live progress on a
+terminal; plain, untruncated lines when stdout is a pipe or a file; no colour with
+``NO_COLOR`` or ``--no-color``; ``--json`` for machines. ``--help``, ``--version`` and shell
+completion of commands load neither plugins nor torch: the built-in commands that need heavy
+modules import them when they run, and plugin commands are added only when a command that is
+not built in is asked for (:class:`PrunekitGroup`).
+"""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-import attrs
 import click
-import torch
 
 from prunekit import __version__
+from prunekit.completion import complete_models, complete_names
 from prunekit.errors import PluginError, PrunekitError
 from prunekit.plugins import KINDS, PluginInfo, get_plugins, reset_plugins
+
+if TYPE_CHECKING:
+    import torch
 
 KIND_ALIASES = {
     **{k: k for k in KINDS},
@@ -41,6 +53,8 @@ MAX_SEED = 2**63 - 1  # torch.manual_seed's range
 def resolve_device(name: str) -> torch.device:
     """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) as a device; anything
     else, or a GPU that is not there, is one line."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -78,8 +92,7 @@ def _set_plugins_dir(ctx: click.Context, param: click.Parameter, value: str | No
     if value is None or ctx.resilient_parsing:
         return
     os.environ["PRUNEKIT_PLUGINS_DIR"] = value
-    reset_plugins()
-    _add_plugin_commands()  # commands of the plugins in DIR
+    reset_plugins()  # the commands of the plugins in DIR are added when they are asked for
 
 
 def _set_strict(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -90,7 +103,64 @@ def _set_strict(ctx: click.Context, param: click.Parameter, value: bool) -> None
     reset_plugins()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _set_no_color(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """--no-color: no colour anywhere in this process (sets NO_COLOR, which rich honours)."""
+    if value:
+        os.environ["NO_COLOR"] = "1"
+        ctx.color = False
+
+
+# built-in commands defined in other modules, imported when they run: name -> (module, short help)
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("prunekit.bench.command_bench", "Run a benchmark suite: prune, check, train, store, rank and report."),
+    "report": ("prunekit.bench.command_report", "Regenerate reports and plots from the results store."),
+}
+
+
+class PrunekitGroup(click.Group):
+    """The ``prunekit`` group: built-in commands of other modules load when they are used, and
+    plugin commands (hook ``register_commands``) are added only when a name that is not built
+    in is asked for, or when a command runs. ``--help``, ``--version`` and completion of command
+    names therefore load no plugin, no torch and no timm."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        if cmd_name in LAZY_COMMANDS:
+            module = importlib.import_module(LAZY_COMMANDS[cmd_name][0])
+            command: click.Command = getattr(module, cmd_name)
+            self.add_command(command, cmd_name)
+            _COMMAND_OWNERS[cmd_name] = "prunekit"
+            return command
+        if ctx.resilient_parsing:  # completing: plugins are not loaded for that
+            return None
+        _add_plugin_commands()
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list of ``--help``, without importing the lazy commands."""
+        limit = formatter.width - 6 - max(len(n) for n in self.list_commands(ctx))
+        rows = []
+        for name in self.list_commands(ctx):
+            if name in self.commands:
+                command = self.commands[name]
+                if command.hidden:
+                    continue
+                rows.append((name, command.get_short_help_str(limit)))
+            else:
+                rows.append((name, LAZY_COMMANDS[name][1]))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=PrunekitGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Plugins may add commands: `prunekit plugins` lists what each plugin adds.",
+)
 @click.version_option(__version__, prog_name="prunekit")
 @click.option(
     "--plugins-dir",
@@ -109,6 +179,14 @@ def _set_strict(ctx: click.Context, param: click.Parameter, value: bool) -> None
     help="Make any plugin problem an error (same as PRUNEKIT_STRICT_PLUGINS=1).",
 )
 @click.option(
+    "--no-color",
+    is_flag=True,
+    callback=_set_no_color,
+    expose_value=False,
+    is_eager=True,
+    help="No colour in any output (same as NO_COLOR=1).",
+)
+@click.option(
     "--debug",
     is_flag=True,
     expose_value=False,
@@ -120,9 +198,14 @@ def cli(ctx: click.Context) -> None:
 
     Plugins load from the entry-point group `prunekit`; PRUNEKIT_DISABLE_PLUGIN_AUTOLOAD=1 loads
     only the built-in ones and PRUNEKIT_PLUGINS=a,b only those. `prunekit plugins` shows them.
+    Output is plain text when stdout is not a terminal; NO_COLOR or --no-color turn colour off.
     """
+    from prunekit.console import colour_off
+
+    if colour_off():
+        ctx.color = False
     loaded = get_plugins()  # strict mode raises here: one line, exit 1
-    _merge_command_problems(loaded.info)
+    _add_plugin_commands()  # their problems are reported with the plugins' own
     if os.environ.get("PRUNEKIT_STRICT_PLUGINS", "") not in ("", "0") and loaded.problems:
         name, message = loaded.problems[0]
         raise PluginError(f"plugin {name}: {message} (strict mode: PRUNEKIT_STRICT_PLUGINS)")
@@ -208,23 +291,18 @@ def list_(kind: str | None, as_json: bool) -> None:
     if as_json:
         _emit_json(rows)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from prunekit.console import print_table
 
-    table = Table()
-    for col in ("kind", "name", "description", "plugin"):
-        table.add_column(col)
-    for row in rows:
-        table.add_row(row["kind"], row["name"], row["description"], row["plugin"])
-    Console().print(table)
+    columns = ("kind", "name", "description", "plugin")
+    print_table(columns, [[row[c] for c in columns] for row in rows])
 
 
 # -------------------------------------------------------------------------- prune / train
 def _data_options(f: Any) -> Any:
     f = click.option("--download", is_flag=True, help="Allow torchvision to download the dataset.")(f)
     f = click.option("--data-root", type=click.Path(file_okay=False), default=None, help="Where datasets live.")(f)
-    f = click.option("--dataset", default="digits", show_default=True, help="Dataset name (`prunekit list datasets`).")(f)
-    f = click.option("--model", default=None, help="timm model name; default: the dataset's own suggestion.")(f)
+    f = click.option("--dataset", default="digits", show_default=True, shell_complete=complete_names("dataset"), help="Dataset name (`prunekit list datasets`).")(f)
+    f = click.option("--model", default=None, shell_complete=complete_models, help="timm model name; default: the dataset's own suggestion.")(f)
     f = click.option("--seed", type=click.IntRange(0, MAX_SEED), default=0, show_default=True, help="Run seed, 0..2^63-1.")(f)
     f = click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")(f)
     return f
@@ -287,6 +365,8 @@ def _model_name(model: str | None, dataset: str) -> str:
 
 def _protocol(dataset: str, epochs: int | None = None, **overrides: Any) -> Any:
     """The dataset's training protocol (or the CIFAR one) with command-line overrides."""
+    import attrs
+
     from prunekit.interfaces import TrainConfig
 
     dataset_cls = get_plugins().registry("dataset").get(dataset)
@@ -312,14 +392,16 @@ def _recorded_model_options(meta: dict[str, str]) -> dict[str, Any]:
     return value
 
 
-def _save_weights(model: torch.nn.Module, path: Path) -> None:
+def _save_weights(model: torch.nn.Module, path: Path, metadata: dict[str, Any] | None = None) -> None:
+    """The model's state as safetensors, written atomically, with ``metadata`` (JSON values)."""
     from safetensors.torch import save_file
 
     from prunekit.atomic import atomic_path
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {k: v if isinstance(v, str) else json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp))
+        save_file(state, str(tmp), metadata=meta or None)
 
 
 def _load_weights(model: torch.nn.Module, path: Path) -> None:
@@ -336,20 +418,73 @@ def _load_weights(model: torch.nn.Module, path: Path) -> None:
         raise PrunekitError(f"ticket weights {path} do not fit the model ({first})") from None
 
 
+class _ReportingTrainer:
+    """A trainer that reports each of its trainings on stderr (:func:`prunekit.console.progress`):
+    the dense pre-training of a lottery ticket, then each retraining of an IMP round. Everything
+    else (its name, which keys the dense cache) is the wrapped trainer's."""
+
+    def __init__(self, inner: Any, rounds: int, enabled: bool) -> None:
+        self.inner, self.rounds, self.enabled = inner, rounds, enabled
+        self.round = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def fit(self, model: Any, data: Any, config: Any, **kwargs: Any) -> Any:
+        from prunekit.console import progress
+
+        if kwargs.get("masks") is None:
+            title = "dense pre-training"
+        else:
+            self.round += 1
+            title = f"IMP round {self.round}/{self.rounds}, retraining"
+        user = kwargs.pop("progress", None)
+        with progress(title, config.epochs, unit="epochs", enabled=self.enabled) as bar:
+
+            def report(record: dict[str, float]) -> None:
+                bar.advance(1, _epoch_text(record))
+                if user is not None:
+                    user(record)
+
+            return self.inner.fit(model, data, config, progress=report, **kwargs)
+
+
+def _epoch_text(record: dict[str, float]) -> str:
+    return (
+        f"epoch {int(record['epoch'])}: test accuracy {record['test_accuracy']:.4f}, "
+        f"train loss {record['train_loss']:.4f}"
+    )
+
+
+COMPOSITION_FLAGS = ("scorer", "schedule")  # flags that compose a method of their own
+
+
+def check_composition(method: str | None, **flags: Any) -> None:
+    """A named method is a recipe of its own: combined with a flag that composes one (a scorer,
+    a schedule) it would write the composed method's masks under the named method's label."""
+    given = [f"--{name} {value}" for name, value in flags.items() if value is not None]
+    if method is not None and given:
+        raise PrunekitError(
+            f"--method {method} is a named recipe and {' '.join(given)} composes another; give "
+            f"either --method, or --scorer with --schedule (e.g. --scorer {flags.get('scorer') or 'snip'} "
+            f"--schedule {flags.get('schedule') or 'global'})"
+        )
+
+
 @cli.command()
 @_data_options
-@click.option("--method", default=None, help="A named method (`prunekit list methods`).")
-@click.option("--scorer", default=None, help="Compose a method: scorer name.")
-@click.option("--schedule", default=None, help="Compose a method: ratio schedule name.")
+@click.option("--method", default=None, shell_complete=complete_names("method"), help="A named method (`prunekit list methods`).")
+@click.option("--scorer", default=None, shell_complete=complete_names("scorer"), help="Compose a method: scorer name (not with --method).")
+@click.option("--schedule", default=None, shell_complete=complete_names("ratio_schedule"), help="Compose a method: ratio schedule name (not with --method).")
 @click.option("--rounds", type=int, default=None, help="Scoring rounds (exponential schedule).")
 @click.option("--scorer-option", multiple=True, help="key=value option of the scorer.")
 @click.option("--schedule-option", multiple=True, help="key=value option of the schedule.")
 @click.option("--sparsity", type=float, required=True, help="Fraction of prunable weights removed, in [0, 1).")
 @_model_options
 @_prunable_options
-@click.option("--check", default="none", show_default=True, help="Sanity check (`prunekit list checks`).")
+@click.option("--check", default="none", show_default=True, shell_complete=complete_names("sanity_check"), help="Sanity check (`prunekit list checks`).")
 @click.option("--allow-collapse", is_flag=True, help="Allow layers with no surviving weight.")
-@click.option("--trainer", default="sgd", show_default=True, help="Trainer for dense pre-training (lottery tickets).")
+@click.option("--trainer", default="sgd", show_default=True, shell_complete=complete_names("trainer"), help="Trainer for dense pre-training (lottery tickets).")
 @click.option("--epochs", type=int, default=None, help="Dense pre-training epochs; default: the dataset's protocol.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=".prunekit-cache", show_default=True, help="Where dense pre-training runs are cached.")
 @click.option("--out", type=click.Path(dir_okay=False), default="masks.safetensors", show_default=True)
@@ -380,11 +515,17 @@ def prune(
     out: str,
     as_json: bool,
 ) -> None:
-    """Prune a model and write its masks; print the per-layer densities."""
+    """Prune a model and write its masks; print the per-layer densities.
+
+    The mask file records what made it (method, seed, dataset, model and its options, and the
+    ticket's weights when they are not the seed's initialisation), which `prunekit train
+    --masks` uses. Dense pre-training and IMP rounds report their progress on stderr.
+    """
     from prunekit import pipeline
     from prunekit.dense import DenseCache
     from prunekit.diagnostics import effective_sparsity_or_reason, layer_table
 
+    check_composition(method, scorer=scorer, schedule=schedule)
     pipeline.check_sparsity(sparsity)
     model_options = pipeline.parse_model_options(model_option)
     policy = _policy(prunable_option, prunable_include, prunable_exclude)
@@ -403,8 +544,9 @@ def prune(
     net = pipeline.build_model(model_name, data, seed, model_options)
     training = None
     if recipe.pretrain:
+        retrains = len(pipeline._density_steps(recipe, 1.0 - sparsity)) - 1
         training = pipeline.Training(
-            trainer=pipeline.instantiate("trainer", trainer),
+            trainer=_ReportingTrainer(pipeline.instantiate("trainer", trainer), retrains, enabled=not as_json),
             config=_protocol(dataset, epochs),
             model_name=model_name,
             dataset_key=dataset,
@@ -466,27 +608,72 @@ def prune(
     if as_json:
         _emit_json(summary)
         return
-    from rich.console import Console
-    from rich.table import Table
+    from prunekit.console import console, print_table
 
-    table = Table(title=f"{recipe.name} on {model_name} ({dataset}), sparsity {sparsity:g}")
-    for col in ("#", "layer", "shape", "kept", "total", "density"):
-        table.add_column(col, justify="right" if col != "layer" else "left")
-    for i, row in enumerate(rows):
-        table.add_row(str(i), row["name"], "×".join(map(str, row["shape"])), str(row["kept"]), str(row["total"]), f"{row['density']:.4f}")
-    console = Console()
-    console.print(table)
-    eff_text = f"effective sparsity {effective:.4f}" if effective is not None else f"effective sparsity {not_computed}"
-    console.print(
-        f"kept {summary['kept']:,} of {summary['total']:,} prunable weights: sparsity "
-        f"{summary['sparsity']:.4f}, {eff_text}; masks written to {path}"
+    out_console = console()
+    print_table(
+        ("#", "layer", "shape", "kept", "total", "density"),
+        [
+            (i, row["name"], "×".join(map(str, row["shape"])), row["kept"], row["total"], f"{row['density']:.4f}")
+            for i, row in enumerate(rows)
+        ],
+        title=f"{recipe.name} on {model_name} ({dataset}), sparsity {sparsity:g}",
+        out=out_console,
+        right=("#", "shape", "kept", "total", "density"),
     )
+    eff_text = f"effective sparsity {effective:.4f}" if effective is not None else f"effective sparsity {not_computed}"
+    out_console.print(
+        f"kept {summary['kept']:,} of {summary['total']:,} prunable weights: sparsity "
+        f"{summary['sparsity']:.4f}, {eff_text}; masks written to {path}",
+        highlight=False,
+    )
+
+
+def _recorded(meta: dict[str, str], key: str) -> Any:
+    """A value the mask file records (JSON-decoded where it is JSON), None when it has none."""
+    raw = meta.get(key)
+    if raw is None:
+        return None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+
+
+def _from_file(ctx: click.Context, option: str, given: Any, recorded: Any, masks_path: str) -> Any:
+    """The value of ``--option`` for a ticket of ``masks_path``: the file's, unless the flag is
+    given on the command line, where it must agree with the file (one line naming both)."""
+    from click.core import ParameterSource
+
+    if recorded is None:
+        return given
+    source = ctx.get_parameter_source(option)
+    explicit = source not in (None, ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
+    if explicit and given is not None and given != recorded:
+        flag = "--" + option.replace("_", "-")
+        raise PrunekitError(
+            f"{flag} {given} disagrees with the mask file {masks_path}, made with {option} {recorded}; "
+            f"leave {flag} out to train the ticket the file describes, or prune again with {flag} {given}"
+        )
+    return recorded
+
+
+def _model_options_from_file(given: dict[str, Any], recorded: dict[str, Any], masks_path: str) -> dict[str, Any]:
+    """The file's model options with those of --model-option added; an option the file records
+    with another value is an error naming both."""
+    for key, value in given.items():
+        if key in recorded and recorded[key] != value:
+            raise PrunekitError(
+                f"--model-option {key}={json.dumps(value)} disagrees with the mask file {masks_path}, "
+                f"made with {key}={json.dumps(recorded[key])}; leave it out or prune again with it"
+            )
+    return {**recorded, **given}
 
 
 @cli.command()
 @_data_options
 @click.option("--masks", "masks_path", type=click.Path(dir_okay=False), default=None, help="Mask file from `prunekit prune`; none trains dense.")
-@click.option("--trainer", default="sgd", show_default=True)
+@click.option("--trainer", default="sgd", show_default=True, shell_complete=complete_names("trainer"))
 @click.option("--epochs", type=int, default=None, help="Default: the dataset's protocol.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)
@@ -495,8 +682,11 @@ def prune(
 @click.option("--optimizer", default=None, help="An optimizer the trainer offers (sgd trainer: sgd, adamw); default: the protocol's.")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default=None, help="Training and evaluation precision (bf16/fp16 autocast, fp16 with a gradient scaler); default: the protocol's (fp32).")
 @_model_options
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Save the trained weights here (safetensors, written atomically, with what made them).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
 def train(
+    ctx: click.Context,
     model: str | None,
     dataset: str,
     data_root: str | None,
@@ -513,31 +703,43 @@ def train(
     optimizer: str | None,
     precision: str | None,
     model_option: tuple[str, ...],
+    out: str | None,
     as_json: bool,
 ) -> None:
     """Train a masked (or dense) model and print its test accuracy.
 
-    The model is built with the model options recorded in the mask file, overridden by
-    --model-option.
+    With --masks, the ticket is the one the file describes: its model, dataset, seed, model
+    options and weights (the seed's initialisation, or the weights saved beside it). --model,
+    --dataset, --seed and --model-option default to the file's; one that disagrees with it is an
+    error naming both values. --model-option may add options the file does not set. Epochs are
+    reported on stderr as they finish.
     """
     from prunekit import pipeline
+    from prunekit.console import progress
     from prunekit.masks import Masks
+    from prunekit.validate import check_output_file
 
     masks = None
     meta: dict[str, str] = {}
     if masks_path is not None:
         masks, meta = Masks.load(masks_path)
-        model = model or meta.get("model")
+        model = _from_file(ctx, "model", model, _recorded(meta, "model"), masks_path)
+        dataset = _from_file(ctx, "dataset", dataset, _recorded(meta, "dataset"), masks_path)
+        recorded_seed = _recorded(meta, "seed")
+        seed = _from_file(ctx, "seed", seed, recorded_seed if isinstance(recorded_seed, int) else None, masks_path)
+    if out is not None:
+        check_output_file(out, "--out")
     fit = pipeline.instantiate("trainer", trainer)
     config = _protocol(
         dataset, epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule,
         optimizer=optimizer, precision=precision,
-    )
+    )  # fmt: skip
     fit.validate(config)
     dev = resolve_device(device)
     model_name = _model_name(model, dataset)
     data = pipeline.load_dataset(dataset, data_root, download=download)
-    model_options = {**_recorded_model_options(meta), **pipeline.parse_model_options(model_option)}
+    given_options = pipeline.parse_model_options(model_option)
+    model_options = _model_options_from_file(given_options, _recorded_model_options(meta), str(masks_path))
     net = pipeline.build_model(model_name, data, seed, model_options)
     if masks is not None:
         masks.check_fits(net, source=f"masks in {masks_path}")
@@ -545,18 +747,14 @@ def train(
             _load_weights(net, Path(masks_path).parent / meta["weights"])  # type: ignore[arg-type]
         masks.apply(net)
 
-    from rich.progress import Progress
-
-    with Progress(transient=True, disable=as_json) as bar:
-        task = bar.add_task("training", total=config.epochs)
-
-        def progress(record: dict[str, float]) -> None:
-            bar.update(task, advance=1, description=f"epoch {int(record['epoch'])} acc {record['test_accuracy']:.4f}")
-
-        result = fit.fit(net, data, config, masks=masks, seed=seed, device=dev, progress=progress)
+    with progress(f"train {model_name}", config.epochs, unit="epochs", enabled=not as_json) as bar:
+        result = fit.fit(
+            net, data, config, masks=masks, seed=seed, device=dev, progress=lambda r: bar.advance(1, _epoch_text(r))
+        )
     summary = {
         "model": model_name,
         "dataset": dataset,
+        "seed": seed,
         "masks": masks_path,
         "model_options": model_options,
         "sparsity": masks.sparsity() if masks is not None else 0.0,
@@ -568,34 +766,91 @@ def train(
         "precision": config.precision,
         "steps": result.steps,
         "wall_time_s": result.wall_time,
+        "weights": None,
     }
+    if out is not None:
+        summary["weights"] = out
+        _save_weights(
+            net,
+            Path(out),
+            {
+                "format": "prunekit.weights/1",
+                "model": model_name,
+                "dataset": dataset,
+                "seed": seed,
+                "model_options": model_options,
+                "masks": masks_path or "",
+                "masks_hash": masks.content_hash() if masks is not None else "",
+                "epochs": config.epochs,
+                "final_accuracy": result.final_accuracy,
+                "prunekit_version": __version__,
+            },
+        )
     if as_json:
         _emit_json(summary)
     else:
+        saved = f"; weights written to {out}" if out is not None else ""
         click.echo(
-            f"{model_name} on {dataset} (sparsity {summary['sparsity']:.4f}): final test accuracy "
+            f"{model_name} on {dataset} (seed {seed}, sparsity {summary['sparsity']:.4f}): final test accuracy "
             f"{result.final_accuracy:.4f}, best {result.best_accuracy:.4f} "
-            f"({config.epochs} epochs, {result.wall_time:.1f} s)"
+            f"({config.epochs} epochs, {result.wall_time:.1f} s){saved}"
         )
 
 
-from prunekit.bench.command_bench import bench  # noqa: E402
-from prunekit.bench.command_report import report  # noqa: E402
+# --------------------------------------------------------------------------------- status
+@cli.command()
+@click.option("--db", type=click.Path(dir_okay=False), default="prunekit-results.db", show_default=True, help="The results store a bench writes (`prunekit bench --db`).")
+@click.option("--bench", "bench_id", default=None, help="Only this bench id (default: every bench with cells left, else the latest).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(db: str, bench_id: str | None, as_json: bool) -> None:
+    """What a running or interrupted bench has done, is doing and has left, with its ETA.
 
-cli.add_command(bench)
-cli.add_command(report)
+    Read from the store alone, read-only (its bytes never change), so it can watch a bench that
+    another process, or another machine sharing the file, is running.
+    """
+    from prunekit.bench.status import lines, read_status
+
+    found = read_status(db, bench_id)
+    if as_json:
+        _emit_json(found.as_dict())
+        return
+    click.echo("\n".join(lines(found)))
 
 
+# ----------------------------------------------------------------------------- completion
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: eval "$(prunekit completion bash)".
+
+    It completes commands and options, and the names of methods, checks, scorers, schedules,
+    trainers, datasets, suites and models.
+    """
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    if cls is None:  # pragma: no cover - click knows the three
+        raise PrunekitError(f"no completion for {shell}")
+    click.echo(cls(cli, {}, "prunekit", "_PRUNEKIT_COMPLETE").source())
+
+
+# --------------------------------------------------------------------------- plugin commands
 _COMMAND_OWNERS: dict[str, str] = {}  # command name -> the plugin that added it ("prunekit": built in)
 _COMMAND_PROBLEMS: dict[str, list[str]] = {}  # plugin name -> what went wrong adding its commands
+_COMMANDS_ADDED_FOR: list[object] = []  # the plugins whose commands are in the group (the last load)
 
 
 def _add_plugin_commands() -> None:
-    """Let plugins add commands. A plugin may not replace a command it does not own (a
-    built-in or another plugin's): the original stays, and the attempt is a plugin problem."""
-    for name in cli.commands:
-        _COMMAND_OWNERS.setdefault(name, "prunekit")
+    """Let plugins add commands, once per load of the plugins. A plugin may not replace a
+    command it does not own (a built-in, loaded or not, or another plugin's): the original
+    stays, and the attempt is a plugin problem."""
     loaded = get_plugins()
+    if _COMMANDS_ADDED_FOR and _COMMANDS_ADDED_FOR[0] is loaded:
+        _merge_command_problems(loaded.info)
+        return
+    _COMMANDS_ADDED_FOR[:] = [loaded]
+    for name in [*cli.commands, *LAZY_COMMANDS]:
+        _COMMAND_OWNERS.setdefault(name, "prunekit")
     for impl in loaded.manager.hook.register_commands.get_hookimpls():
         plugin = impl.plugin_name
         problems = _COMMAND_PROBLEMS.setdefault(plugin, [])
@@ -605,10 +860,12 @@ def _add_plugin_commands() -> None:
         except (Exception, SystemExit) as err:  # a broken plugin must not break the CLI
             text = f"it called sys.exit({err.code!r})" if isinstance(err, SystemExit) else f"{type(err).__name__}: {err}"
             _note(problems, f"hook register_commands raised {text}")
-        for name, command in cli.commands.items():
+        for name, command in list(cli.commands.items()):
             owner = _COMMAND_OWNERS.setdefault(name, plugin)
-            if name in before and command is not before[name] and owner != plugin:
+            if command is not before.get(name) and owner != plugin:
                 _note(problems, f"tried to replace the command {name!r} of {owner}; give its command another name")
+                if name not in before:  # a built-in not loaded yet: it loads when asked for
+                    del cli.commands[name]
         for name, command in before.items():
             if _COMMAND_OWNERS.get(name) != plugin:
                 cli.commands[name] = command  # the owner's command stays
@@ -640,7 +897,6 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("PRUNEKIT_DEBUG", "") not in ("", "0")
     try:
-        _add_plugin_commands()
         cli.main(args=args, prog_name="prunekit", standalone_mode=False)
     except click.exceptions.Abort:
         _fail("aborted", 130)

@@ -97,10 +97,16 @@ def test_user_errors_are_one_line(
 
 
 def test_mask_file_for_another_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A mask file applied to a model it was not made for names the mismatch in one line."""
+    """--model that disagrees with the model a mask file records is one line naming both; a mask
+    file that records no model but does not fit the model names the mismatch in one line."""
     masks_file = tmp_path / "m.safetensors"
     assert run(["prune", "--method", "random_uniform", "--model", "digits_mlp", "--sparsity", "0.5", "--out", str(masks_file)], capsys)[0] == 0
     code, _, err = run(["train", "--masks", str(masks_file), "--model", "digits_cnn", "--epochs", "1"], capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "--model digits_cnn disagrees" in err and "digits_mlp" in err
+    bare = tmp_path / "bare.safetensors"
+    Masks({"fc1.weight": torch.ones(3, 4, dtype=torch.bool)}).save(bare)
+    code, _, err = run(["train", "--masks", str(bare), "--model", "digits_cnn", "--epochs", "1"], capsys)
     assert code == 1
     assert err.count("\n") == 1 and "do not fit" in err
 
