@@ -276,8 +276,11 @@ def run_cell(
     device: torch.device | str = "cpu",
     cache: DenseCache | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
+    trained: Callable[[PreparedCell], None] | None = None,
 ) -> CellResult:
-    """Prune, perturb, train and evaluate one cell. Raises on any failure."""
+    """Prune, perturb, train and evaluate one cell. Raises on any failure. ``progress`` gets
+    each epoch's record; ``trained`` the prepared cell once trained (its masks, its model with
+    the final weights), e.g. to keep them as artifacts."""
     prepared = prepare_cell(spec, device=device, cache=cache)
     start = prepared.start_step
     result = prepared.trainer.fit(
@@ -285,4 +288,6 @@ def run_cell(
         device=torch.device(device), progress=progress,
         **({"start_step": start} if start else {}),  # trainers written before start_step keep working
     )  # fmt: skip
+    if trained is not None:
+        trained(prepared)
     return finish_cell(prepared, result)

@@ -346,7 +346,7 @@ class _FakeSink:
     def log_cell(self, row: ResultRow) -> None:
         self.logged.append(row)
 
-    def finish(self, rows: list[ResultRow], out_dir: Path) -> None:
+    def finish(self, rows: list[ResultRow], out_dir: Path, **settings: Any) -> None:
         self.finished = list(rows)
 
 

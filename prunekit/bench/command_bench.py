@@ -54,10 +54,29 @@ def _csv(value: str | None, cast: Callable[[str], T], what: str) -> list[T]:
 )
 @click.option("--max-seeds", type=click.IntRange(3, 1000), default=10, show_default=True, help="--until-decided: seeds a pair may reach.")
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, help="--until-decided: seconds after which no further round starts.")
-@click.option("--wandb", "use_wandb", is_flag=True, help="Also log every cell and the report to Weights & Biases.")
-@click.option("--wandb-project", default="prunekit", show_default=True)
-@click.option("--wandb-entity", default=None)
-@click.option("--wandb-mode", type=click.Choice(["online", "offline"]), default="online", show_default=True)
+@click.option(
+    "--wandb",
+    "use_wandb",
+    is_flag=True,
+    help="Also log to Weights & Biases: a run per cell (live with the local executor), the masks as artifacts, "
+    "a report run. WANDB_* variables and wandb's settings apply; the --wandb-* flags override them.",
+)
+@click.option("--wandb-project", default=None, help="W&B project (default: WANDB_PROJECT, else prunekit).")
+@click.option("--wandb-entity", default=None, help="W&B entity (default: WANDB_ENTITY, else your default entity).")
+@click.option(
+    "--wandb-mode",
+    type=click.Choice(["online", "offline", "disabled"]),
+    default=None,
+    help="W&B mode (default: WANDB_MODE, else wandb's own setting: `wandb offline`, else online).",
+)
+@click.option("--wandb-dir", type=click.Path(file_okay=False), default=None, help="Folder for wandb's files (default: WANDB_DIR, else ./wandb).")
+@click.option(
+    "--wandb-group",
+    default=None,
+    help="Group of the runs (default: WANDB_RUN_GROUP, else the suite's name): name a study so a resumed one stays one group.",
+)
+@click.option("--wandb-log-reused", is_flag=True, help="Also log the cells reused from the store (done by an earlier bench).")
+@click.option("--wandb-log-weights", is_flag=True, help="Also log each cell's trained weights as an artifact (local executor).")
 def bench(
     everything: bool,
     suite_name: str,
@@ -79,9 +98,13 @@ def bench(
     max_seeds: int,
     time_budget: float | None,
     use_wandb: bool,
-    wandb_project: str,
+    wandb_project: str | None,
     wandb_entity: str | None,
-    wandb_mode: str,
+    wandb_mode: str | None,
+    wandb_dir: str | None,
+    wandb_group: str | None,
+    wandb_log_reused: bool,
+    wandb_log_weights: bool,
 ) -> None:
     """Run a benchmark suite: prune, check, train, store, rank and report.
 
@@ -137,7 +160,10 @@ def bench(
     if use_wandb:
         from prunekit.bench.wandb_sink import WandbSink
 
-        sink = WandbSink(project=wandb_project, entity=wandb_entity, mode=wandb_mode, bench_id=bench_id, dir=out_dir)
+        sink = WandbSink(
+            project=wandb_project, entity=wandb_entity, mode=wandb_mode, bench_id=bench_id, dir=wandb_dir,
+            group=wandb_group, suite=suite.name, log_reused=wandb_log_reused, log_weights=wandb_log_weights,
+        )  # fmt: skip
     run_options: dict[str, Any] = dict(
         executor=executor, device=dev, progress=not as_json, wandb=sink, bench_id=bench_id, argv=sys.argv
     )
@@ -154,7 +180,7 @@ def bench(
     settings: dict[str, Any] = {"tolerance": suite.equivalence_margin, "design": design}
     files = write_reports(rows, out_dir, **settings)
     if sink is not None:
-        sink.finish(rows, out_dir)
+        sink.finish(rows, out_dir, **settings)
     if as_json:
         from prunekit.bench.report import build_report, report_payload
 

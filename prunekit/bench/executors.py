@@ -20,7 +20,7 @@ import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from prunekit.cell import CellResult, CellSpec
 from prunekit.dense import DenseCache
@@ -40,16 +40,39 @@ def error_text(err: BaseException) -> str:
     return text
 
 
+class CellEvents(Protocol):
+    """What a streaming executor (:attr:`Executor.streams`) reports while a cell runs, in the
+    driver's process: the cell starts, each epoch's record from the trainer, and the trained
+    masks and model (before the result is handed back). The W&B sink implements it."""
+
+    def started(self, spec: CellSpec) -> None: ...
+
+    def epoch(self, spec: CellSpec, record: dict[str, float]) -> None: ...
+
+    def trained(self, spec: CellSpec, masks: Any, model: Any) -> None: ...
+
+
+def _streaming(spec: CellSpec, events: CellEvents | None) -> dict[str, Any]:
+    """``run_cell``'s callbacks that report ``spec``'s epochs (and trained masks) to ``events``."""
+    if events is None:
+        return {}
+    return {
+        "progress": lambda record: events.epoch(spec, record),
+        "trained": lambda prepared: events.trained(spec, prepared.masks, prepared.model),
+    }
+
+
 def run_one(
-    spec: CellSpec, device: str, cache_dir: str | None, timeout: float | None = None
+    spec: CellSpec, device: str, cache_dir: str | None, timeout: float | None = None, events: CellEvents | None = None
 ) -> tuple[CellResult | None, str | None]:
     """Run one cell; a raising plugin gives the error text instead of stopping the grid.
-    ``timeout`` (seconds) stops a cell that runs longer, which then fails with that reason."""
+    ``timeout`` (seconds) stops a cell that runs longer, which then fails with that reason;
+    ``events`` hears each epoch (and the trained masks) as they come."""
     from prunekit.cell import run_cell
 
     try:
         with time_limit(timeout):
-            return run_cell(spec, device=device, cache=dense_cache(cache_dir)), None
+            return run_cell(spec, device=device, cache=dense_cache(cache_dir), **_streaming(spec, events)), None
     except Exception as err:  # noqa: BLE001 - any plugin error fails this cell only
         return None, error_text(err)
 
@@ -105,6 +128,9 @@ class Executor(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     in_order: ClassVar[bool] = False
+    # streams: run() takes ``events`` (a :class:`CellEvents`) and reports each cell's start and
+    # epochs as they happen, in the driver's process (live W&B runs); others report at the end
+    streams: ClassVar[bool] = False
 
     def __init__(self, jobs: int = 1, cell_timeout: float | None = None, **options: Any) -> None:
         if jobs < 1:
@@ -123,10 +149,15 @@ class LocalExecutor(Executor):
     name: ClassVar[str] = "local"
     description: ClassVar[str] = "in this process, one cell after another"
     in_order: ClassVar[bool] = True
+    streams: ClassVar[bool] = True
 
-    def run(self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None) -> Iterator[Outcome]:
+    def run(
+        self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None, events: CellEvents | None = None
+    ) -> Iterator[Outcome]:
         for spec in cells:
-            result, error = run_one(spec, device, str(cache_dir) if cache_dir else None, self.cell_timeout)
+            if events is not None:
+                events.started(spec)
+            result, error = run_one(spec, device, str(cache_dir) if cache_dir else None, self.cell_timeout, events)
             yield spec, result, error
 
 

@@ -229,7 +229,10 @@ def _run_claimed(
     todo = {spec: idents[spec].key for spec in specs}
     if runner.in_order and specs:
         show(0, f"running {_cell_text(specs[0])}")
-    for spec, result, error in runner.run(list(specs), device=device, cache_dir=cache_dir):
+    live: dict[str, Any] = {}  # a streaming executor tells the sink of each cell's start and epochs
+    if wandb is not None and getattr(runner, "streams", False) and hasattr(wandb, "events"):
+        live["events"] = wandb.events(lambda spec: _row(spec, suite, idents[spec], "running", bench_id, env))
+    for spec, result, error in runner.run(list(specs), device=device, cache_dir=cache_dir, **live):
         key = todo.pop(spec, None)
         if key is None:
             raise PrunekitError(
@@ -369,7 +372,12 @@ def run_bench(
     idents = {spec: cell_identity(spec, device) for spec in grid.cells}
     keyed = {spec: ident.key for spec, ident in idents.items()}
     cache_dir = db.resolve().parent / CACHE_DIR
-    env = {**environment(device, runner.name), "test_size": len(data.test), "train_size": len(data.train)}
+    env = {
+        **environment(device, runner.name),
+        "test_size": len(data.test),
+        "train_size": len(data.train),
+        "augmentation": attrs.asdict(data.augment),
+    }
     store = ResultStore(db)
     try:
         store.start_bench(
