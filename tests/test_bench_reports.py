@@ -1,14 +1,13 @@
-"""Benchmark reports (terminal, files, plots), published numbers, `prunekit report`, W&B."""
+"""Benchmark reports (terminal, files, figures), published numbers and `prunekit report`."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
+import re
+import shutil
 import struct
-import sys
-import time
-import types
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,63 @@ import pytest
 from rich.console import Console
 
 from prunekit import atomic as atomic_module
-from prunekit.bench import report as report_module
 from prunekit.bench.published import PUBLISHED, compare_published, lookup
 from prunekit.bench.records import ResultRow
-from prunekit.bench.report import print_terminal_report, write_reports
+from prunekit.bench.report import MANIFEST, print_terminal_report, renderers, write_reports
 from prunekit.errors import PrunekitError
 from tests.cli_runner import run_cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MODEL, DATASET, PROTOCOL = "cifar_vgg19_bn", "cifar10", "proto-A"
+MODEL, DATASET, PROTOCOL = "cifar_vgg19_bn", "cifar10", "proto-A-0123456789abcdef"
+SCORERS = {"snip": "snip", "lrr": "magnitude", "random_ticket": "random", "grasp": "grasp", "wild": "random"}
+TRAINING = {
+    "epochs": 160,
+    "batch_size": 64,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": False,
+    "weight_decay": 0.0005,
+    "lr_schedule": "multistep",
+    "milestones": [0.5, 0.75],
+    "gamma": 0.1,
+    "warmup_epochs": 0,
+}
+ENVIRONMENT = {
+    "prunekit": "0.1.0",
+    "torch": "2.x",
+    "timm": "1.0.0",
+    "python": "3.11.7",
+    "device": "cpu",
+    "device_name": "x86_64",
+    "test_size": 10000,
+    "train_size": 50000,
+    "augmentation": {"crop_padding": 4, "hflip": True},
+}
+FIGURES = ("accuracy_vs_sparsity", "check_effects", "layer_density")
+
+
+def identity(method: str, check: str) -> dict[str, Any]:
+    """An identity payload as the runner records it (origins name plugin and version)."""
+    scorer = SCORERS.get(method)
+    payload: dict[str, Any] = {
+        "prunekit": "0.1.0",
+        "model": {"name": MODEL, "options": {}, "origin": "prunekit 0.1.0 (prunekit_plugins.models.cifar_vgg)"},
+        "dataset": {"name": DATASET, "origin": "prunekit_plugins.datasets 0.1.0", "options": {"normalization": "grasp_code"}},
+        "method": {"origin": "prunekit_plugins.methods 0.1.0", "recipe": {"name": method, "scorer": scorer, "schedule": "global"}},
+        "trainer": {"name": "sgd", "origin": "prunekit_plugins.sgd 0.1.0"},
+        "protocol": TRAINING,
+    }
+    if scorer is not None:
+        payload["scorer"] = {"name": scorer, "options": {}, "origin": f"prunekit_plugins.{scorer}_plugin 0.{len(scorer)}.0"}
+        payload["schedule"] = {"name": "global", "options": {}, "origin": "prunekit_plugins.schedules 0.1.0"}
+    if check != "none":
+        payload["check"] = {"name": check, "options": {}, "origin": "prunekit_plugins.checks 0.1.0"}
+    return payload
 
 
 def cell(method: str, check: str, sparsity: float, seed: int, accuracy: float | None, **kw: Any) -> ResultRow:
-    """A done cell of the VGG19 / CIFAR-10 synthetic benchmark (accuracy as a fraction)."""
+    """A done cell of the VGG19 / CIFAR-10 synthetic benchmark (accuracy as a fraction); snip's
+    masks have an effective sparsity 1.5 points above the asked one, the others none recorded."""
     fields: dict[str, Any] = dict(
         key=f"{method}/{check}/{sparsity}/{seed}",
         suite="synthetic",
@@ -44,9 +87,13 @@ def cell(method: str, check: str, sparsity: float, seed: int, accuracy: float | 
         best_accuracy=None if accuracy is None else accuracy + 0.001,
         final_loss=0.3,
         achieved_sparsity=sparsity,
+        effective_sparsity=sparsity + 0.015 if method == "snip" else None,
+        layer_density={"features.0.weight": 0.9, "features.3.weight": 1 - sparsity, "classifier.weight": 0.5},
         history=[{"epoch": e, "test_accuracy": (accuracy or 0.0) * e / 3, "lr": 0.1} for e in (1, 2, 3)],
-        environment={"torch": "2.x", "device": "cpu"},
+        environment=dict(ENVIRONMENT),
         bench_id="bench-1",
+        spec={"trainer": "sgd", "protocol": TRAINING, "dataset_options": [["normalization", "grasp_code"]], "model_options": []},
+        identity=identity(method, check),
     )
     fields.update(kw)
     return ResultRow(**fields)
@@ -65,7 +112,7 @@ def synthetic_rows() -> list[ResultRow]:
             rows.append(cell("snip", "random_labels", sparsity, seed, 0.930 + off - drop + 0.0005))
             rows.append(cell("lrr", "none", sparsity, seed, 0.940 + off - drop))
             rows.append(cell("lrr", "half_dataset", sparsity, seed, 0.890 + off - drop))
-    rows += [cell("dense", "none", 0.0, seed, 0.942 + off) for seed, off in enumerate(offsets)]
+    rows += [cell("dense", "none", 0.0, seed, 0.942 + off, achieved_sparsity=0.0) for seed, off in enumerate(offsets)]
     rows.append(
         cell("synflow", "none", 0.9, 0, None, status="failed", error="RuntimeError: CUDA out of memory\n  at line 3")
     )
@@ -73,60 +120,253 @@ def synthetic_rows() -> list[ResultRow]:
     return rows
 
 
-# --------------------------------------------------------------------------------- files
-def test_write_reports_writes_every_file(tmp_path: Path) -> None:
-    """md, html, csv, json and both plots; CSV one row per cell; JSON verdicts as built."""
-    rows = synthetic_rows()
-    written = write_reports(rows, tmp_path / "out")
-    names = sorted(p.name for p in written)
-    assert names == sorted(
-        ["report.md", "report.html", "results.csv", "report.json", "accuracy_vs_sparsity.png", "check_effects.png"]
-    )
-    assert all(p.parent == tmp_path / "out" and p.is_file() for p in written)
-    assert not [p for p in (tmp_path / "out").iterdir() if p.name.endswith(".tmp")]
+def extreme_rows() -> list[ResultRow]:
+    """At 90 %: grasp's accuracy rises by 5.2 ± ~0.3 points under invert (raises accuracy);
+    wild's seeds scatter (99.9, 60, 99), so its 95 % interval and its reinit effect's 90 %
+    interval reach past 100 points; one diverged and one stale cell."""
+    rows = []
+    for seed, (clean, noise) in enumerate(((0.900, 0.0), (0.902, 0.003), (0.899, -0.002))):
+        rows.append(cell("grasp", "none", 0.9, seed, clean))
+        rows.append(cell("grasp", "invert", 0.9, seed, clean + 0.052 + noise))
+    for seed, (clean, perturbed) in enumerate(((0.999, 0.2), (0.6, 0.95), (0.99, 0.3))):
+        rows.append(cell("wild", "none", 0.9, seed, clean))
+        rows.append(cell("wild", "reinit", 0.9, seed, perturbed))
+    rows.append(cell("grasp", "none", 0.95, 0, None, status="diverged", error="DivergedError: loss is nan at epoch 3"))
+    rows.append(cell("lrr", "none", 0.98, 0, 0.5, status="stale", error="produced by other code (differs in: method)"))
+    return rows
 
-    with open(tmp_path / "out" / "results.csv", newline="") as f:
+
+def all_rows() -> list[ResultRow]:
+    return synthetic_rows() + extreme_rows()
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every format and every figure of all_rows(), written once for the module."""
+    out = tmp_path_factory.mktemp("full") / "report"
+    write_reports(all_rows(), out)
+    return out
+
+
+def _md_table(markdown: str, heading: str, *, header: bool = False) -> list[list[str]]:
+    """The rows of the first Markdown table after ``heading`` (a line of its own), with its
+    header row first when ``header``."""
+    lines = markdown.splitlines()
+    start = lines.index(heading)
+    table = []
+    for line in lines[start + 1 :]:
+        if line.startswith("|"):
+            table.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]])
+        elif table:
+            break
+    return table[:1] + table[2:] if header else table[2:]  # the rule row never
+
+
+# --------------------------------------------------------------------------------- files
+def test_write_reports_writes_every_file(full_report: Path) -> None:
+    """md, html, csv, json and each figure as PNG, SVG and PDF; CSV one row per cell in
+    fractions; JSON verdicts as built, values in fractions; figures ready for a paper (PNG at
+    200 dpi, SVG with text kept as text, PDF with embedded TrueType fonts, not Type 3, and no
+    creation date)."""
+    rows = all_rows()
+    figures = {f"{name}.{fmt}" for name in FIGURES for fmt in ("png", "svg", "pdf")}
+    names = {p.name for p in full_report.iterdir()}
+    assert names == {"report.md", "report.html", "results.csv", "report.json", MANIFEST} | figures
+    manifest = json.loads((full_report / MANIFEST).read_text())
+    assert manifest["complete"] and set(manifest["files"]) == names - {MANIFEST} and manifest["rows"] == len(rows)
+
+    with open(full_report / "results.csv", newline="") as f:
         table = list(csv.DictReader(f))
-    assert len(table) == len(rows)
-    assert {r["key"] for r in table} == {r.key for r in rows}
+    assert len(table) == len(rows) and {r["key"] for r in table} == {r.key for r in rows}
     failed = next(r for r in table if r["status"] == "failed")
     assert failed["method"] == "synflow" and failed["final_accuracy"] == ""
+    lrr = next(r for r in table if r["key"] == "lrr/none/0.9/0")
+    assert float(lrr["final_accuracy"]) == pytest.approx(0.94) and float(lrr["sparsity"]) == 0.9
 
-    payload = json.loads((tmp_path / "out" / "report.json").read_text())
+    payload = json.loads((full_report / "report.json").read_text())
+    assert "fractions in [0, 1]" in payload["units"]["values"]
     verdicts = {(v["method"], v["check"]): v["verdict"] for v in payload["verdicts"]}
-    assert verdicts == {("lrr", "half_dataset"): "passes", ("snip", "random_labels"): "fails"}
+    assert verdicts == {
+        ("lrr", "half_dataset"): "passes",
+        ("snip", "random_labels"): "fails",
+        ("grasp", "invert"): "raises accuracy",
+        ("wild", "reinit"): "inconclusive",
+    }
     assert len(payload["cells"]) == len(rows)
-    assert payload["failures"] == [
-        {"error": "RuntimeError: CUDA out of memory", "count": 1, "keys": ["synflow/none/0.9/0"]}
-    ]
     board = [r for r in payload["leaderboard"] if r["sparsity"] == 0.9]
-    assert [r["method"] for r in board] == ["lrr", "random_ticket", "snip", "dense"]
+    assert [r["method"] for r in board] == ["lrr", "random_ticket", "snip", "grasp", "wild", "dense"]
+    assert board[0]["mean"] == pytest.approx((0.94 + 0.941 + 0.9415) / 3)  # a fraction, not points
+    assert board[2]["vs_random_ticket"]["mean"] == pytest.approx(-0.007)
     assert board[-1]["reference"] is True
-    assert board[2]["vs_random_ticket"]["mean"] == pytest.approx(-0.7)
+    assert sorted(payload["figures"]) == sorted(figures)
 
-    for name in ("accuracy_vs_sparsity.png", "check_effects.png"):
-        data = (tmp_path / "out" / name).read_bytes()
-        assert data.startswith(PNG_SIGNATURE) and data[12:16] == b"IHDR"
-        width, height = struct.unpack(">II", data[16:24])
-        assert width > 100 and height > 100
+    for name in FIGURES:
+        png = (full_report / f"{name}.png").read_bytes()
+        assert png.startswith(PNG_SIGNATURE) and png[12:16] == b"IHDR"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width > 800 and height > 400
+        svg = ET.fromstring((full_report / f"{name}.svg").read_bytes())
+        assert svg.tag == "{http://www.w3.org/2000/svg}svg"
+        texts = " ".join(t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text"))
+        assert MODEL in texts  # text kept as text: editable, searchable
+        pdf = (full_report / f"{name}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF-") and b"/FontFile2" in pdf and b"/Type3" not in pdf  # TrueType, not Type 3
+        assert b"/CreationDate" not in pdf
+    svg_texts = (full_report / "check_effects.svg").read_text()
+    for mark in ("passes", "fails", "raises accuracy", "inconclusive", "not run / not applicable"):
+        assert mark in svg_texts  # the heat map's legend
+    assert "accuracy points" in svg_texts  # the colour bar's label
 
-    markdown = (tmp_path / "out" / "report.md").read_text()
-    assert "| 1 | lrr | 3 |" in markdown
-    assert "![accuracy_vs_sparsity](accuracy_vs_sparsity.png)" in markdown
-    assert "1 of 35 cells failed: 1 × RuntimeError: CUDA out of memory" in markdown
+    markdown = (full_report / "report.md").read_text()
+    assert "![Accuracy against sparsity](accuracy_vs_sparsity.png)" in markdown
+    assert "[SVG](check_effects.svg) and [PDF](check_effects.pdf)" in markdown
+    assert f"1 of {len(rows)} cells failed: 1 × RuntimeError: CUDA out of memory" in markdown
+    assert "results.csv and report.json hold both as fractions in [0, 1]" in markdown
 
-    page = (tmp_path / "out" / "report.html").read_text()
+    page = (full_report / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
-    assert '<img src="accuracy_vs_sparsity.png"' in page and '<img src="check_effects.png"' in page
+    for name in FIGURES:
+        assert f'<img src="{name}.svg"' in page and f'href="{name}.pdf"' in page
     assert "http://" not in page and "https://" not in page  # self-contained
-    assert '<td class="v-passes">passes (2/2)</td>' in page
+    assert '<td class="v-passes">passes at both sparsities</td>' in page
+
+
+def test_protocol_versions_and_sparsities_open_the_report(full_report: Path) -> None:
+    """The report opens with the protocol in full (model, data, sizes, epochs, optimiser,
+    schedule, augmentation, precision, seeds, margin), the fingerprint only as a footnote;
+    then the plugin versions; achieved and effective sparsity stand beside the asked one."""
+    markdown = (full_report / "report.md").read_text()
+    sections = [line for line in markdown.splitlines() if line.startswith("## ")]
+    assert sections[:4] == ["## Protocol", "## Software versions", "## How to read this report", "## Leaderboard"]
+    protocol = dict(_md_table(markdown, "## Protocol"))  # type: ignore[arg-type]
+    assert protocol["models"] == MODEL
+    assert protocol["data"] == "cifar10 (normalization=grasp_code)"
+    assert protocol["images"] == "cifar10: 50000 training, 10000 test images"
+    assert protocol["epochs"] == "160" and protocol["batch size"] == "64" and protocol["learning rate"] == "0.1"
+    assert protocol["optimiser"] == "SGD, momentum 0.9, weight decay 0.0005"
+    assert protocol["learning-rate schedule"] == "step decay ×0.1 at 50%, 75% of the epochs"
+    assert protocol["training augmentation"] == "random crop after 4-pixel zero padding + random horizontal flip"
+    assert protocol["precision"] == "fp32"
+    assert protocol["seeds"] == "0, 1, 2 (3 per cell)"
+    assert protocol["sparsities asked"] == "90%, 95%"
+    assert "±1 accuracy points" in protocol["verdicts"]
+    assert protocol["protocol fingerprint"] == "proto-A-0123¹"
+    assert f"¹ protocol fingerprint (hash of the training and scoring protocol): {PROTOCOL}" in markdown
+    titles = [line for line in markdown.splitlines() if line.startswith("#")]
+    assert not [t for t in titles if "proto-A" in t]  # never in a title
+
+    software = {r[0]: r[1:] for r in _md_table(markdown, "## Software versions")}
+    assert software["prunekit"] == ["0.1.0", "core"] and software["torch"] == ["2.x", "runtime"]
+    assert software["prunekit_plugins.snip_plugin"] == ["0.4.0", "scorer snip"]
+    assert software["prunekit_plugins.models.cifar_vgg"] == ["0.1.0", f"model {MODEL}"]
+    assert software["prunekit_plugins.methods"][1].startswith("method ")
+
+    board = {r[1]: r for r in _md_table(markdown, f"### {MODEL} on {DATASET}: sparsity 90% asked")}
+    assert board["snip"][6:] == ["90.00", "91.50"]  # achieved, effective
+    assert board["lrr"][6:] == ["90.00", "–"]  # effective sparsity not computed
+    assert board["dense"][0] == "ref" and board["dense"][6] == "0.00"
+
+    page = (full_report / "report.html").read_text()
+    assert page.index('<h2 id="protocol">') < page.index('<h2 id="software-versions">') < page.index('<h2 id="leaderboard">')
+    assert "<td>learning rate</td><td>0.1</td>" in page
+    settings = json.loads((full_report / "report.json").read_text())["protocol"][0]["settings"]
+    assert settings["epochs"] == "160" and settings["batch size"] == "64"
+
+
+def test_every_label_is_explained(full_report: Path) -> None:
+    """Every verdict and mark the report shows is in its "How to read" table; verdicts over
+    sparsities read in words ("at both sparsities"), never as a bare count like "(2/2)"."""
+    markdown = (full_report / "report.md").read_text()
+    labels = {row[0] for row in _md_table(markdown, "## How to read this report")}
+    verdict_table = _md_table(markdown, f"### {MODEL} on {DATASET}: sanity-check verdicts (sparsities 90%, 95%)")
+    shown = {cell for row in verdict_table for cell in row[1:]}
+    assert shown == {"passes at both sparsities", "fails at both sparsities", "raises accuracy", "inconclusive", "–"}
+    for cell_text in shown:
+        base = cell_text.removesuffix(" at both sparsities")
+        assert base in labels, cell_text
+    assert "… at both sparsities / at all N sparsities" in labels
+    effects = _md_table(markdown, f"### {MODEL} on {DATASET}: check effects")
+    assert {row[9] for row in effects} <= labels
+    for mark in ("(clipped)", "(no seed variance)", "(too few seeds)", "(unpaired)", "ref", "–", "P, F, R, ?, <3"):
+        assert mark in labels
+    assert "(clipped)" in markdown and "(no seed variance)" in markdown  # used, hence explained
+    for name in ("report.md", "report.html"):
+        assert not re.search(r"\(\d+/\d+\)", (full_report / name).read_text())
+
+
+def _intervals(text: str) -> list[tuple[float, float]]:
+    return [(float(a), float(b)) for a, b in re.findall(r"\[([-+]?\d+\.\d+), ([-+]?\d+\.\d+)\]", text)]
+
+
+def test_no_interval_leaves_0_100(full_report: Path) -> None:
+    """wild's seeds (99.9, 60, 99) give a 95 % interval past 100 and a reinit effect whose 90 %
+    interval reaches past 100: both are cut where the quantity can lie and marked; in the JSON
+    every accuracy interval lies in [0, 1] and every effect inside [clean − 1, clean]."""
+    markdown = (full_report / "report.md").read_text()
+    board = {r[1]: r for r in _md_table(markdown, f"### {MODEL} on {DATASET}: sparsity 90% asked")}
+    wild = board["wild"][3]
+    assert wild.endswith("(clipped)")
+    ((low, high),) = _intervals(wild)
+    assert high == 100.0 and 0.0 <= low < 86.3
+    for row in board.values():
+        for lo, hi in _intervals(row[3]):
+            assert 0.0 <= lo <= hi <= 100.0
+        for lo, hi in _intervals(row[5]):
+            assert -100.0 <= lo <= hi <= 100.0
+    effects = {(r[0], r[1], r[2]): r for r in _md_table(markdown, f"### {MODEL} on {DATASET}: check effects")}
+    wild_effect = effects[("wild", "reinit", "90%")]
+    clean = float(wild_effect[6])  # 86.30
+    ((low, high),) = _intervals(wild_effect[8])
+    assert wild_effect[8].endswith("(clipped)") and high == pytest.approx(clean, abs=0.01) and low >= clean - 100
+    for row in effects.values():
+        for lo, hi in _intervals(row[8]):
+            assert -100.0 <= lo <= hi <= 100.0
+
+    payload = json.loads((full_report / "report.json").read_text())
+    for r in payload["leaderboard"]:
+        if r["ci_low"] is not None:
+            assert 0.0 <= r["ci_low"] <= r["ci_high"] <= 1.0
+        delta = r["vs_random_ticket"]
+        if delta and delta["ci_low"] is not None:
+            assert -1.0 <= delta["ci_low"] <= delta["ci_high"] <= 1.0
+    assert next(r for r in payload["leaderboard"] if r["method"] == "wild" and r["sparsity"] == 0.9)["ci_clipped"]
+    for e in payload["effects"]:
+        if e["ci_low"] is not None:
+            assert e["clean_mean"] - 1.0 - 1e-12 <= e["ci_low"] <= e["ci_high"] <= e["clean_mean"] + 1e-12
+    assert next(e for e in payload["effects"] if e["method"] == "wild")["ci_clipped"]
+
+
+def test_significant_gain_is_labelled_raises_accuracy(full_report: Path) -> None:
+    """grasp gains 5.2 points under invert at every seed: "raises accuracy" (not inconclusive)
+    in the verdict table, coloured as such, with an effect interval below 0."""
+    markdown = (full_report / "report.md").read_text()
+    header, *rows = _md_table(markdown, f"### {MODEL} on {DATASET}: sanity-check verdicts (sparsities 90%, 95%)", header=True)
+    verdicts = {r[0]: dict(zip(header, r)) for r in rows}
+    assert verdicts["grasp"]["invert"] == "raises accuracy"
+    effect = next(r for r in _md_table(markdown, f"### {MODEL} on {DATASET}: check effects") if r[:2] == ["grasp", "invert"])
+    assert effect[9] == "raises accuracy"
+    ((low, high),) = _intervals(effect[8])
+    assert high < 0.0 and float(effect[8].split()[0]) == pytest.approx(-5.23, abs=0.01)
+    assert '<td class="v-raises-accuracy">raises accuracy</td>' in (full_report / "report.html").read_text()
+
+
+def test_diverged_cells_are_counted_per_method_and_never_ranked(full_report: Path) -> None:
+    """grasp's diverged cell at 95 % is counted in its own table and enters no leaderboard."""
+    markdown = (full_report / "report.md").read_text()
+    (row,) = _md_table(markdown, "## Diverged cells")
+    assert row[:4] == ["grasp", "1", "7", "95%"]
+    board = {r[1] for r in _md_table(markdown, f"### {MODEL} on {DATASET}: sparsity 95% asked")}
+    assert "grasp" not in board
+    stale = _md_table(markdown, "## Stale rows (not used)")
+    assert stale[0][0] == "1" and "differs in: method" in stale[0][1]
 
 
 def test_formats_and_plots_can_be_chosen(tmp_path: Path) -> None:
-    """Only the asked formats are written; plots=False writes no PNG; a bad format is refused."""
+    """Only the asked formats are written (beside the manifest); plots=False writes no
+    figure; a bad format is refused."""
     written = write_reports(synthetic_rows(), tmp_path, formats=("csv",), plots=False)
     assert [p.name for p in written] == ["results.csv"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "results.csv"]
     with pytest.raises(PrunekitError, match="unknown report format"):
         write_reports(synthetic_rows(), tmp_path, formats=("pdf",))
 
@@ -134,12 +374,12 @@ def test_formats_and_plots_can_be_chosen(tmp_path: Path) -> None:
 def test_nothing_half_written_when_rendering_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A renderer that raises leaves no file at all: everything is rendered before writing."""
 
-    def broken(data: Any) -> str:
+    def broken(*args: Any) -> str:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(report_module, "render_json", broken)
+    monkeypatch.setattr(renderers, "render_json", broken)
     with pytest.raises(RuntimeError, match="boom"):
-        write_reports(synthetic_rows(), tmp_path / "out")
+        write_reports(synthetic_rows(), tmp_path / "out", plots=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -158,18 +398,21 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytes
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
 
 
-def test_terminal_report(tmp_path: Path) -> None:
-    """Leaderboard with Δ vs random ticket, coloured verdict matrix, and the failure line."""
-    console = Console(record=True, width=220, color_system="truecolor")
+def test_terminal_report() -> None:
+    """The protocol, leaderboard with Δ vs random ticket, the verdict matrix in words and
+    colour, the verdict labels, and the failure line."""
+    console = Console(record=True, width=240, color_system="truecolor")
     print_terminal_report(synthetic_rows(), console)
     text = console.export_text(clear=False)
-    assert "cifar_vgg19_bn on cifar10 (protocol proto-A): sparsity 90%" in text
+    assert "Protocol" in text and "learning rate" in text and "step decay ×0.1" in text
+    assert "cifar_vgg19_bn on cifar10: sparsity 90% asked" in text
     assert "-0.70 (no seed variance)" in text  # snip vs random ticket, paired: equal per seed
-    assert "passes (2/2)" in text and "fails (2/2)" in text
+    assert "passes at both sparsities" in text and "fails at both sparsities" in text
+    assert "Verdict labels" in text and "two one-sided t tests" in text
     assert "1 of 35 cells failed: 1 × RuntimeError: CUDA out of memory; 1 not applicable" in text
     assert "93.88" in text and "93.77" in text  # measured (best epoch, as published) beside published
     styled = console.export_html(inline_styles=True)
-    assert "passes (2/2)" in styled and "#008000" in styled  # green
+    assert "passes at both sparsities" in styled and "#008000" in styled  # green
 
 
 # --------------------------------------------------------------------------- published
@@ -209,47 +452,31 @@ def test_published_comparison_for_matching_rows() -> None:
 
 
 # ------------------------------------------------------------------------- the command
-class FakeStore:
-    """Stands in for the driver's ResultStore(path).rows(suite=None, status=None)."""
+def _store(path: Path, rows: list[ResultRow]) -> Path:
+    from prunekit.bench.store import ResultStore
 
-    rows_by_path: dict[str, list[ResultRow]] = {}
-
-    def __init__(self, path: Any, *, create: bool = True) -> None:
-        self.path = str(path)
-
-    def __enter__(self) -> FakeStore:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        pass
-
-    def rows(self, suite: str | None = None, status: str | None = None) -> list[ResultRow]:
-        rows = self.rows_by_path.get(self.path, [])
-        return [r for r in rows if (suite is None or r.suite == suite) and (status is None or r.status == status)]
+    with ResultStore(path) as store:
+        store.record(*rows)
+    return path
 
 
 @pytest.fixture
-def fake_store(monkeypatch: pytest.MonkeyPatch) -> type[FakeStore]:
-    module = types.ModuleType("prunekit.bench.store")
-    module.ResultStore = FakeStore  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "prunekit.bench.store", module)
-    monkeypatch.setattr(FakeStore, "rows_by_path", {})
-    return FakeStore
+def current(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The synthetic rows count as results of today's code (their keys are not real keys, so
+    the stale check, tested with real cells elsewhere, would mark every one stale)."""
+    from prunekit.bench import runner
+
+    monkeypatch.setattr(runner, "mark_stale", lambda rows: list(rows))
 
 
-
-
-def test_report_command_regenerates_files(
-    tmp_path: Path, fake_store: type[FakeStore], capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`prunekit report --db ... --format md --format json --json` writes those two plus the
-    plots into --out and prints the verdicts as JSON."""
-    db = tmp_path / "results.sqlite"
-    db.write_bytes(b"")
-    fake_store.rows_by_path[str(db)] = synthetic_rows()
+def test_report_command_regenerates_files(tmp_path: Path, current: None, capsys: pytest.CaptureFixture[str]) -> None:
+    """`prunekit report --db ... --format md --format json --no-plots --json` writes those two
+    into --out and prints the verdicts as JSON."""
+    db = _store(tmp_path / "results.db", synthetic_rows())
     out_dir = tmp_path / "rep"
     code, out, err = run_cli(
-        ["report", "--db", str(db), "--out", str(out_dir), "--format", "md", "--format", "json", "--json"], capsys
+        ["report", "--db", str(db), "--out", str(out_dir), "--format", "md", "--format", "json", "--no-plots", "--json"],
+        capsys,
     )
     assert code == 0, err
     payload = json.loads(out)
@@ -258,276 +485,60 @@ def test_report_command_regenerates_files(
         ("snip", "random_labels", "fails"),
     }
     assert "cells" not in payload
-    assert sorted(Path(p).name for p in payload["files"]) == sorted(
-        ["report.md", "report.json", "accuracy_vs_sparsity.png", "check_effects.png"]
-    )
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(Path(p).name for p in payload["files"])
+    assert sorted(Path(p).name for p in payload["files"]) == ["report.json", "report.md"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [MANIFEST, "report.json", "report.md"]
+
+
+def test_regenerating_a_report_leaves_no_stale_file(
+    full_report: Path, tmp_path: Path, current: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder holding a full report of other rows (every format, every figure) and two files
+    of the user's: `prunekit report --format md --format html --no-plots` leaves the new
+    Markdown and HTML only, beside the user's files; a later `--format json` replaces those."""
+    out_dir = tmp_path / "rep"
+    shutil.copytree(full_report, out_dir)
+    (out_dir / "notes.txt").write_text("mine")
+    (out_dir / "draft.png").write_bytes(PNG_SIGNATURE)
+    db = _store(tmp_path / "results.db", [r for r in synthetic_rows() if r.method in ("lrr", "dense")])
+    argv = ["report", "--db", str(db), "--out", str(out_dir), "--no-plots"]
+    code, _, err = run_cli([*argv, "--format", "md", "--format", "html"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == [MANIFEST, "draft.png", "notes.txt", "report.html", "report.md"]
+    markdown = (out_dir / "report.md").read_text()
+    assert "lrr" in markdown and "snip" not in markdown and "15 cells: 15 done" in markdown
+    assert (out_dir / "notes.txt").read_text() == "mine"
+    code, _, err = run_cli([*argv, "--format", "json"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in out_dir.iterdir()) == [MANIFEST, "draft.png", "notes.txt", "report.json"]
+
+    (out_dir / MANIFEST).write_text("not a manifest")
+    code, _, err = run_cli([*argv, "--format", "md"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "is not a prunekit report manifest" in err
+    assert (out_dir / "report.json").is_file()
 
 
 def test_report_command_default_out_and_terminal(
-    tmp_path: Path, fake_store: type[FakeStore], capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, current: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Without --out the files go to prunekit-report/ beside the store (where `prunekit bench`
     writes them); the terminal gets the tables."""
-    db = tmp_path / "results.sqlite"
-    db.write_bytes(b"")
-    fake_store.rows_by_path[str(db)] = synthetic_rows()
+    db = _store(tmp_path / "results.db", synthetic_rows())
     code, out, err = run_cli(["report", "--db", str(db), "--no-plots", "--tolerance", "0.5"], capsys)
     assert code == 0, err
     assert "sanity-check verdicts" in out and "wrote 4 files to" in out
     assert (tmp_path / "prunekit-report" / "results.csv").is_file()
     assert not (tmp_path / "prunekit-report" / "check_effects.png").exists()
-    assert json.loads((tmp_path / "prunekit-report" / "report.json").read_text())["settings"]["tolerance_points"] == 0.5
+    settings = json.loads((tmp_path / "prunekit-report" / "report.json").read_text())["settings"]
+    assert settings["tolerance_points"] == 0.5 and settings["margin"] == 0.005
 
 
-def test_report_command_errors_are_one_line(
-    tmp_path: Path, fake_store: type[FakeStore], capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A missing store, an empty store, an empty suite and a bad confidence: one line each."""
+def test_report_command_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing store, an empty suite and a bad confidence: one line each, nothing written."""
     code, out, err = run_cli(["report", "--db", str(tmp_path / "missing.sqlite")], capsys)
     assert code == 1 and err.count("\n") == 1 and "no results store at" in err
-    db = tmp_path / "results.sqlite"
-    db.write_bytes(b"")
-    code, _, err = run_cli(["report", "--db", str(db)], capsys)
-    assert code == 1 and err.count("\n") == 1 and "holds no results" in err
-    fake_store.rows_by_path[str(db)] = synthetic_rows()
+    db = _store(tmp_path / "results.db", synthetic_rows())
     code, _, err = run_cli(["report", "--db", str(db), "--suite", "other"], capsys)
-    assert code == 1 and "holds no results for suite 'other'" in err
+    assert code == 1 and err.count("\n") == 1 and "holds no results for suite 'other'" in err
     code, _, err = run_cli(["report", "--db", str(db), "--confidence", "95"], capsys)
     assert code == 1 and "--confidence" in err
     assert not (tmp_path / "prunekit-report").exists()
-
-
-def test_report_command_reads_the_real_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """Rows recorded in the driver's SQLite store come back through `prunekit report` intact:
-    the CSV has one row per cell and the JSON the known verdicts."""
-    from prunekit.bench.store import ResultStore
-
-    db = tmp_path / "results.db"
-    rows = synthetic_rows()
-    with ResultStore(db) as store:
-        for r in rows:
-            store.record(r)
-    code, out, err = run_cli(["report", "--db", str(db), "--format", "csv", "--json"], capsys)
-    assert code == 0, err
-    assert {(v["method"], v["check"], v["verdict"]) for v in json.loads(out)["verdicts"]} == {
-        ("lrr", "half_dataset", "passes"),
-        ("snip", "random_labels", "fails"),
-    }
-    with open(tmp_path / "prunekit-report" / "results.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == len(rows)
-
-
-# ------------------------------------------------------------------------ W&B, faked
-class FakeRun:
-    def __init__(self, owner: FakeWandb, kwargs: dict[str, Any]) -> None:
-        self.kwargs = kwargs
-        self.history: list[tuple[dict[str, Any], int | None]] = []
-        self.summary: dict[str, Any] = {}
-        self.finished = False
-        owner.runs.append(self)
-
-    def log(self, data: dict[str, Any], step: int | None = None) -> None:
-        self.history.append((dict(data), step))
-
-    def __enter__(self) -> FakeRun:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.finished = True
-
-
-class FakeTable:
-    def __init__(self, columns: list[str], data: list[list[Any]]) -> None:
-        self.columns, self.data = columns, data
-
-
-class FakeImage:
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-
-class FakeWandb(types.ModuleType):
-    """Records what the sink does; no network, no files."""
-
-    def __init__(self) -> None:
-        super().__init__("wandb")
-        self.__version__ = "0.31.0"
-        self.runs: list[FakeRun] = []
-        self.Table = FakeTable
-        self.Image = FakeImage
-
-    def init(self, **kwargs: Any) -> FakeRun:
-        return FakeRun(self, kwargs)
-
-
-@pytest.fixture
-def fake_wandb(monkeypatch: pytest.MonkeyPatch) -> FakeWandb:
-    module = FakeWandb()
-    monkeypatch.setitem(sys.modules, "wandb", module)
-    return module
-
-
-def test_wandb_one_run_per_cell_and_a_report_run(tmp_path: Path, fake_wandb: FakeWandb) -> None:
-    """Each done or failed cell is one run (group = bench id, job_type = check, config = spec
-    + protocol + environment, per-epoch history, final metrics in the summary); finish adds
-    one report run with the leaderboard and verdicts as Tables and the plots as Images."""
-    from prunekit.bench.wandb_sink import WandbSink
-
-    rows = synthetic_rows()
-    sink = WandbSink(project="proj", entity="team", mode="offline", bench_id="bench-1", dir=tmp_path / "wandb")
-    logged = [sink.log_cell(r) for r in rows]
-    assert logged.count(True) == len(rows) - 1  # the not-applicable cell is no run
-    assert len(fake_wandb.runs) == len(rows) - 1
-    first = fake_wandb.runs[0]
-    assert first.finished
-    kw = first.kwargs
-    assert (kw["project"], kw["entity"], kw["mode"], kw["group"]) == ("proj", "team", "offline", "bench-1")
-    assert kw["job_type"] == "none" and kw["dir"] == str(tmp_path / "wandb")
-    assert kw["name"] == "cifar_vgg19_bn-cifar10-random_ticket-none-s0.9-seed0"
-    assert kw["config"]["protocol"] == PROTOCOL and kw["config"]["key"] == rows[0].key
-    assert kw["config"]["environment"] == {"torch": "2.x", "device": "cpu"}
-    assert kw["config"]["sparsity"] == 0.9 and kw["config"]["seed"] == 0
-    assert [step for _, step in first.history] == [1, 2, 3]
-    assert first.history[-1][0]["test_accuracy"] == pytest.approx(0.937)
-    assert first.summary["final_accuracy"] == pytest.approx(0.937) and first.summary["status"] == "done"
-    assert {r.kwargs["job_type"] for r in fake_wandb.runs} == {"none", "random_labels", "half_dataset"}
-    failed = next(r for r in fake_wandb.runs if r.summary["status"] == "failed")
-    assert "CUDA out of memory" in failed.summary["error"] and "final_accuracy" not in failed.summary
-
-    sink.finish(rows, tmp_path / "report")
-    report_run = fake_wandb.runs[-1]
-    assert report_run.kwargs["job_type"] == "report" and report_run.kwargs["group"] == "bench-1"
-    ((payload, _),) = report_run.history
-    assert isinstance(payload["leaderboard"], FakeTable) and isinstance(payload["verdicts"], FakeTable)
-    verdicts = {(row[3], row[4]): row[5] for row in payload["verdicts"].data}
-    assert verdicts == {("lrr", "half_dataset"): "passes", ("snip", "random_labels"): "fails"}
-    assert "method" in payload["leaderboard"].columns and len(payload["leaderboard"].data) > 0
-    images = {k: v for k, v in payload.items() if isinstance(v, FakeImage)}
-    assert set(images) == {"plots/accuracy_vs_sparsity", "plots/check_effects"}
-    assert all(Path(v.path).read_bytes().startswith(PNG_SIGNATURE) for v in images.values())
-    assert report_run.summary["cells_failed"] == 1
-
-
-def test_wandb_missing_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without wandb installed the sink says how to install it."""
-    from prunekit.bench.wandb_sink import WandbSink
-
-    monkeypatch.setitem(sys.modules, "wandb", None)  # makes `import wandb` raise ImportError
-    with pytest.raises(PrunekitError, match=r"pip install 'prunekit\[wandb\]'"):
-        WandbSink(project="p", mode="offline", bench_id="b")
-
-
-def test_wandb_online_needs_a_login(
-    tmp_path: Path, fake_wandb: FakeWandb, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Online mode without WANDB_API_KEY or a netrc entry fails at construction and suggests
-    `wandb login` or offline mode; an API key or a netrc entry for the W&B host is enough."""
-    from prunekit.bench.wandb_sink import WandbSink
-
-    for var in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_BASE_URL"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
-    with pytest.raises(PrunekitError) as err:
-        WandbSink(project="p", mode="online", bench_id="b")
-    assert "wandb login" in str(err.value) and "--wandb-mode offline" in str(err.value)
-    assert fake_wandb.runs == []
-
-    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "x" * 40 + "\n")
-    os.chmod(tmp_path / "netrc", 0o600)
-    WandbSink(project="p", mode="online", bench_id="b")
-    (tmp_path / "netrc").unlink()
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    WandbSink(project="p", mode="online", bench_id="b")
-    with pytest.raises(PrunekitError, match="unknown W&B mode"):
-        WandbSink(project="p", mode="cloud", bench_id="b")
-
-
-# ------------------------------------------------------------------------ W&B, for real
-def _wandb_records(path: Path) -> list[Any]:
-    """Decode an offline run's transaction log (``run-<id>.wandb``): a 7-byte header
-    (":W&B", 0xBEE1, version), then LevelDB-log blocks of 32 KiB holding protobuf Records."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    ident, magic, _version = struct.unpack("<4sHB", data[:7])
-    assert (ident, magic) == (b":W&B", 0xBEE1)
-    records, pos, pending = [], 7, b""
-    while pos + 7 <= len(data):
-        left = 32768 - pos % 32768
-        if left < 7:  # block trailer padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if pos + 7 + length > len(data):  # still being written
-            break
-        chunk = data[pos + 7 : pos + 7 + length]
-        pos += 7 + length
-        if kind in (1, 2):  # full, first
-            pending = chunk
-        elif kind in (3, 4):  # middle, last
-            pending += chunk
-        if kind in (1, 4):
-            record = pb.Record()
-            record.ParseFromString(pending)
-            records.append(record)
-    return records
-
-
-def _read_offline_run(run_dir: Path) -> dict[str, Any]:
-    """Group, job type, name, config, history and summary of one offline run. wandb-core
-    writes the log asynchronously and may still be flushing it after ``finish`` returns, so
-    wait (up to 20 s) until the closing "exit" record is there."""
-    (log,) = run_dir.glob("run-*.wandb")
-    deadline = time.monotonic() + 20.0
-    while True:
-        records = _wandb_records(log) if log.stat().st_size >= 7 else []
-        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    out: dict[str, Any] = {"history": [], "summary": {}}
-    for record in records:
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            out["group"], out["job_type"] = record.run.run_group, record.run.job_type
-            out["name"], out["project"] = record.run.display_name, record.run.project
-            out["config"] = {i.key: json.loads(i.value_json) for i in record.run.config.update}
-        elif kind == "history":
-            out["history"].append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
-        elif kind == "summary":
-            out["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update})
-    return out
-
-
-def test_wandb_offline_for_real(tmp_path: Path) -> None:
-    """With the real wandb in offline mode (files under tmp_path, no server), the runs'
-    transaction logs hold the group, job type, config, per-epoch history and summary, and the
-    report run holds the Tables and Images."""
-    pytest.importorskip("wandb")
-    from prunekit.bench.wandb_sink import WandbSink
-
-    rows = [r for r in synthetic_rows() if r.sparsity == 0.9 and r.seed == 0 and r.status == "done"]
-    rows = [r for r in rows if r.method == "lrr"]  # lrr clean + lrr half_dataset
-    sink = WandbSink(project="prunekit-test", mode="offline", bench_id="bench-x", dir=tmp_path)
-    for r in rows:
-        assert sink.log_cell(r)
-    sink.finish(rows, tmp_path / "report")
-    run_dirs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(run_dirs) == 3
-    runs = [_read_offline_run(d) for d in run_dirs]
-    cells = {r["job_type"]: r for r in runs}
-    assert set(cells) == {"none", "half_dataset", "report"}
-    assert all(r["group"] == "bench-x" and r["project"] == "prunekit-test" for r in runs)
-    clean = cells["none"]
-    assert clean["name"] == "cifar_vgg19_bn-cifar10-lrr-none-s0.9-seed0"
-    assert clean["config"]["protocol"] == PROTOCOL and clean["config"]["method"] == "lrr"
-    assert clean["config"]["environment"] == {"torch": "2.x", "device": "cpu"}
-    assert [h["_step"] for h in clean["history"]] == [1, 2, 3]
-    assert clean["history"][-1]["test_accuracy"] == pytest.approx(0.94)
-    assert clean["summary"]["final_accuracy"] == pytest.approx(0.94)
-    assert cells["half_dataset"]["summary"]["final_accuracy"] == pytest.approx(0.89)
-    (logged,) = cells["report"]["history"]  # nested values come flattened: "leaderboard/_type"
-    assert logged["leaderboard/_type"] == "table-file" and logged["leaderboard/nrows"] == 2
-    assert logged["verdicts/_type"] == "table-file" and logged["verdicts/nrows"] == 1
-    assert logged["plots/accuracy_vs_sparsity/_type"] == "image-file"
-    assert logged["plots/check_effects/_type"] == "image-file"

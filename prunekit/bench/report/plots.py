@@ -79,6 +79,15 @@ def _grid(count: int, ncols: int, width: float, height: float) -> tuple[Any, lis
     return fig, axes[:count]
 
 
+def method_colours(data: ReportData) -> dict[str, Any]:
+    """One colour per method, the same in every figure (tab10, methods in name order)."""
+    import matplotlib as mpl
+
+    palette = mpl.colormaps["tab10"].colors
+    methods = sorted({r.method for r in data.rows} - {DENSE_METHOD, REFERENCE_METHOD})
+    return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+
+
 # ---------------------------------------------------------------- accuracy vs sparsity
 def _seed_ranges(data: ReportData) -> dict[tuple[str, str, str, str, float], tuple[float, float]]:
     """(protocol, model, dataset, method, sparsity) -> (min, max) final accuracy over the
@@ -113,13 +122,12 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
 
     with mpl.rc_context(RC):
         fig, axes = _grid(len(groups), 2, 5.6, 3.6)
-        palette = mpl.colormaps["tab10"].colors
+        colour = method_colours(data)
         for ax, (key, ranks) in zip(axes, groups.items(), strict=True):
             by_method: dict[str, list[Rank]] = defaultdict(list)
             for r in ranks:
                 by_method[r.method].append(r)
             sparsities = sorted({r.sparsity for r in ranks if not r.reference and r.sparsity is not None})
-            colours = iter(palette)
             for method in sorted(by_method, key=lambda m: (m in (DENSE_METHOD, REFERENCE_METHOD), m)):
                 points = sorted(by_method[method], key=lambda r: r.sparsity or 0.0)
                 if method == DENSE_METHOD:
@@ -136,7 +144,7 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
                 if method == REFERENCE_METHOD:
                     style: dict[str, Any] = dict(color="#444444", linestyle=":", marker="s", label="random ticket (reference)")
                 else:
-                    style = dict(color=next(colours, "C0"), linestyle="-", marker="o", label=method)
+                    style = dict(color=colour.get(method, "C0"), linestyle="-", marker="o", label=method)
                 ax.errorbar(
                     xs, ys, yerr=[[y - lo for y, lo in zip(ys, lows)], [hi - y for y, hi in zip(ys, highs)]],
                     capsize=3, linewidth=1.4, markersize=4, **style,
@@ -200,7 +208,8 @@ def plot_check_effects(data: ReportData) -> Figure | None:
                 i, j = rows.index((e.method, e.sparsity)), cols.index(e.check)
                 if e.mean is not None:
                     grid[i, j] = e.mean
-                labels[(i, j)] = ("" if e.mean is None else f"{e.mean:+.1f} ") + VERDICT_MARKS.get(e.verdict, "")
+                shown = "" if e.mean is None else ("0.0 " if abs(e.mean) < 0.05 else f"{e.mean:+.1f} ")
+                labels[(i, j)] = shown + VERDICT_MARKS.get(e.verdict, "")
             ax.set_facecolor(GREY)  # not run / not applicable
             image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
             for (i, j), text in labels.items():
@@ -249,17 +258,16 @@ def plot_layer_density(data: ReportData) -> Figure | None:
         return None
     with mpl.rc_context(RC):
         fig, axes = _grid(len(profiles), 2, 5.6, 3.4)
-        palette = mpl.colormaps["tab10"].colors
+        colour = method_colours(data)
         for ax, ((protocol, model, dataset, sparsity), methods) in zip(axes, sorted(profiles.items()), strict=True):
             layers = list(next(iter(methods.values()))[0])
-            colours = iter(palette)
             for method in sorted(methods, key=lambda m: (m == REFERENCE_METHOD, m)):
                 runs = methods[method]
                 ys = [100 * sum(run.get(layer, math.nan) for run in runs) / len(runs) for layer in layers]
                 style: dict[str, Any] = (
                     dict(color="#444444", linestyle=":", marker="s", label="random ticket")
                     if method == REFERENCE_METHOD
-                    else dict(color=next(colours, "C0"), linestyle="-", marker="o", label=method)
+                    else dict(color=colour.get(method, "C0"), linestyle="-", marker="o", label=method)
                 )
                 ax.plot(range(1, len(layers) + 1), ys, linewidth=1.2, markersize=3, **style)
             ax.axhline(100 * (1 - sparsity), color="black", linestyle="--", linewidth=0.8, label="overall density")
