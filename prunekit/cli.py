@@ -14,7 +14,6 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -546,7 +545,9 @@ def prune(
     if recipe.pretrain:
         retrains = len(pipeline._density_steps(recipe, 1.0 - sparsity)) - 1
         training = pipeline.Training(
-            trainer=_ReportingTrainer(pipeline.instantiate("trainer", trainer), retrains, enabled=not as_json),
+            trainer=_ReportingTrainer(  # type: ignore[arg-type]  # a Trainer by delegation
+                pipeline.instantiate("trainer", trainer), retrains, enabled=not as_json
+            ),
             config=_protocol(dataset, epochs),
             model_name=model_name,
             dataset_key=dataset,
@@ -857,7 +858,7 @@ def _add_plugin_commands() -> None:
         before = dict(cli.commands)
         try:
             impl.function(cli=cli)
-        except (Exception, SystemExit) as err:  # a broken plugin must not break the CLI
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - a broken plugin must not break the CLI
             text = f"it called sys.exit({err.code!r})" if isinstance(err, SystemExit) else f"{type(err).__name__}: {err}"
             _note(problems, f"hook register_commands raised {text}")
         for name, command in list(cli.commands.items()):
@@ -914,7 +915,7 @@ def main(argv: list[str] | None = None) -> None:
             raise
         where = f" {err.filename}" if err.filename else ""
         _fail(f"cannot use{where}: {err.strerror or err}; check the path and its permissions")
-    except Exception as err:  # noqa: BLE001 - the last boundary: one line, never a traceback
+    except Exception as err:
         if debug:
             raise
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""

@@ -19,6 +19,7 @@ makes a pipe count as a terminal, ``TTY_COMPATIBLE=0`` a terminal as a pipe.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -92,9 +93,9 @@ def _cell(value: Any) -> str:
 
 def duration(seconds: float | None) -> str:
     """``H:MM:SS`` (as rich shows times), ``-:--:--`` when unknown."""
-    if seconds is None or seconds != seconds or seconds < 0:
+    if seconds is None or math.isnan(seconds) or seconds < 0:
         return "-:--:--"
-    whole = int(round(seconds))
+    whole = round(seconds)
     return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
 
 
@@ -191,7 +192,14 @@ class _Bar(Reporter):
     """A live rich bar: title, bar, done/total, elapsed, ETA, then the text, cut to fit."""
 
     def __init__(self, title: str, total: int, unit: str, out: Any, clock: Callable[[], float]) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
         from rich.table import Column
 
         super().__init__(title, total, unit)

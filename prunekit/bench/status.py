@@ -222,7 +222,7 @@ def _bench(db: Any, columns: set[str], bench: tuple[Any, ...], now: float) -> Be
     results = [c for c in lines if c.status in ("done", "failed", "diverged") and c.finished is not None]
     results.sort(key=lambda c: c.finished or 0.0)
     last = results[-1].finished if results else None
-    owner = sorted(owners)[0] if owners else None
+    owner = min(owners) if owners else None
     state, reason = _state(count["running"], owner)
     try:
         command = tuple(json.loads(argv)) if argv else ()
