@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
+from prunekit.completion import complete_names
+from prunekit.console import console as make_console
 from prunekit.errors import PrunekitError
 
 T = TypeVar("T")
@@ -26,7 +28,7 @@ def _csv(value: str | None, cast: Callable[[str], T], what: str) -> list[T]:
 
 @click.command()
 @click.option("--all", "everything", is_flag=True, help="Every installed method × every check that applies to it.")
-@click.option("--suite", "suite_name", default="quick", show_default=True, help="Suite name (`prunekit list suite`) or a .toml file.")
+@click.option("--suite", "suite_name", default="quick", show_default=True, shell_complete=complete_names("suite"), help="Suite name (`prunekit list suite`) or a .toml file.")
 @click.option("--methods", default=None, help="Only these methods (comma-separated).")
 @click.option("--checks", default=None, help="Only these checks (comma-separated); the clean run `none` is always included.")
 @click.option("--sparsities", default=None, help="These sparsities instead of the suite's, e.g. 0.9,0.95.")
@@ -112,7 +114,6 @@ def bench(
     failed cells run again. Exits non-zero when any cell failed.
     """
     import attrs
-    from rich.console import Console
 
     from prunekit.bench.grid import Filters, expand
     from prunekit.bench.runner import (
@@ -142,7 +143,7 @@ def bench(
     if dry_run:
         _print_grid(suite, grid, as_json)
         return
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     dev = str(resolve_device(device or ("auto" if suite.device == "cuda" else "cpu")))
     db_path = check_db_path(db)
     options: dict[str, Any] = {"address": ray_address} if ray_address else {}
@@ -189,7 +190,7 @@ def bench(
         payload["files"] = [str(f) for f in files]
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
-        print_terminal_report(rows, Console(), **settings)
+        print_terminal_report(rows, make_console(), **settings)
         console.print(f"{summary.line()}. Store: {db_path}; reports: {out_dir}")
     if summary.failed:
         raise PrunekitError(
@@ -221,7 +222,6 @@ def _print_grid(suite: Any, grid: Any, as_json: bool) -> None:
             )
         )
         return
-    from rich.console import Console
     from rich.table import Table
 
     cost = "cost unknown (the suite gives no estimated_cell_seconds)" if seconds is None else _duration(seconds)
@@ -236,7 +236,7 @@ def _print_grid(suite: Any, grid: Any, as_json: bool) -> None:
             checks[c.method].append(c.check)
     for m, n in per_method.items():
         table.add_row(m, ", ".join(checks[m]), str(n))
-    console = Console()
+    console = make_console()
     console.print(table)
     if grid.skipped:
         skipped = Table(title=f"{len(grid.skipped)} method/check pairs not applicable (not run)")

@@ -127,8 +127,8 @@ def report(
         payload["files"] = [str(p) for p in written]
         click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
         return
-    from rich.console import Console
+    from prunekit.console import console as make_console
 
-    console = Console()
+    console = make_console()
     print_terminal_report(rows, console, **settings)
     console.print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(p.name for p in written), highlight=False)
