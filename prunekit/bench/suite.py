@@ -177,6 +177,52 @@ def _unknown(source: str, key: str, allowed: Any) -> PrunekitError:
     return PrunekitError(f"unknown key {key!r} in suite {source}; allowed keys: {', '.join(sorted(allowed))}")
 
 
+def _check_repeats(raw: Mapping[str, Any], source: str) -> None:
+    """A name or number listed twice in a grid list is a mistake (a cell would run twice)."""
+    for key in ("models", "sparsities", "seeds", "methods", "checks"):
+        value = raw.get(key)
+        if isinstance(value, list):
+            repeated = sorted({repr(v) for v in value if value.count(v) > 1})
+            if repeated:
+                raise PrunekitError(f"invalid suite {source}: {key!r} lists {', '.join(repeated)} more than once")
+
+
+def _check_protocol(protocol: Mapping[str, Any], source: str) -> None:
+    """What the [protocol] values mean, beyond their types: a suite trains (epochs > 0), its
+    milestones are fractions of the training in (0, 1), increasing, and apply to the multistep
+    schedule only, gamma decays the learning rate (0 < gamma <= 1), warm-up ends before the
+    training does. Each mistake is one line naming the key and what to write instead."""
+
+    def bad(key: str, expected: str) -> PrunekitError:
+        return _bad(source, f"protocol.{key}", protocol[key], expected)
+
+    epochs = protocol.get("epochs", TrainConfig().epochs)
+    if "epochs" in protocol and epochs <= 0:
+        raise bad("epochs", "a number of epochs > 0 (a suite trains every cell)")
+    if "milestones" in protocol:
+        milestones = list(protocol["milestones"])
+        if not all(0.0 < m < 1.0 for m in milestones):
+            at = ", ".join(f"{m / epochs:g}" for m in milestones) if all(0 < m < epochs for m in milestones) else ""
+            hint = f" (epochs {milestones} of {epochs} are [{at}])" if at else ""
+            raise bad(
+                "milestones",
+                f"fractions of the training in (0, 1), e.g. [0.5, 0.75] to decay at half and three "
+                f"quarters{hint}",
+            )
+        if milestones != sorted(set(milestones)):
+            raise bad("milestones", "increasing fractions, each listed once")
+        schedule = protocol.get("lr_schedule", TrainConfig().lr_schedule)
+        if milestones and schedule != "multistep":
+            raise bad(
+                "milestones",
+                f'empty with lr_schedule {schedule!r} (milestones apply to "multistep" only)',
+            )
+    if "gamma" in protocol and not 0.0 < protocol["gamma"] <= 1.0:
+        raise bad("gamma", "a decay factor in (0, 1], e.g. 0.1")
+    if "warmup_epochs" in protocol and protocol["warmup_epochs"] >= epochs > 0:
+        raise bad("warmup_epochs", f"fewer than the {epochs} epochs of training")
+
+
 def suite_from_mapping(raw: Mapping[str, Any], source: str) -> Suite:
     """Build a suite from parsed TOML; one-line errors naming the key and the file."""
     allowed = set(_SUITE_FIELDS) | set(_TABLES)
@@ -191,6 +237,7 @@ def suite_from_mapping(raw: Mapping[str, Any], source: str) -> Suite:
             test, expected = _SUITE_FIELDS[key]
             if not test(value):
                 raise _bad(source, key, value, expected)
+    _check_repeats(raw, source)
     tables: dict[str, dict[str, Any]] = {}
     for table in _TABLES:
         value = raw.get(table, {})
@@ -212,6 +259,7 @@ def suite_from_mapping(raw: Mapping[str, Any], source: str) -> Suite:
         for name, options in tables[table].items():
             if not isinstance(options, Mapping):
                 raise _bad(source, f"{table}.{name}", options, f"a table ([{table}.{name}]) of options")
+    _check_protocol(tables["protocol"], source)
     try:
         protocol = TrainConfig(**tables["protocol"])
     except (TypeError, ValueError) as err:
