@@ -141,6 +141,12 @@ class Executor(abc.ABC):
         self.cell_timeout = cell_timeout  # seconds a cell may run (None: no limit)
         self.options = options
 
+    def connect(self) -> None:
+        """Open what the executor needs before any cell is claimed (a connection to a cluster).
+        :func:`~prunekit.bench.runner.run_bench` calls it before it opens the store, so that a
+        connection that fails leaves the store untouched; raise a one-line
+        :class:`~prunekit.errors.PrunekitError` naming the option to fix. Default: nothing."""
+
     @abc.abstractmethod
     def run(self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None) -> Iterator[Outcome]: ...
 

@@ -378,6 +378,7 @@ def run_bench(
         "train_size": len(data.train),
         "augmentation": attrs.asdict(data.augment),
     }
+    runner.connect()  # before the store is opened: a failed connection leaves it untouched
     store = ResultStore(db)
     try:
         store.start_bench(
