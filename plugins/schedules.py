@@ -81,10 +81,10 @@ class Global(RatioSchedule):
         if k <= 0:
             return {layer.name: 0 for layer in layers}
         flat = torch.cat([scores[layer.name].detach().flatten().double() for layer in layers])
-        threshold = torch.kthvalue(flat, total - k + 1).values.item()  # the k-th largest
-        del flat
-        above = [int((scores[layer.name].double() > threshold).sum()) for layer in layers]
-        tied = [int((scores[layer.name].double() == threshold).sum()) for layer in layers]
+        threshold = torch.kthvalue(flat, total - k + 1).values  # the k-th largest
+        sizes = [layer.numel for layer in layers]
+        above = [int(torch.count_nonzero(part)) for part in (flat > threshold).split(sizes)]
+        tied = [int(torch.count_nonzero(part)) for part in (flat == threshold).split(sizes)]
         return {
             layer.name: a + t
             for layer, a, t in zip(layers, above, share_ties(tied, k - sum(above)))

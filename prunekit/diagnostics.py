@@ -30,18 +30,20 @@ that tokens differ and attention weights have non-zero gradients), every activat
 ≥ 0, ReLU-like units pass it unchanged, and ``R = sum(outputs)`` is a sum over input→output
 paths of products of non-negative numbers. A kept weight is *effective* iff ∂R/∂w ≠ 0, i.e.
 iff it lies on at least one path of kept weights from the input to the output: a weight off
-every path has a gradient of exactly 0, one on a path a positive gradient. Softmax, whose
-derivatives cancel (it ignores a constant shift of its input), is replaced while the probe
-runs by x / n, and scaled-dot-product attention by (q·kᵀ / n)·v, so query and key weights
-count as the paths they are.
+every path has a gradient of exactly 0, one on a path a positive gradient. While the probe
+runs, activations (ReLU, ReLU6, GELU, SiLU, hard-swish, tanh...) are the identity and gates
+(sigmoid, hard-sigmoid: positive at 0, so a gate whose inputs are all pruned still passes its
+signal) are x + 1, so that a saturated one (slope 0) does not hide the weights before it; softmax,
+whose derivatives cancel (it ignores a constant shift of its input), is x / n; and
+scaled-dot-product attention is (q·kᵀ / n)·v, so query and key weights count as the paths
+they are.
 Residual additions and concatenations are handled by autograd like any other op.
 
-Assumptions (documented limits): activations map positive inputs to non-negative outputs and
-are strictly increasing there (ReLU, LeakyReLU, GELU, SiLU, hard-swish); max-pooling routes the
-gradient to one position per window — with channel-shared weights a connected channel is
-selected somewhere, so this only matters in contrived cases; gates that saturate (a
-hard-sigmoid above 3) would hide their inputs' weights, which the normalised stand-in keeps
-far from. When the stand-in cannot run the model (an op without float64 support, an output
+Assumptions (documented limits): the model's other elementwise ops keep positive values
+positive with a positive slope (custom autograd activations are not replaced); max-pooling
+routes the gradient to one position per window — with channel-shared weights a connected
+channel is selected somewhere, so this only matters in contrived cases. When the stand-in
+cannot run the model (an op without float64 support, an output
 that is not a tensor), :func:`effective_sparsity` returns ``None`` and
 :func:`effective_sparsity_or_reason` says why — a diagnostic never blocks a result.
 """
@@ -127,17 +129,44 @@ def _stand_in(model: nn.Module, masks: Masks) -> tuple[dict[str, torch.Tensor], 
     return tensors, list(masks)
 
 
-class _PositiveAttention(TorchFunctionMode):
-    """Softmax as x / n and scaled-dot-product attention as (q·kᵀ / n)·v while the probe runs.
+# activations through the origin: the identity for the probe
+_ACTIVATIONS = frozenset(
+    {
+        F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_,
+        F.relu6, F.hardtanh, F.hardtanh_, F.hardswish, F.silu, F.mish, F.gelu,
+        F.elu, F.elu_, F.selu, F.celu, F.leaky_relu, F.leaky_relu_,
+        F.tanh, torch.tanh, torch.tanh_, torch.Tensor.tanh, torch.Tensor.tanh_,
+    }
+)
+# gates, positive at 0 (a gate whose inputs are all pruned still passes its signal): x + 1
+_GATES = frozenset(
+    {
+        F.sigmoid, torch.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid, torch.Tensor.sigmoid_,
+        F.hardsigmoid, F.softplus,
+    }
+)
 
-    Softmax's derivatives are partly negative and cancel for tokens that look alike (a
-    constant shift of the logits changes nothing), which would hide the query and key weights;
-    its linear stand-in keeps every path positive. Attention with a mask or a causal flag is
-    left as it is.
+
+class _PositiveProbe(TorchFunctionMode):
+    """While the probe runs: activations through the origin are the identity, gates (sigmoid,
+    hard-sigmoid, softplus) are x + 1, softmax is x / n and scaled-dot-product attention is
+    (q·kᵀ / n)·v.
+
+    On the positive probe an activation only matters through its slope, and saturating ones
+    (hard-sigmoid above 3, ReLU6 above 6, a sigmoid whose float64 value is exactly 1) have
+    slope 0, which would cut the weights before them (an SE gate's convs) although they are
+    connected. Softmax's derivatives are partly negative and cancel for tokens that look alike
+    (a constant shift of the logits changes nothing), which would hide the query and key
+    weights. The stand-ins keep every path positive. Attention with a mask or a causal flag
+    is left as it is.
     """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
         kwargs = kwargs or {}
+        if func in _ACTIVATIONS and args and torch.is_tensor(args[0]):
+            return args[0]
+        if func in _GATES and args and torch.is_tensor(args[0]):
+            return args[0] + 1.0
         if func is F.scaled_dot_product_attention:
             q, k, v = args[:3]
             if kwargs.get("attn_mask") is None and not kwargs.get("is_causal") and len(args) == 3:
@@ -178,7 +207,7 @@ def effective_masks(model: nn.Module, masks: Masks, input_shape: Sequence[int]) 
     ]
     try:
         model.eval()
-        with torch.enable_grad(), _PositiveAttention():
+        with torch.enable_grad(), _PositiveProbe():
             out = torch.func.functional_call(model, tensors, (x,), strict=False)
             outputs = [out] if torch.is_tensor(out) else list(out) if isinstance(out, (tuple, list)) else []
             if not outputs or not all(torch.is_tensor(o) for o in outputs):

@@ -711,9 +711,11 @@ def prune(
         )
         masks = check.perturb_ticket(ticket)  # type: ignore[union-attr]
         masks.apply(model)
-    check_achieved(masks, density, method, len(layers))
-    meta.update(achieved_sparsity=masks.sparsity(), kept=masks.kept(), total=masks.total())
-    collapsed = [n for n, kept in masks.layer_kept().items() if kept == 0]
+    per_layer = masks.layer_kept()
+    kept, total = sum(per_layer.values()), masks.total()
+    check_achieved(kept, total, density, method, len(layers))
+    meta.update(achieved_sparsity=1.0 - kept / total if total else 0.0, kept=kept, total=total)
+    collapsed = [n for n, count in per_layer.items() if count == 0]
     if collapsed and not allow_collapse:
         raise LayerCollapseError(
             f"{len(collapsed)} layer(s) lost every weight ({', '.join(collapsed[:3])}"
@@ -723,12 +725,10 @@ def prune(
     return PruneOutcome(masks=masks, layers=layers, metadata=meta)
 
 
-def check_achieved(masks: Masks, density: float, method: Method, layers: int) -> None:
-    """The masks keep ``round(density · total)`` weights within one weight per layer, or a
-    one-line error: a result at the wrong sparsity is never returned."""
-    total = masks.total()
+def check_achieved(kept: int, total: int, density: float, method: Method, layers: int) -> None:
+    """``kept`` of ``total`` weights is ``round(density · total)`` within one weight per layer,
+    or a one-line error: a result at the wrong sparsity is never returned."""
     target = round(density * total)
-    kept = masks.kept()
     if abs(kept - target) > layers:
         raise PrunekitError(
             f"method {method.name!r} kept {kept:,} of {total:,} prunable weights (sparsity "

@@ -121,7 +121,7 @@ def select_top_with_stats(
             values = flat.float() if flat.dtype in (torch.bfloat16, torch.float16) else flat
             threshold = torch.kthvalue(values, layer.numel - k + 1).values
             mask = values > threshold
-            missing = k - int(mask.sum())
+            missing = k - int(torch.count_nonzero(mask))
             if missing > 0:
                 ties = torch.nonzero(values == threshold, as_tuple=False).flatten()
                 if ties.numel() > missing:
@@ -147,8 +147,8 @@ def zero_fraction(
         if masks is not None and layer.name in masks:
             kept = masks[layer.name].to(is_zero.device)
             is_zero &= kept
-            candidates += int(kept.sum())
+            candidates += int(torch.count_nonzero(kept))
         else:
             candidates += layer.numel
-        zeros += int(is_zero.sum())
+        zeros += int(torch.count_nonzero(is_zero))
     return zeros / candidates if candidates else 0.0

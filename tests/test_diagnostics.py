@@ -251,3 +251,49 @@ def test_a_model_the_probe_cannot_run_is_not_computed_never_raised() -> None:
     }
     with pytest.raises(PrunekitError):
         effective_masks(model, masks, (3, 1, 1))
+
+
+class _SaturatedGate(nn.Module):
+    """x · hard_sigmoid(100 · gate(x)) → fc: the gate saturates (slope 0) on positive inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Conv2d(2, 3, 1, bias=False)
+        self.gate = nn.Conv2d(2, 3, 1, bias=False)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.body(x)) * torch.nn.functional.hardsigmoid(100 * self.gate(x))
+        return self.fc(torch.sigmoid(y).mean(dim=(2, 3)))
+
+
+def test_saturated_activations_do_not_cut_their_inputs() -> None:
+    """A gate driven far into hard-sigmoid's flat part, and a sigmoid after it: the gate's
+    weights are still on a path to the output (activations are the identity for the probe)."""
+    model = _SaturatedGate()
+    dense = Masks(_ones(model))
+    assert effective_masks(model, dense, (2, 3, 3)).kept() == dense.kept()
+    m = _ones(model)
+    m["fc.weight"][:, 0] = False  # output channel 0 of the block reaches nothing
+    eff = effective_masks(model, Masks(m), (2, 3, 3))
+    assert eff.layer_kept() == {"body.weight": 4, "gate.weight": 4, "fc.weight": 4}
+
+
+def test_a_gate_with_every_input_pruned_still_passes_its_signal() -> None:
+    """x · sigmoid(gate(x)): with every gate weight pruned the gate is the constant 0.5, so
+    the body and the classifier stay effective; only the gate's weights are gone."""
+    model = _SaturatedGate()
+    m = _ones(model)
+    m["gate.weight"][:] = False
+    eff = effective_masks(model, Masks(m), (2, 3, 3))
+    assert eff.layer_kept() == {"body.weight": 6, "gate.weight": 0, "fc.weight": 6}
+
+
+def test_dense_vit_is_fully_effective() -> None:
+    """Dense masks on timm's ViT (img_size=32: 4 patch tokens and a class token that grow
+    nearly identical with depth, LayerNorm, GELU) are fully effective: every query and key
+    weight counts, in every block."""
+    torch.manual_seed(0)
+    model = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=32)
+    dense = Masks(_ones(model))
+    assert effective_masks(model, dense, (3, 32, 32)).layer_kept() == dense.layer_kept()

@@ -15,9 +15,11 @@ Models (built offline, ``pretrained=False``, on 2-class 3×32×32 synthetic data
 Methods: one method of every family on every model — ``snip`` (initial), ``random_ticket``
 (random), ``lottery_ticket_rewind`` (partially trained), ``hybrid_ticket`` (hybrid) and
 ``dense`` — and every other built-in method on the small ``mobilenetv3_small_100``. Scoring
-batches are 2 samples per class, SynFlow runs 4 rounds instead of 100 and the lottery-ticket
+batches are 2 samples per class, SynFlow runs 4 rounds instead of 100, IMP prunes 60 % of the
+remaining weights per round instead of 20 % (3 rounds instead of 11), and the lottery-ticket
 methods of a model share one cached dense run, to keep the sweep short; the code paths are the
-methods' own.
+methods' own. Pairs that fail because of a known bug elsewhere are strict expected failures
+(:data:`KNOWN_BUGS`), so the sweep says when the bug is fixed.
 
 Every pair must reach the asked sparsity within one weight per layer, keep the pruned weights
 at zero through a training step, evaluate to an accuracy in [0, 1] and report an effective
@@ -67,8 +69,24 @@ CANNOT: dict[tuple[str, str], str] = {
 FAST_SCORING = {"snip": {"samples_per_class": 2}, "grasp": {"samples_per_class": 2}}
 PROTOCOL = TrainConfig(epochs=1, batch_size=4, lr=0.01, milestones=())
 
+# known bugs of other components that the sweep found: the pair fails until they are fixed
+KNOWN_BUGS: dict[tuple[str, str], str] = {
+    ("mobilenetv3_small", "synflow"): (
+        "synflow's float32 scaling plan traces the model with torch.fx in train mode, which "
+        "bumps BatchNormAct2d's num_batches_tracked; the pipeline then refuses the scorer "
+        "for changing the model (plugins/synflow.py, _make_plan)"
+    ),
+}
 CASES = [(m, method) for m in MODELS for method in ONE_PER_FAMILY] + [
     (SMALL, method) for method in ALL_METHODS if method not in ONE_PER_FAMILY
+]
+PARAMS = [
+    pytest.param(
+        m, method, id=f"{m}-{method}",
+        marks=[pytest.mark.xfail(strict=True, raises=AssertionError, reason=KNOWN_BUGS[(m, method)])]
+        if (m, method) in KNOWN_BUGS else [],
+    )
+    for m, method in CASES
 ]
 
 
@@ -103,10 +121,12 @@ def _method(name: str):  # type: ignore[no-untyped-def]
         method = resolve_method(name, scorer_options=FAST_SCORING[method.scorer])
     if method.rounds > 4:
         method = attrs.evolve(method, rounds=4)
+    if method.prune_fraction > 0:  # IMP: 3 prune-retrain rounds (0.4, 0.16, 0.1) instead of 11
+        method = attrs.evolve(method, prune_fraction=0.6)
     return method
 
 
-@pytest.mark.parametrize(("model_key", "method_name"), CASES, ids=[f"{m}-{n}" for m, n in CASES])
+@pytest.mark.parametrize(("model_key", "method_name"), PARAMS)
 def test_prune_check_train_evaluate(
     model_key: str, method_name: str, data: DataBundle, dense_runs: dict[str, DenseCache]
 ) -> None:
