@@ -72,7 +72,7 @@ def identity(method: str, check: str) -> dict[str, Any]:
 def cell(method: str, check: str, sparsity: float, seed: int, accuracy: float | None, **kw: Any) -> ResultRow:
     """A done cell of the VGG19 / CIFAR-10 synthetic benchmark (accuracy as a fraction); snip's
     masks have an effective sparsity 1.5 points above the asked one, the others none recorded."""
-    fields: dict[str, Any] = dict(
+    fields: dict[str, Any] = dict(  # noqa: C408 - ResultRow's keywords
         key=f"{method}/{check}/{sparsity}/{seed}",
         suite="synthetic",
         model=MODEL,
@@ -345,7 +345,7 @@ def test_significant_gain_is_labelled_raises_accuracy(full_report: Path) -> None
     assert verdicts["grasp"]["invert"] == "raises accuracy"
     effect = next(r for r in _md_table(markdown, f"### {MODEL} on {DATASET}: check effects") if r[:2] == ["grasp", "invert"])
     assert effect[9] == "raises accuracy"
-    ((low, high),) = _intervals(effect[8])
+    ((_, high),) = _intervals(effect[8])
     assert high < 0.0 and float(effect[8].split()[0]) == pytest.approx(-5.23, abs=0.01)
     assert '<td class="v-raises-accuracy">raises accuracy</td>' in (full_report / "report.html").read_text()
 
@@ -534,7 +534,7 @@ def test_report_command_default_out_and_terminal(
 
 def test_report_command_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A missing store, an empty suite and a bad confidence: one line each, nothing written."""
-    code, out, err = run_cli(["report", "--db", str(tmp_path / "missing.sqlite")], capsys)
+    code, _, err = run_cli(["report", "--db", str(tmp_path / "missing.sqlite")], capsys)
     assert code == 1 and err.count("\n") == 1 and "no results store at" in err
     db = _store(tmp_path / "results.db", synthetic_rows())
     code, _, err = run_cli(["report", "--db", str(db), "--suite", "other"], capsys)

@@ -51,7 +51,9 @@ def chromium() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.fail("this test needs headless Chromium: apt-get install -y chromium (.ci/run installs it)")
+    pytest.fail(
+        "this test needs headless Chromium: apt-get install -y chromium (.ci/run installs it)"
+    )
 
 
 def _high(fd: int) -> int:
@@ -101,7 +103,9 @@ class DevTools:
         message, self._buffer = self._buffer.split(b"\0", 1)
         return json.loads(message)
 
-    def call(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> dict[str, Any]:
+    def call(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None
+    ) -> dict[str, Any]:
         self._id += 1
         message: dict[str, Any] = {"id": self._id, "method": method, "params": params or {}}
         if session is not None:
@@ -118,12 +122,16 @@ class DevTools:
 
     def wait_for(self, event: str, session: str) -> None:
         deadline = time.monotonic() + TIMEOUT
-        while not any(e.get("method") == event and e.get("sessionId") == session for e in self.events):
+        while not any(
+            e.get("method") == event and e.get("sessionId") == session for e in self.events
+        ):
             self.events.append(self._message(deadline))
 
     def evaluate(self, expression: str, session: str) -> Any:
         result = self.call(
-            "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": True}, session
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": True},
+            session,
         )
         assert "exceptionDetails" not in result, result
         return result["result"]["value"]
@@ -159,7 +167,9 @@ def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
     browser = DevTools(chromium(), tmp_path / "profile")
     try:
         target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
         browser.call("Page.enable", session=session)
         browser.call(
             "Emulation.setDeviceMetricsOverride",
@@ -179,7 +189,9 @@ def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
                 session,
             )
             shots[img["src"]] = base64.b64decode(shot["data"])
-        page = base64.b64decode(browser.call("Page.captureScreenshot", {"format": "png"}, session)["data"])
+        page = base64.b64decode(
+            browser.call("Page.captureScreenshot", {"format": "png"}, session)["data"]
+        )
     finally:
         browser.close()
     (tmp_path / "page.png").write_bytes(page)
@@ -190,7 +202,14 @@ def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
         assert img["width"] > 300 and img["height"] > 150, img
         assert _colours(shots[img["src"]]) > 50, img["src"]  # a drawn figure, not an empty box
     assert _colours(page) > 20
-    assert dom["sections"][:4] == ["Protocol", "Software versions", "How to read this report", "Leaderboard"]
+    assert dom["sections"][:4] == [
+        "Protocol",
+        "Software versions",
+        "How to read this report",
+        "Leaderboard",
+    ]
     assert "Figures" in dom["sections"] and dom["tables"] >= 8
-    assert len(dom["captions"]) == len(FIGURES) and all(c.startswith("Figure ") for c in dom["captions"])
+    assert len(dom["captions"]) == len(FIGURES) and all(
+        c.startswith("Figure ") for c in dom["captions"]
+    )
     assert dom["raises"] == ["rgb(9, 105, 218)", "rgb(9, 105, 218)"]  # #0969da, in both tables

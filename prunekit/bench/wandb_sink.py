@@ -41,11 +41,13 @@ from __future__ import annotations
 import netrc
 import os
 import re
+import shutil
 import sys
 import tempfile
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from prunekit.bench.records import ResultRow
@@ -91,7 +93,7 @@ def _wandb_knows_login(wandb: Any, base_url: str) -> bool:
         )
     except (ImportError, AttributeError, TypeError):  # an older or different wandb
         return False
-    except Exception:  # malformed credentials count as none; wandb.init would refuse them too
+    except Exception:  # noqa: BLE001 - malformed credentials count as none; wandb.init would refuse them too
         return False
     return auth is not None
 
@@ -136,8 +138,7 @@ def wandb_settings(wandb: Any) -> dict[str, Any]:
     since (a second command in one process), that stale view is dropped first, so the
     environment of this command rules. Falls back to the variables alone."""
     try:
-        from wandb.sdk import wandb_setup  # type: ignore[import-not-found]
-
+        wandb_setup = wandb.sdk.wandb_setup  # the given module's own (a stand-in has none)
         current = getattr(wandb_setup, "_singleton", None)
         if current is not None and current.did_environment_change():
             wandb.teardown()
@@ -176,7 +177,7 @@ def cell_config(row: ResultRow, bench_id: str = "", *, reused: bool = False) -> 
     spec, ident = row.spec or {}, row.identity or {}
     protocol = spec.get("protocol") or ident.get("protocol")
     parts = {p: ident[p] for p in ("model", "dataset", "scorer", "schedule", "check", "trainer") if isinstance(ident.get(p), Mapping)}
-    method = ident.get("method") if isinstance(ident.get("method"), Mapping) else {}
+    method: Mapping[str, Any] = ident["method"] if isinstance(ident.get("method"), Mapping) else {}
     options = {p: _mapping(entry.get("options", {})) for p, entry in parts.items() if p not in ("trainer",)}
     if "dataset" in parts:
         options["dataset"] = {k: _mapping(v) for k, v in parts["dataset"].items() if k not in ("name", "origin")}
@@ -248,7 +249,7 @@ class WandbSink:
         project: str | None = None,
         entity: str | None = None,
         mode: str | None = None,
-        dir: str | Path | None = None,  # noqa: A002 - wandb's own name for it
+        dir: str | Path | None = None,
         group: str | None = None,
         suite: str | None = None,
         log_reused: bool = False,
@@ -294,14 +295,24 @@ class WandbSink:
         self._open: dict[str, Any] = {}  # cell key -> its open run
         self._logged: set[str] = set()
         self._artifacts: dict[str, list[tuple[str, str, Path, dict[str, Any]]]] = {}
-        self._tmp = tempfile.TemporaryDirectory(prefix="prunekit-wandb-")
+        self._scratch: Path | None = None  # masks and figures waiting to be logged
+
+    def _folder(self, name: str) -> Path:
+        """A folder under this sink's scratch space (removed by :meth:`finish`, or when the
+        sink is collected)."""
+        if self._scratch is None:
+            self._scratch = Path(tempfile.mkdtemp(prefix="prunekit-wandb-"))
+            weakref.finalize(self, shutil.rmtree, self._scratch, ignore_errors=True)
+        folder = self._scratch / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     # --------------------------------------------------------------------------- runs
     def _init(self, *, job_type: str, name: str, config: dict[str, Any], tags: Sequence[str] = ()) -> Any:
         return self._wandb.init(
             project=self.project,
             entity=self.entity,
-            mode=self.mode,
+            mode=cast(Any, self.mode),
             group=self.group,
             job_type=self.job_type or job_type,
             name=f"{self.name_prefix}-{name}" if self.name_prefix else name,
@@ -344,9 +355,10 @@ class WandbSink:
 
     def keep_trained(self, key: str, masks: Any, model: Any) -> None:
         """Save a trained cell's masks (and, with ``log_weights``, its weights) for its artifacts."""
-        folder = Path(self._tmp.name) / key[:32]
-        folder.mkdir(parents=True, exist_ok=True)
-        kept = [("masks", "masks.safetensors", masks.save(folder / "masks.safetensors", {"key": key}), {})]
+        folder = self._folder(key[:32])
+        kept: list[tuple[str, str, Path, dict[str, Any]]] = [
+            ("masks", "masks.safetensors", masks.save(folder / "masks.safetensors", {"key": key}), {})
+        ]
         if self.log_weights:
             from safetensors.torch import save_model
 
@@ -433,8 +445,7 @@ class WandbSink:
         listed = [p for p in listed if p.is_file()]
         images = {p.stem: p for p in listed if p.suffix == ".png"}
         if not images:
-            folder = Path(self._tmp.name) / "figures"
-            folder.mkdir(parents=True, exist_ok=True)
+            folder = self._folder("figures")
             for fig in report.render_figures(data):
                 path = folder / fig.file_name("png")
                 path.write_bytes(fig.files["png"])
@@ -489,7 +500,8 @@ class WandbSink:
                 f"warning: W&B could not log {len(self.errors)} live record(s); first: {self.errors[0]}",
                 file=sys.stderr,
             )
-        self._tmp.cleanup()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
 
 def _asdict(value: Any) -> Any:

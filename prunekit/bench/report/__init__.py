@@ -43,7 +43,9 @@ def print_terminal_report(
     one line on failed cells, on a rich console."""
     from .renderers import print_report
 
-    data = build_report(rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed, design=design)
+    data = build_report(
+        rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed, design=design
+    )
     print_report(data, console)
 
 

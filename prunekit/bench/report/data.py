@@ -64,7 +64,7 @@ def failure_summary(rows: Iterable[ResultRow]) -> list[tuple[str, list[ResultRow
 
 def status_line(rows: Sequence[ResultRow]) -> str:
     """One line: how many cells are done, failed (with their errors), not applicable, running."""
-    counts = Counter(r.status for r in rows)
+    counts: Counter[str] = Counter(r.status for r in rows)
     total = len(rows)
     if counts["failed"]:
         groups = failure_summary(rows)
@@ -101,7 +101,12 @@ class ProtocolGroup:
     rows: int
 
     def as_dict(self) -> dict[str, Any]:
-        return {"fingerprint": self.fingerprint, "label": self.label, "rows": self.rows, "settings": dict(self.settings)}
+        return {
+            "fingerprint": self.fingerprint,
+            "label": self.label,
+            "rows": self.rows,
+            "settings": dict(self.settings),
+        }
 
 
 def _g(x: float) -> str:
@@ -143,7 +148,8 @@ def train_config(protocol: Mapping[str, Any]) -> dict[str, Any]:
     try:
         from prunekit.interfaces import TrainConfig
 
-        config = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in protocol.items()})
+        fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in protocol.items()}
+        config = TrainConfig(**fields)
         return attrs.asdict(config)
     except (TypeError, ValueError):
         return dict(protocol)
@@ -176,7 +182,11 @@ def _schedule_text(p: Mapping[str, Any]) -> str:
 
 
 def _augment_text(envs: Sequence[Mapping[str, Any]]) -> str:
-    recorded = {repr(e["augmentation"]): e["augmentation"] for e in envs if isinstance(e.get("augmentation"), Mapping)}
+    recorded = {
+        repr(e["augmentation"]): e["augmentation"]
+        for e in envs
+        if isinstance(e.get("augmentation"), Mapping)
+    }
     if not recorded:
         return "not recorded with these rows (stored before prunekit recorded it)"
     texts = []
@@ -249,11 +259,19 @@ def protocol_groups(
             ("training augmentation", _augment_text([r.environment for r in ran])),
         ]
         if not configs:
-            settings.append(("training", "not recorded with these rows (stored before prunekit recorded the cell spec)"))
+            settings.append(
+                (
+                    "training",
+                    "not recorded with these rows (stored before prunekit recorded the cell spec)",
+                )
+            )
         for config in configs.values():
             tag = "" if len(configs) == 1 else " (rows differ)"
             settings += [
-                (f"trainer{tag}", _joined(_values(ran, lambda r: r.spec.get("trainer") if r.spec else None))),
+                (
+                    f"trainer{tag}",
+                    _joined(_values(ran, lambda r: r.spec.get("trainer") if r.spec else None)),
+                ),
                 (f"epochs{tag}", str(config.get("epochs", DASH))),
                 (f"batch size{tag}", str(config.get("batch_size", DASH))),
                 (f"optimiser{tag}", _optimiser_text(config)),
@@ -262,9 +280,16 @@ def protocol_groups(
                 (f"precision{tag}", str(config.get("precision", "fp32"))),
             ]
             if config.get("grad_clip_norm"):
-                settings.append((f"gradient clipping{tag}", f"global norm {_g(config['grad_clip_norm'])}"))
+                settings.append(
+                    (f"gradient clipping{tag}", f"global norm {_g(config['grad_clip_norm'])}")
+                )
             if (config.get("accumulation_steps") or 1) > 1:
-                settings.append((f"gradient accumulation{tag}", f"{config['accumulation_steps']} micro-batches per step"))
+                settings.append(
+                    (
+                        f"gradient accumulation{tag}",
+                        f"{config['accumulation_steps']} micro-batches per step",
+                    )
+                )
         settings += [
             ("methods", _joined(sorted({r.method for r in ran}))),
             ("checks", _joined(sorted({r.check for r in ran}))),
@@ -282,7 +307,9 @@ def protocol_groups(
         groups.append(
             ProtocolGroup(
                 fingerprint=fingerprint,
-                label=chr(ord("A") + index) if several and index < 26 else (str(index + 1) if several else ""),
+                label=chr(ord("A") + index)
+                if several and index < 26
+                else (str(index + 1) if several else ""),
                 settings=tuple(settings),
                 rows=len(members),
             )
@@ -331,10 +358,14 @@ def software_versions(rows: Sequence[ResultRow]) -> tuple[Software, ...]:
             provides[component][f"{part} {name}".strip()] = None
     out = []
     core = ("prunekit", "torch", "timm", "python", "cuda")
-    for component in [c for c in core if c in versions] + sorted(c for c in versions if c not in core):
+    for component in [c for c in core if c in versions] + sorted(
+        c for c in versions if c not in core
+    ):
         seen = list(versions[component])
         text = seen[0] if len(seen) == 1 else ", ".join(seen) + " (rows differ)"
-        out.append(Software(component=component, version=text, provides=", ".join(provides[component])))
+        out.append(
+            Software(component=component, version=text, provides=", ".join(provides[component]))
+        )
     return tuple(out)
 
 
@@ -348,7 +379,9 @@ class Achieved:
     effective_missing: int  # seeds with no effective sparsity (not computed for this model)
 
 
-CellGroup = tuple[str, str, str, str, str, float]  # protocol, model, dataset, method, check, sparsity
+CellGroup = tuple[
+    str, str, str, str, str, float
+]  # protocol, model, dataset, method, check, sparsity
 
 
 def sparsity_achieved(rows: Iterable[ResultRow]) -> dict[CellGroup, Achieved]:
@@ -369,7 +402,9 @@ def sparsity_achieved(rows: Iterable[ResultRow]) -> dict[CellGroup, Achieved]:
             missing[key] += 1
     keys = set(achieved) | set(effective) | set(missing)
     return {
-        k: Achieved(achieved=tuple(achieved[k]), effective=tuple(effective[k]), effective_missing=missing[k])
+        k: Achieved(
+            achieved=tuple(achieved[k]), effective=tuple(effective[k]), effective_missing=missing[k]
+        )
         for k in keys
     }
 
@@ -385,7 +420,9 @@ def range_text(values: Sequence[float], digits: int = 2) -> str:
 
 
 # ------------------------------------------------------------------------------ clipping
-def clip(lo: float | None, hi: float | None, bounds: tuple[float, float]) -> tuple[float | None, float | None, bool]:
+def clip(
+    lo: float | None, hi: float | None, bounds: tuple[float, float]
+) -> tuple[float | None, float | None, bool]:
     """An interval cut to ``bounds``; whether it was cut."""
     if lo is None or hi is None:
         return lo, hi, False
@@ -487,7 +524,9 @@ def build_report(
         alpha=alpha,
         design=design,
         granularity=tuple(accuracy_granularity(rows)),
-        protocols=protocol_groups(rows, margin=margin, alpha=alpha if design is None else design.alpha, design=design),
+        protocols=protocol_groups(
+            rows, margin=margin, alpha=alpha if design is None else design.alpha, design=design
+        ),
         software=software_versions(rows),
         achieved=sparsity_achieved(rows),
     )

@@ -34,7 +34,9 @@ MANIFEST_FORMAT = "prunekit-report-manifest"
 
 
 def _plain_name(name: Any) -> bool:
-    return isinstance(name, str) and name not in ("", ".", "..", MANIFEST) and Path(name).name == name
+    return (
+        isinstance(name, str) and name not in ("", ".", "..", MANIFEST) and Path(name).name == name
+    )
 
 
 def read_manifest(out_dir: str | Path) -> list[str]:
@@ -55,8 +57,12 @@ def read_manifest(out_dir: str | Path) -> list[str]:
     return [n for n in names if _plain_name(n)]
 
 
-def _write_manifest(out_dir: Path, names: Sequence[str], rows: Sequence[ResultRow], complete: bool) -> None:
-    keys = hashlib.sha256("\n".join(sorted(f"{r.key}:{r.status}" for r in rows)).encode()).hexdigest()
+def _write_manifest(
+    out_dir: Path, names: Sequence[str], rows: Sequence[ResultRow], complete: bool
+) -> None:
+    keys = hashlib.sha256(
+        "\n".join(sorted(f"{r.key}:{r.status}" for r in rows)).encode()
+    ).hexdigest()
     manifest = {
         "format": MANIFEST_FORMAT,
         "version": 1,
@@ -89,9 +95,13 @@ def write_reports(
     """
     unknown = sorted(set(formats) - set(FORMATS))
     if unknown:
-        raise PrunekitError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+        raise PrunekitError(
+            f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}"
+        )
     rows = list(rows)
-    data = build_report(rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed, design=design)
+    data = build_report(
+        rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed, design=design
+    )
     figures = plots_module.render_figures(data) if plots else []
     files: dict[str, bytes] = {}
     for fig in figures:

@@ -23,7 +23,7 @@ from .tables import VERDICT_MARKS, pct
 
 FIGURE_FORMATS = ("png", "svg", "pdf")
 PNG_DPI = 200
-RC = {
+RC: dict[str, Any] = {
     "svg.fonttype": "none",
     "svg.hashsalt": "prunekit",
     "pdf.fonttype": 42,
@@ -64,7 +64,14 @@ def _save(fig: Any) -> dict[str, bytes]:
     out = {}
     for fmt in FIGURE_FORMATS:
         buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=PNG_DPI, metadata=METADATA[fmt], bbox_inches="tight", pad_inches=0.05)
+        fig.savefig(
+            buf,
+            format=fmt,
+            dpi=PNG_DPI,
+            metadata=METADATA[fmt],
+            bbox_inches="tight",
+            pad_inches=0.05,
+        )
         out[fmt] = buf.getvalue()
     return out
 
@@ -83,9 +90,9 @@ def method_colours(data: ReportData) -> dict[str, Any]:
     """One colour per method, the same in every figure (tab10, methods in name order)."""
     import matplotlib as mpl
 
-    palette = mpl.colormaps["tab10"].colors
+    palette = mpl.colormaps["tab10"]
     methods = sorted({r.method for r in data.rows} - {DENSE_METHOD, REFERENCE_METHOD})
-    return {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+    return {m: palette(i % palette.N) for i, m in enumerate(methods)}
 
 
 # ---------------------------------------------------------------- accuracy vs sparsity
@@ -94,8 +101,15 @@ def _seed_ranges(data: ReportData) -> dict[tuple[str, str, str, str, float], tup
     seeds of its clean done runs, in points."""
     values: dict[tuple[str, str, str, str, float], list[float]] = defaultdict(list)
     for r in data.rows:
-        if r.status == "done" and r.check == "none" and r.final_accuracy is not None and math.isfinite(r.final_accuracy):
-            values[(r.protocol, r.model, r.dataset, r.method, r.sparsity)].append(r.final_accuracy * 100)
+        if (
+            r.status == "done"
+            and r.check == "none"
+            and r.final_accuracy is not None
+            and math.isfinite(r.final_accuracy)
+        ):
+            values[(r.protocol, r.model, r.dataset, r.method, r.sparsity)].append(
+                r.final_accuracy * 100
+            )
     return {k: (min(v), max(v)) for k, v in values.items()}
 
 
@@ -120,21 +134,31 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
     ranges = _seed_ranges(data)
     import matplotlib as mpl
 
-    with mpl.rc_context(RC):
+    with mpl.rc_context(RC):  # type: ignore[arg-type]
         fig, axes = _grid(len(groups), 2, 5.6, 3.6)
         colour = method_colours(data)
         for ax, (key, ranks) in zip(axes, groups.items(), strict=True):
             by_method: dict[str, list[Rank]] = defaultdict(list)
             for r in ranks:
                 by_method[r.method].append(r)
-            sparsities = sorted({r.sparsity for r in ranks if not r.reference and r.sparsity is not None})
-            for method in sorted(by_method, key=lambda m: (m in (DENSE_METHOD, REFERENCE_METHOD), m)):
+            sparsities = sorted(
+                {r.sparsity for r in ranks if not r.reference and r.sparsity is not None}
+            )
+            for method in sorted(
+                by_method, key=lambda m: (m in (DENSE_METHOD, REFERENCE_METHOD), m)
+            ):
                 points = sorted(by_method[method], key=lambda r: r.sparsity or 0.0)
                 if method == DENSE_METHOD:
                     ref = points[0]
                     assert ref.mean is not None
                     low, high = _band(ref, ranges, 0.0)
-                    ax.axhline(ref.mean, color="black", linestyle="--", linewidth=1.2, label="dense (reference)")
+                    ax.axhline(
+                        ref.mean,
+                        color="black",
+                        linestyle="--",
+                        linewidth=1.2,
+                        label="dense (reference)",
+                    )
                     ax.axhspan(low, high, color="black", alpha=0.08, linewidth=0)
                     continue
                 xs = [100 * (r.sparsity or 0.0) for r in points]
@@ -142,9 +166,19 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
                 bands = [_band(r, ranges, r.sparsity or 0.0) for r in points]
                 lows, highs = [b[0] for b in bands], [b[1] for b in bands]
                 if method == REFERENCE_METHOD:
-                    style: dict[str, Any] = dict(color="#444444", linestyle=":", marker="s", label="random ticket (reference)")
+                    style: dict[str, Any] = {
+                        "color": "#444444",
+                        "linestyle": ":",
+                        "marker": "s",
+                        "label": "random ticket (reference)",
+                    }
                 else:
-                    style = dict(color=colour.get(method, "C0"), linestyle="-", marker="o", label=method)
+                    style = {
+                        "color": colour.get(method, "C0"),
+                        "linestyle": "-",
+                        "marker": "o",
+                        "label": method,
+                    }
                 ax.errorbar(
                     xs, ys, yerr=[[y - lo for y, lo in zip(ys, lows)], [hi - y for y, hi in zip(ys, highs)]],
                     capsize=3, linewidth=1.4, markersize=4, **style,
@@ -158,7 +192,9 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
             ax.set_xlabel("sparsity (% of prunable weights removed)")
             ax.set_ylabel("test accuracy, final epoch (%)")
             ax.grid(alpha=0.3)
-            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+            ax.legend(
+                loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False
+            )
         files = _save(fig)
     return Figure(
         name="accuracy_vs_sparsity",
@@ -194,8 +230,11 @@ def plot_check_effects(data: ReportData) -> Figure | None:
         rows = sorted({(e.method, e.sparsity) for e in effects})
         cols = sorted({e.check for e in effects})
         layouts.append((key, effects, rows, cols))
-    limit = max([abs(e.mean) for g in groups.values() for e in g if e.mean is not None] + [2 * data.margin, 1.0])
-    with mpl.rc_context(RC):
+    limit = max(
+        [abs(e.mean) for g in groups.values() for e in g if e.mean is not None]
+        + [2 * data.margin, 1.0]
+    )
+    with mpl.rc_context(RC):  # type: ignore[arg-type]
         heights = [max(1.6, 0.32 * len(rows) + 1.2) for _, _, rows, _ in layouts]
         width = max(6.0, 1.1 * max(len(cols) for *_, cols in layouts) + 4.5)
         fig = _new_figure(width, sum(heights) + 0.9)
@@ -208,13 +247,25 @@ def plot_check_effects(data: ReportData) -> Figure | None:
                 i, j = rows.index((e.method, e.sparsity)), cols.index(e.check)
                 if e.mean is not None:
                     grid[i, j] = e.mean
-                shown = "" if e.mean is None else ("0.0 " if abs(e.mean) < 0.05 else f"{e.mean:+.1f} ")
+                shown = (
+                    "" if e.mean is None else ("0.0 " if abs(e.mean) < 0.05 else f"{e.mean:+.1f} ")
+                )
                 labels[(i, j)] = shown + VERDICT_MARKS.get(e.verdict, "")
             ax.set_facecolor(GREY)  # not run / not applicable
-            image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+            image = ax.imshow(
+                np.ma.masked_invalid(grid), cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto"
+            )
             for (i, j), text in labels.items():
                 dark = math.isfinite(grid[i, j]) and abs(grid[i, j]) > 0.6 * limit
-                ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if dark else "black",
+                )
             ax.set_xticks(range(len(cols)), cols, rotation=30, ha="right")
             ax.set_yticks(range(len(rows)), [f"{m} @ {pct(s)}" for m, s in rows])
             ax.set_title(data.group_title(*key))
@@ -223,12 +274,22 @@ def plot_check_effects(data: ReportData) -> Figure | None:
             image, ax=list(axes), label="effect: clean − with check\n(accuracy points; > 0: the check lowers accuracy)",
             shrink=0.9, aspect=30,
         )  # fmt: skip
-        marks = [
-            Line2D([], [], linestyle="none", marker=f"${VERDICT_MARKS[v]}$", markersize=8, color="black", label=v)
+        marks: list[Any] = [
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker=f"${VERDICT_MARKS[v]}$",
+                markersize=8,
+                color="black",
+                label=v,
+            )
             for v in ("passes", "fails", "raises accuracy", "inconclusive", "too few seeds")
         ]
         marks.append(Patch(facecolor=GREY, edgecolor="none", label="not run / not applicable"))
-        fig.legend(handles=marks, loc="outside lower center", ncols=3, frameon=False, title="verdict marks")
+        fig.legend(
+            handles=marks, loc="outside lower center", ncols=3, frameon=False, title="verdict marks"
+        )
         files = _save(fig)
     return Figure(
         name="check_effects",
@@ -250,40 +311,72 @@ def plot_layer_density(data: ReportData) -> Figure | None:
     profile plot of Su et al. 2020, with the overall density as a reference line."""
     import matplotlib as mpl
 
-    profiles: dict[tuple[str, str, str, float], dict[str, list[dict[str, float]]]] = defaultdict(lambda: defaultdict(list))
+    profiles: dict[tuple[str, str, str, float], dict[str, list[dict[str, float]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
     for r in data.rows:
-        if r.status == "done" and r.check == "none" and r.method != DENSE_METHOD and r.layer_density:
-            profiles[(r.protocol, r.model, r.dataset, r.sparsity)][r.method].append(dict(r.layer_density))
+        if (
+            r.status == "done"
+            and r.check == "none"
+            and r.method != DENSE_METHOD
+            and r.layer_density
+        ):
+            profiles[(r.protocol, r.model, r.dataset, r.sparsity)][r.method].append(
+                dict(r.layer_density)
+            )
     if not profiles:
         return None
-    with mpl.rc_context(RC):
+    with mpl.rc_context(RC):  # type: ignore[arg-type]
         fig, axes = _grid(len(profiles), 2, 5.6, 3.4)
         colour = method_colours(data)
-        for ax, ((protocol, model, dataset, sparsity), methods) in zip(axes, sorted(profiles.items()), strict=True):
+        for ax, ((protocol, model, dataset, sparsity), methods) in zip(
+            axes, sorted(profiles.items()), strict=True
+        ):
             layers = list(next(iter(methods.values()))[0])
             for method in sorted(methods, key=lambda m: (m == REFERENCE_METHOD, m)):
                 runs = methods[method]
-                ys = [100 * sum(run.get(layer, math.nan) for run in runs) / len(runs) for layer in layers]
+                ys = [
+                    100 * sum(run.get(layer, math.nan) for run in runs) / len(runs)
+                    for layer in layers
+                ]
                 style: dict[str, Any] = (
-                    dict(color="#444444", linestyle=":", marker="s", label="random ticket")
+                    {"color": "#444444", "linestyle": ":", "marker": "s", "label": "random ticket"}
                     if method == REFERENCE_METHOD
-                    else dict(color=colour.get(method, "C0"), linestyle="-", marker="o", label=method)
+                    else {
+                        "color": colour.get(method, "C0"),
+                        "linestyle": "-",
+                        "marker": "o",
+                        "label": method,
+                    }
                 )
                 ax.plot(range(1, len(layers) + 1), ys, linewidth=1.2, markersize=3, **style)
-            ax.axhline(100 * (1 - sparsity), color="black", linestyle="--", linewidth=0.8, label="overall density")
+            ax.axhline(
+                100 * (1 - sparsity),
+                color="black",
+                linestyle="--",
+                linewidth=0.8,
+                label="overall density",
+            )
             ax.set_yscale("symlog", linthresh=1.0)
             ax.set_ylim(0, 100)
             ax.set_yticks(DENSITY_TICKS, [f"{t:g}" for t in DENSITY_TICKS])
             ax.minorticks_off()
             ax.set_ylabel("density (% of the layer's weights kept)")
             if len(layers) <= 24:
-                ax.set_xticks(range(1, len(layers) + 1), [_short_layer(n) for n in layers], rotation=90, fontsize=7)
+                ax.set_xticks(
+                    range(1, len(layers) + 1),
+                    [_short_layer(n) for n in layers],
+                    rotation=90,
+                    fontsize=7,
+                )
                 ax.set_xlabel("layer (module order)")
             else:
                 ax.set_xlabel(f"layer index (module order, {len(layers)} layers)")
             ax.set_title(f"{data.group_title(protocol, model, dataset)}, sparsity {pct(sparsity)}")
             ax.grid(alpha=0.3)
-            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+            ax.legend(
+                loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False
+            )
         files = _save(fig)
     return Figure(
         name="layer_density",

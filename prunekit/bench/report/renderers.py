@@ -18,18 +18,27 @@ import attrs
 
 from prunekit.bench.stats import ACCURACY_POINTS
 
-from .data import ACCURACY_BOUNDS, DELTA_BOUNDS, UNITS, ReportData, clip, effect_bounds, failure_summary, status_line
+from .data import (
+    ACCURACY_BOUNDS,
+    DELTA_BOUNDS,
+    UNITS,
+    ReportData,
+    clip,
+    effect_bounds,
+    failure_summary,
+    status_line,
+)
 from .plots import FIGURE_FORMATS, Figure
 from .tables import (
+    UNITS_LINE,
     VERDICT_COLOURS,
     VERDICT_STYLES,
     Table,
-    UNITS_LINE,
+    diverged_table,
     glossary,
     leaderboard_tables,
     protocol_tables,
     published_table,
-    diverged_table,
     sections,
     settings_line,
     verdict_key,
@@ -82,10 +91,12 @@ def print_report(data: ReportData, console: Any) -> None:
 
     for table in protocol_tables(data) + leaderboard_tables(data) + verdict_tables(data):
         console.print(rich_table(table))
-    for table in (published_table(data), diverged_table(data)):
-        if table is not None:
-            console.print(rich_table(table))
-    labels = Table(title="Verdict labels", columns=("label", "meaning"), rows=tuple(glossary(data)[:7]))
+    for extra in (published_table(data), diverged_table(data)):
+        if extra is not None:
+            console.print(rich_table(extra))
+    labels = Table(
+        title="Verdict labels", columns=("label", "meaning"), rows=tuple(glossary(data)[:7])
+    )
     console.print(rich_table(labels))
     failed = any(r.status == "failed" for r in data.rows)
     console.print(Text(status_line(data.rows), style="bold red" if failed else "green"))
@@ -113,7 +124,14 @@ def _md_cell(text: str) -> str:
 
 
 def render_markdown(data: ReportData, figures: Sequence[Figure] = ()) -> str:
-    lines = [f"# {TITLE}", "", _counts_line(data), "", UNITS_LINE + " " + settings_line(data) + ".", ""]
+    lines = [
+        f"# {TITLE}",
+        "",
+        _counts_line(data),
+        "",
+        UNITS_LINE + " " + settings_line(data) + ".",
+        "",
+    ]
     for title, tables in sections(data):
         lines += [f"## {title}", ""]
         if not tables:
@@ -133,8 +151,10 @@ def render_markdown(data: ReportData, figures: Sequence[Figure] = ()) -> str:
             lines += [
                 f"![{fig.title}]({fig.file_name('png')})",
                 "",
-                f"**Figure {number}. {fig.title}.** {fig.caption} "
-                f"Also as [SVG]({fig.file_name('svg')}) and [PDF]({fig.file_name('pdf')}).",
+                (
+                    f"**Figure {number}. {fig.title}.** {fig.caption} "
+                    f"Also as [SVG]({fig.file_name('svg')}) and [PDF]({fig.file_name('pdf')})."
+                ),
                 "",
             ]
     return "\n".join(lines)
@@ -150,7 +170,8 @@ th { background: #f6f8fa; }
 figure { margin: 1.5em 0; }
 figure img { max-width: 100%; height: auto; display: block; }
 """ + "".join(
-    f".v-{name.replace(' ', '-')} {{ color: {colour}; font-weight: 600; }}\n" for name, colour in VERDICT_COLOURS.items()
+    f".v-{name.replace(' ', '-')} {{ color: {colour}; font-weight: 600; }}\n"
+    for name, colour in VERDICT_COLOURS.items()
 )
 
 
@@ -171,7 +192,11 @@ def render_html(data: ReportData, figures: Sequence[Figure] = ()) -> str:
         for table in tables:
             if len(tables) > 1 or table.title != title:
                 parts.append(f"<h3>{e(table.title)}</h3>")
-            parts.append("<table><thead><tr>" + "".join(f"<th>{e(c)}</th>" for c in table.columns) + "</tr></thead><tbody>")
+            parts.append(
+                "<table><thead><tr>"
+                + "".join(f"<th>{e(c)}</th>" for c in table.columns)
+                + "</tr></thead><tbody>"
+            )
             for row in table.rows:
                 cells = []
                 for i, cell in enumerate(row):
@@ -232,7 +257,14 @@ def _jsonable(value: Any) -> Any:
 
 def _scaled(d: dict[str, Any], fields: Sequence[str]) -> dict[str, Any]:
     """``d`` with ``fields`` (in points) as fractions."""
-    return {k: (v / ACCURACY_POINTS if k in fields and isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in d.items()}
+    return {
+        k: (
+            v / ACCURACY_POINTS
+            if k in fields and isinstance(v, (int, float)) and not isinstance(v, bool)
+            else v
+        )
+        for k, v in d.items()
+    }
 
 
 def _interval_fields(d: dict[str, Any], bounds: tuple[float, float]) -> dict[str, Any]:
@@ -245,7 +277,9 @@ def leaderboard_payload(data: ReportData) -> list[dict[str, Any]]:
     for r in data.ranks:
         d = _interval_fields(r.as_dict(), ACCURACY_BOUNDS)
         if d.get("vs_random_ticket"):
-            d["vs_random_ticket"] = _scaled(_interval_fields(d["vs_random_ticket"], DELTA_BOUNDS), ("mean", "ci_low", "ci_high"))
+            d["vs_random_ticket"] = _scaled(
+                _interval_fields(d["vs_random_ticket"], DELTA_BOUNDS), ("mean", "ci_low", "ci_high")
+            )
         out.append(_scaled(d, ("mean", "sd", "ci_low", "ci_high")))
     return out
 
@@ -265,7 +299,20 @@ def published_payload(data: ReportData) -> list[dict[str, Any]]:
     for c in data.published:
         d = _interval_fields(c.as_dict(), ACCURACY_BOUNDS)
         d["published"] = _scaled(dict(d["published"]), ("accuracy",))
-        out.append(_scaled(d, ("measured_mean", "measured_sd", "measured_min", "measured_max", "ci_low", "ci_high", "difference")))
+        out.append(
+            _scaled(
+                d,
+                (
+                    "measured_mean",
+                    "measured_sd",
+                    "measured_min",
+                    "measured_max",
+                    "ci_low",
+                    "ci_high",
+                    "difference",
+                ),
+            )
+        )
     return out
 
 
@@ -317,4 +364,9 @@ def report_payload(data: ReportData, figures: Sequence[Figure] = ()) -> dict[str
 
 
 def render_json(data: ReportData, figures: Sequence[Figure] = ()) -> str:
-    return json.dumps(report_payload(data, figures), indent=2, sort_keys=True, default=str, allow_nan=False) + "\n"
+    return (
+        json.dumps(
+            report_payload(data, figures), indent=2, sort_keys=True, default=str, allow_nan=False
+        )
+        + "\n"
+    )

@@ -9,7 +9,15 @@ from typing import Any
 import attrs
 
 from prunekit.bench.records import ResultRow
-from prunekit.bench.stats import COMBINATION_RULE, MIN_SEEDS, REFERENCE_METHOD, Delta, Effect, Rank, VerdictSummary
+from prunekit.bench.stats import (
+    COMBINATION_RULE,
+    MIN_SEEDS,
+    REFERENCE_METHOD,
+    Delta,
+    Effect,
+    Rank,
+    VerdictSummary,
+)
 
 from .data import (
     ACCURACY_BOUNDS,
@@ -39,7 +47,13 @@ VERDICT_COLOURS = {
     "too few seeds": "#6e7781",
     "mixed": "#8250df",
 }
-VERDICT_MARKS = {"passes": "P", "fails": "F", "raises accuracy": "R", "inconclusive": "?", "too few seeds": f"<{MIN_SEEDS}"}
+VERDICT_MARKS = {
+    "passes": "P",
+    "fails": "F",
+    "raises accuracy": "R",
+    "inconclusive": "?",
+    "too few seeds": f"<{MIN_SEEDS}",
+}
 CLIPPED = "(clipped)"
 NO_VARIANCE = "(no seed variance)"
 TOO_FEW = "(too few seeds)"
@@ -106,42 +120,116 @@ def glossary(data: ReportData) -> list[tuple[str, str]]:
     effect_conf = 1 - 2 * (data.alpha if data.design is None else data.design.level())
     conf = f"{data.confidence:.0%}"
     return [
-        ("passes", f"the check lowers accuracy: a one-sided paired t test on Δ = clean − with check rejects "
-         f"'no drop' at level {level:g}. A sanity check a method should fail, such as random labels, "
-         "passing means the method uses the information the check destroys."),
-        ("fails", f"the check leaves accuracy unchanged: two one-sided t tests (TOST) put Δ inside ±{margin:g} "
-         f"accuracy point(s) at level {level:g}; also when a real drop is smaller than that margin."),
-        ("raises accuracy", f"the check significantly raises accuracy: a one-sided t test rejects 'no gain' at "
-         f"level {level:g} (and Δ is not inside the margin)."),
-        ("inconclusive", "none of the three tests decides; the note estimates the seeds that would."),
+        (
+            "passes",
+            (
+                "the check lowers accuracy: a one-sided paired t test on Δ = clean − with check rejects "
+                f"'no drop' at level {level:g}. A method passing a check such as random labels uses the "
+                "information the check destroys."
+            ),
+        ),
+        (
+            "fails",
+            (
+                f"the check leaves accuracy unchanged: two one-sided t tests (TOST) put Δ inside ±{margin:g} "
+                f"accuracy point(s) at level {level:g}; also when a real drop is smaller than that margin."
+            ),
+        ),
+        (
+            "raises accuracy",
+            (
+                "the check significantly raises accuracy: a one-sided t test rejects 'no gain' at "
+                f"level {level:g} (and Δ is not inside the margin)."
+            ),
+        ),
+        (
+            "inconclusive",
+            "none of the three tests decides; the note estimates the seeds that would.",
+        ),
         ("too few seeds", f"fewer than {MIN_SEEDS} paired seeds: no test and no interval."),
-        ("… at both sparsities / at all N sparsities", "the same verdict at every sparsity run; that joint "
-         "claim keeps the per-sparsity error rate (each sparsity had to reject on its own)."),
-        ("mixed: A at x%, B at y%", "the sparsities disagree; each verdict holds at its own sparsity only."),
-        ("P, F, R, ?, <3", "the heat map's marks: passes, fails, raises accuracy, inconclusive, too few seeds; "
-         "grey cells: not run or not applicable."),
-        ("mean ± h", f"leaderboard: mean final test accuracy over seeds and the half-width of its two-sided {conf} "
-         "t confidence interval."),
-        ("effect [low, high]", f"check effects: mean Δ in accuracy points and its two-sided {effect_conf:.0%} t "
-         f"interval (passes ⇔ above 0, raises accuracy ⇔ below 0, fails ⇔ inside ±{margin:g})."),
-        ("Δ vs random_ticket", f"method − random ticket at the same sparsity, paired by seed, with its {conf} "
-         "t interval."),
-        (CLIPPED, "the interval reached past what the quantity can be (accuracy: 0–100; an effect: "
-         "[clean − 100, clean]; a difference: ±100) and is shown cut at that bound."),
-        (NO_VARIANCE, "every seed gave the same value (or difference): no interval; a verdict follows "
-         "the value's sign and size."),
+        (
+            "… at both sparsities / at all N sparsities",
+            (
+                "the same verdict at every sparsity run; that joint claim keeps the per-sparsity error "
+                "rate (each sparsity had to reject on its own)."
+            ),
+        ),
+        (
+            "mixed: A at x%, B at y%",
+            "the sparsities disagree; each verdict holds at its own sparsity only.",
+        ),
+        (
+            "P, F, R, ?, <3",
+            (
+                "the heat map's marks: passes, fails, raises accuracy, inconclusive, too few seeds; "
+                "grey cells: not run or not applicable."
+            ),
+        ),
+        (
+            "mean ± h",
+            (
+                "leaderboard: mean final test accuracy over seeds and the half-width of its two-sided "
+                f"{conf} t confidence interval."
+            ),
+        ),
+        (
+            "effect [low, high]",
+            (
+                f"check effects: mean Δ in accuracy points and its two-sided {effect_conf:.0%} t interval "
+                f"(passes ⇔ above 0, raises accuracy ⇔ below 0, fails ⇔ inside ±{margin:g})."
+            ),
+        ),
+        (
+            "Δ vs random_ticket",
+            f"method − random ticket at the same sparsity, paired by seed, with its {conf} t interval.",
+        ),
+        (
+            CLIPPED,
+            (
+                "the interval reached past what the quantity can be (accuracy: 0–100; an effect: "
+                "[clean − 100, clean]; a difference: ±100) and is shown cut at that bound."
+            ),
+        ),
+        (
+            NO_VARIANCE,
+            (
+                "every seed gave the same value (or difference): no interval; a verdict follows the "
+                "value's sign and size."
+            ),
+        ),
         (TOO_FEW, f"fewer than {MIN_SEEDS} seeds: no interval."),
-        (UNPAIRED, "the two sides share fewer than two seeds: difference of means with Welch's interval."),
+        (
+            UNPAIRED,
+            "the two sides share fewer than two seeds: difference of means with Welch's interval.",
+        ),
         ("ref", "the dense network: shown as the reference, not ranked."),
-        ("rank interval a–b", f"2.5–97.5 percentiles of the rank over {data.n_boot} bootstrap draws of the seeds."),
-        ("asked / achieved / effective sparsity", "asked: the target; achieved: the fraction of prunable "
-         "weights the masks remove; effective: the fraction that is removed or cut off from the input "
-         "or the output (so cannot matter). Percent of prunable weights; '–' where not computed."),
-        ("diverged", "training stopped because the loss or the weights were not finite: counted per "
-         "method, never ranked."),
-        ("stale", "a stored row that today's code, options or plugin versions would key differently: "
-         "shown, never used in statistics."),
-        ("not applicable", "the check does not apply to the method (the reason is stored); not run."),
+        (
+            "rank interval a–b",
+            f"2.5–97.5 percentiles of the rank over {data.n_boot} bootstrap draws of the seeds.",
+        ),
+        (
+            "asked / achieved / effective sparsity",
+            (
+                "asked: the target; achieved: the fraction of prunable weights the masks remove; "
+                "effective: the fraction removed or cut off from the input or the output (so it cannot "
+                "matter). Percent of prunable weights; '–' where not computed."
+            ),
+        ),
+        (
+            "diverged",
+            "training stopped because the loss or the weights were not finite: counted per method, never ranked.",
+        ),
+        (
+            "stale",
+            (
+                "a stored row that today's code, options or plugin versions would key differently: shown, "
+                "never used in statistics."
+            ),
+        ),
+        (
+            "not applicable",
+            "the check does not apply to the method (the reason is stored); not run.",
+        ),
         (DASH, "no value: not run, not computed, or nothing to compare with."),
     ]
 
@@ -196,7 +284,15 @@ def effect_text(e: Effect) -> str:
     return text + (f" {TOO_FEW}" if e.n < MIN_SEEDS else "")
 
 
-def _achieved(data: ReportData, protocol: str, model: str, dataset: str, method: str, check: str, sparsity: float) -> tuple[str, str]:
+def _achieved(
+    data: ReportData,
+    protocol: str,
+    model: str,
+    dataset: str,
+    method: str,
+    check: str,
+    sparsity: float,
+) -> tuple[str, str]:
     found = data.achieved.get((protocol, model, dataset, method, check, sparsity))
     if found is None:
         return DASH, DASH
@@ -230,7 +326,9 @@ def software_table(data: ReportData) -> Table | None:
 
 
 def glossary_table(data: ReportData) -> Table:
-    return Table(title="How to read this report", columns=("label", "meaning"), rows=tuple(glossary(data)))
+    return Table(
+        title="How to read this report", columns=("label", "meaning"), rows=tuple(glossary(data))
+    )
 
 
 def leaderboard_tables(data: ReportData) -> list[Table]:
@@ -246,9 +344,21 @@ def leaderboard_tables(data: ReportData) -> list[Table]:
             tables.append(
                 Table(
                     title=f"{group}: overall ranking (mean rank across sparsities)",
-                    columns=("mean rank", "method", "sparsities", "rank interval", "mean final acc. %"),
+                    columns=(
+                        "mean rank",
+                        "method",
+                        "sparsities",
+                        "rank interval",
+                        "mean final acc. %",
+                    ),
                     rows=tuple(
-                        (_rank_text(r.rank), r.method, str(r.n), _interval(r.rank_low, r.rank_high), num(r.mean))
+                        (
+                            _rank_text(r.rank),
+                            r.method,
+                            str(r.n),
+                            _interval(r.rank_low, r.rank_high),
+                            num(r.mean),
+                        )
                         for r in board
                     ),
                     caption=f"rank interval: 2.5–97.5 percentiles over {data.n_boot} bootstrap draws of the seeds",
@@ -290,7 +400,11 @@ def leaderboard_tables(data: ReportData) -> list[Table]:
                     "[0, 100] (cut ones are marked (clipped)); rank interval: 2.5–97.5 percentiles over "
                     f"{data.n_boot} bootstrap draws of the seeds; Δ paired by seed where possible; achieved "
                     "and effective sparsity over the seeds (a range when they differ)"
-                    + ("; dense is the unranked reference (sparsity 0)" if any(r.reference for r in board) else "")
+                    + (
+                        "; dense is the unranked reference (sparsity 0)"
+                        if any(r.reference for r in board)
+                        else ""
+                    )
                 ),
             )
         )
@@ -330,8 +444,12 @@ def effect_tables(data: ReportData) -> list[Table]:
     for key, effects in groups.items():
         rows = []
         for e in effects:
-            _, clean_eff = _achieved(data, e.protocol, e.model, e.dataset, e.method, "none", e.sparsity)
-            achieved, check_eff = _achieved(data, e.protocol, e.model, e.dataset, e.method, e.check, e.sparsity)
+            _, clean_eff = _achieved(
+                data, e.protocol, e.model, e.dataset, e.method, "none", e.sparsity
+            )
+            achieved, check_eff = _achieved(
+                data, e.protocol, e.model, e.dataset, e.method, e.check, e.sparsity
+            )
             rows.append(
                 (
                     e.method,
@@ -451,7 +569,13 @@ def diverged_table(data: ReportData) -> Table | None:
         title="Diverged cells (training blew up; not ranked)",
         columns=("method", "diverged", "cells trained", "sparsities", "e.g."),
         rows=tuple(
-            (m, str(d), str(n), ", ".join(pct(s) for s in sorted({r.sparsity for r in where[m]})), _example(where[m][0]))
+            (
+                m,
+                str(d),
+                str(n),
+                ", ".join(pct(s) for s in sorted({r.sparsity for r in where[m]})),
+                _example(where[m][0]),
+            )
             for m, (d, n) in counts.items()
         ),
         caption="a diverged cell stopped because its loss or weights were not finite; it is a finding "
