@@ -3,21 +3,39 @@
 ``prunekit bench --executor ray --ray-address auto`` connects to a running cluster
 (``ray start --head`` on the head node); without an address a local Ray instance is started.
 Results return to the driver, which alone writes the store. Needs ``pip install 'prunekit[ray]'``.
+
+A node that dies takes its running cells with it: Ray runs such a task again on another node
+(``max_retries`` system retries, default 3: node loss, a killed or crashed worker process),
+and the driver receives one result per cell whatever happened on the way. A cell's own
+exceptions are not retried: :func:`~prunekit.bench.executors.run_one` returns them as the cell's
+error text. Each cell is yielded exactly once: either its result or, when every attempt died
+with its worker, the last error.
+
+What the workers need (see docs/performance.md, "A Ray cluster"): prunekit and the plugins of
+the grid installed in the same versions as on the driver (or shipped with ``runtime_env``,
+e.g. ``{"py_modules": [...]}`` / ``{"pip": [...]}``), the dataset at the cell's ``data_root``
+on every node, and the dense cache folder (beside the store on the driver) on a shared file
+system if pre-training is to be computed once for the whole cluster rather than once per node.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from prunekit.bench.executors import Executor, Outcome, run_one
 from prunekit.cell import CellSpec
 from prunekit.errors import PrunekitError
 from prunekit.hookspecs import hookimpl
 
+DEFAULT_RETRIES = 3  # system failures per cell (node lost, worker killed) before it is failed
+
 
 class RayExecutor(Executor):
+    """Options: ``address`` (a running cluster; none starts a local instance), ``max_retries``
+    (system failures retried per cell, default 3) and ``runtime_env`` (passed to ``ray.init``)."""
+
     name: ClassVar[str] = "ray"
     description: ClassVar[str] = "Ray tasks on a cluster (--ray-address), one GPU per cell on GPU suites"
 
@@ -26,40 +44,52 @@ class RayExecutor(Executor):
             import ray
         except ImportError:
             raise PrunekitError("the ray executor needs Ray: pip install 'prunekit[ray]'") from None
-        address = self.options.get("address")
-        started_here = not ray.is_initialized()
-        if started_here:
-            try:
-                local = {} if address else {"num_cpus": self.jobs, "_node_ip_address": "127.0.0.1"}
-                ray.init(
-                    address=address or None,
-                    include_dashboard=False,
-                    log_to_driver=False,
-                    ignore_reinit_error=True,
-                    **local,
-                )
-            except (ConnectionError, RuntimeError, ValueError, SystemExit) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise PrunekitError(f"cannot connect to the Ray cluster at {address!r}: {first}") from None
+        retries = self.options.get("max_retries", DEFAULT_RETRIES)
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise PrunekitError(f"ray option max_retries must be a whole number >= 0, got {retries!r}")
+        started_here = self._connect(ray)
         gpus = 1 if device.startswith("cuda") else 0
-        task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=0)(run_one)
-        pending = {
-            task.remote(spec, "cuda" if gpus else device, str(cache_dir) if cache_dir else None): spec
-            for spec in cells
-        }
+        task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=retries, retry_exceptions=False)(run_one)
+        folder = str(cache_dir) if cache_dir else None
+        pending = {task.remote(spec, "cuda" if gpus else device, folder): spec for spec in cells}
         try:
             while pending:
                 finished, _ = ray.wait(list(pending), num_returns=1)
                 for ref in finished:
-                    spec = pending.pop(ref)
+                    spec = pending.pop(ref)  # each reference once: a cell is never yielded twice
                     try:
                         result, error = ray.get(ref)
-                    except Exception as err:  # the task's worker died
-                        result, error = None, f"{type(err).__name__}: {str(err).strip().splitlines()[0]}"
+                    except Exception as err:  # noqa: BLE001 - every attempt's worker or node died
+                        text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                        result, error = None, f"{type(err).__name__}: {text} (after {retries} retries)"
                     yield spec, result, error
         finally:
+            for ref in pending:  # the driver stopped early: do not leave cells running
+                ray.cancel(ref, force=True)
             if started_here:
                 ray.shutdown()
+
+    def _connect(self, ray: Any) -> bool:
+        """Connect to ``address`` (or start a local instance); True when this call did it."""
+        if ray.is_initialized():
+            return False
+        address = self.options.get("address")
+        local = {} if address else {"num_cpus": self.jobs, "_node_ip_address": "127.0.0.1"}
+        runtime_env = self.options.get("runtime_env")
+        if runtime_env is not None:
+            local["runtime_env"] = runtime_env
+        try:
+            ray.init(
+                address=address or None,
+                include_dashboard=False,
+                log_to_driver=False,
+                ignore_reinit_error=True,
+                **local,
+            )
+        except (ConnectionError, RuntimeError, ValueError, SystemExit) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise PrunekitError(f"cannot connect to the Ray cluster at {address!r}: {first}") from None
+        return True
 
 
 @hookimpl
