@@ -216,8 +216,9 @@ def _environment(mp: pytest.MonkeyPatch, root: Path, **variables: str) -> None:
 
 @pytest.fixture(scope="module")
 def offline_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """`prunekit bench --wandb` on one cell with WANDB_MODE=offline, WANDB_PROJECT and WANDB_DIR
-    set, no --wandb-* flag and no credentials; its runs read back, and its stored row."""
+    """`prunekit bench --wandb --wandb-log-weights` on one cell with WANDB_MODE=offline,
+    WANDB_PROJECT and WANDB_DIR set, no other --wandb-* flag and no credentials; its runs read
+    back, and its stored row."""
     root = tmp_path_factory.mktemp("wandb_bench")
     (root / "suite.toml").write_text(SUITE)
     LIVE.clear()
@@ -229,9 +230,8 @@ def offline_bench(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             WANDB_PROJECT="env-project",
             WANDB_DIR=str(root / "wandb-env"),
         )
-        code, out, err = bench(
-            ["--suite", "suite.toml", "--db", "r.db", "--out", "report", "--wandb", "--json"]
-        )
+        argv = ["--suite", "suite.toml", "--db", "r.db", "--out", "report", "--wandb", "--wandb-log-weights"]
+        code, out, err = bench([*argv, "--json"])
     from prunekit.bench.store import ResultStore
 
     with ResultStore(root / "r.db", create=False) as store:
@@ -266,7 +266,10 @@ def test_offline_wandb_honours_wandb_mode_project_and_dir(offline_bench: dict[st
 def test_runs_carry_the_protocol_recipe_and_a_mask_artifact(offline_bench: dict[str, Any]) -> None:
     """A cell's run config holds the full training protocol (lr, epochs, batch size, optimiser,
     defaults resolved), the method's recipe and the scorer's options; its masks are an artifact
-    whose file holds the masks the store's row describes."""
+    whose file holds the masks the store's row describes; its trained weights (asked for) are
+    another, zero wherever the masks prune."""
+    from safetensors.torch import load_file
+
     from prunekit.masks import Masks
 
     (run,) = _cell_runs(offline_bench["runs"])
@@ -286,12 +289,19 @@ def test_runs_carry_the_protocol_recipe_and_a_mask_artifact(offline_bench: dict[
         config["trainer"] == "spy_sgd"
         and config["environment"]["test_size"] == row.environment["test_size"]
     )
-    (artifact,) = run["artifacts"]
-    assert artifact["type"] == "masks" and set(artifact["files"]) == {"masks.safetensors"}
+    artifacts = {a["type"]: a for a in run["artifacts"]}
+    assert set(artifacts) == {"masks", "model"}
+    artifact = artifacts["masks"]
+    assert set(artifact["files"]) == {"masks.safetensors"}
     assert artifact["metadata"]["mask_hash"] == row.mask_hash
     masks, _ = Masks.load(artifact["files"]["masks.safetensors"])
     assert masks.content_hash() == row.mask_hash
     assert masks.sparsity() == pytest.approx(row.achieved_sparsity)
+    weights = load_file(artifacts["model"]["files"]["weights.safetensors"])
+    assert set(masks) <= set(weights)
+    for name, mask in masks.items():
+        assert not weights[name][~mask.bool()].any(), name  # pruned weights stayed zero
+        assert weights[name][mask.bool()].abs().sum() > 0, name  # kept weights trained
     assert (
         run["summary"]["final_accuracy"] == pytest.approx(row.final_accuracy)
         and run["exit_code"] == 0

@@ -165,6 +165,13 @@ def bench(
             project=wandb_project, entity=wandb_entity, mode=wandb_mode, bench_id=bench_id, dir=wandb_dir,
             group=wandb_group, suite=suite.name, log_reused=wandb_log_reused, log_weights=wandb_log_weights,
         )  # fmt: skip
+        if not getattr(executor, "streams", False):
+            console.print(
+                f"note: the {executor.name} executor reports each cell when it ends: its W&B run is logged then, "
+                "its history replayed, without mask or weight artifacts (live runs and artifacts: --executor local)",
+                style="yellow",
+                highlight=False,
+            )
     run_options: dict[str, Any] = dict(
         executor=executor, device=dev, progress=not as_json, wandb=sink, bench_id=bench_id, argv=sys.argv
     )

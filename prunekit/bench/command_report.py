@@ -85,11 +85,11 @@ def _reading(db: Path, rows: list[Any]) -> tuple[float, Any]:
 @click.command()
 @click.option("--db", "db", type=click.Path(dir_okay=False), default=None, help="Results store written by `prunekit bench` (default: the bench's own default).")
 @click.option("--suite", default=None, help="Only the cells of this suite (default: every suite in the store).")
-@click.option("--format", "formats", type=click.Choice(FORMATS), multiple=True, help="Report format; repeatable (default: all of md, html, csv, json).")
+@click.option("--format", "formats", type=click.Choice(FORMATS), multiple=True, help="Report format; repeatable (default: all of md, html, csv, json). Files of an earlier report in --out that this one does not write are removed.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Folder for the reports and plots (default: prunekit-report/ beside the store, as `prunekit bench` writes).")
 @click.option("--tolerance", type=float, default=None, help="Equivalence margin: largest effect of a check, in accuracy points, that still counts as 'no change' (default: the suite's equivalence_margin, else 1).")
 @click.option("--confidence", type=float, default=DEFAULT_CONFIDENCE, show_default=True, help="Level of the confidence intervals, in (0, 1).")
-@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+@click.option("--no-plots", is_flag=True, help="Skip the figures (PNG, SVG and PDF).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (the report's JSON, without per-cell rows).")
 def report(
     db: str | None,
