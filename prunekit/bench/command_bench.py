@@ -154,6 +154,10 @@ def bench(
     check_trainer(suite)
     out_dir = Path(out) if out else db_path.resolve().parent / "prunekit-report"
     check_output_dir(out_dir, "--out")
+    if out_dir.is_dir():  # a foreign file under the report's manifest name: one line, before any training
+        from prunekit.bench.report import read_manifest
+
+        read_manifest(out_dir)
     if device is None and suite.device == "cuda" and not dev.startswith("cuda"):
         console.print(f"warning: suite {suite.name} is meant for a GPU and none is available: running on {dev}", style="yellow", highlight=False)
     bench_id = new_bench_id()
