@@ -20,4 +20,5 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "prunekit_plugins.executors",
     "prunekit_plugins.ray_executor",
     "prunekit_plugins.batched_executor",
+    "prunekit_plugins.instruments",
 )

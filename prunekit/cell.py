@@ -30,6 +30,24 @@ def _pairs(value: Mapping[str, Any] | Sequence[tuple[str, Any]] | None) -> tuple
     return tuple(sorted((str(k), _pairs(v) if isinstance(v, Mapping) else v) for k, v in items))
 
 
+def _frozen(value: Any) -> Any:
+    """Lists (of a TOML file or a stored spec) as tuples, so a spec stays hashable."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, Mapping):
+        return {k: _frozen(v) for k, v in value.items()}
+    return value
+
+
+def _instrument_pairs(value: Mapping[str, Any] | Sequence[Any] | None) -> tuple[tuple[str, Any], ...]:
+    """Instruments as sorted ``(name, options pairs)``: from ``{name: options}``, from names, or
+    from such pairs."""
+    if not value:
+        return ()
+    items = value.items() if isinstance(value, Mapping) else [(v, {}) if isinstance(v, str) else (v[0], v[1]) for v in value]
+    return tuple(sorted((str(k), _pairs(_frozen(dict(v or {})))) for k, v in items))
+
+
 @attrs.frozen(kw_only=True)
 class CellSpec:
     """Everything that determines one result (its identity: :func:`prunekit.identity.cell_identity`).
@@ -37,7 +55,8 @@ class CellSpec:
     ``model_options`` go to ``timm.create_model``; ``method_options`` override fields of the
     registered method (``scorer_options`` / ``schedule_options`` are merged into the method's
     own); ``check_options`` are the check's options, ``dataset_options`` the dataset's (e.g.
-    its normalization). Each holds only what a suite sets.
+    its normalization). Each holds only what a suite sets. ``instruments``: the instruments
+    that measure the cell with their options (:mod:`prunekit.instruments`).
     """
 
     model: str
@@ -53,6 +72,7 @@ class CellSpec:
     method_options: tuple[tuple[str, Any], ...] = noop_field((), converter=_pairs)
     check_options: tuple[tuple[str, Any], ...] = noop_field((), converter=_pairs)
     dataset_options: tuple[tuple[str, Any], ...] = noop_field((), converter=_pairs)
+    instruments: tuple[tuple[str, Any], ...] = noop_field((), converter=_instrument_pairs)
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -128,6 +148,7 @@ class CellResult:
     dense_accuracy: float | None = None  # the dense pre-training's (lottery-ticket family)
     tie_fraction: float | None = None  # of the kept weights, the fraction chosen among tied scores
     warnings: tuple[str, ...] = ()
+    instruments: dict[str, Any] = attrs.field(factory=dict)  # {name: measurement} (prunekit.instruments)
 
     def metrics(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -184,6 +205,7 @@ class PreparedCell:
     metadata: Mapping[str, Any]
     effective_sparsity: float | None
     started: float
+    instruments: Any = None  # a prunekit.instruments.InstrumentRun when the spec names instruments
 
 
 def prepare_cell(
@@ -206,16 +228,7 @@ def prepare_cell(
         return pipeline.build_model(spec.model, data, seed)
 
     model = build(spec.seed)
-    training = pipeline.Training(
-        trainer=resolved.trainer,
-        config=spec.protocol,
-        model_name=spec.model,
-        model_options=model_options,
-        # the dense cache's name for the data: the options enter only when set (old entries stay valid)
-        dataset_key=spec.dataset if not spec.dataset_options else f"{spec.dataset}{canonical(_plain(spec.dataset_options))}",
-        cache=cache if cache is not None else DenseCache(),
-        device=device,
-    )
+    training = cell_training(spec, resolved.trainer, cache if cache is not None else DenseCache(), device)
     outcome = pipeline.prune(
         model,
         data,
@@ -233,16 +246,50 @@ def prepare_cell(
             spec.data_root, canonical(spec.protocol), spec.trainer,
         ],  # fmt: skip
     )
+    start_step = final_start_step(resolved.method, len(data.train), spec.protocol)
+    instruments = None
+    if spec.instruments:
+        from prunekit.instruments import start_instruments
+
+        def dense(steps: Sequence[int] = ()) -> Any:
+            return pipeline.dense_run(
+                build(spec.seed), data, resolved.method, training, seed=spec.seed,
+                pruning_train=data.train, check_name="none", extra_steps=steps,
+            )  # fmt: skip
+
+        instruments = start_instruments(
+            spec, method=resolved.method, model=model, masks=outcome.masks, data=data,
+            trainer=resolved.trainer, device=device, start_step=start_step,
+            unpruned=outcome.unpruned, build=lambda seed: build(seed).to(device), dense=dense,
+        )  # fmt: skip
     return PreparedCell(
         spec=spec,
         model=model,
         masks=outcome.masks,
         data=data,
         trainer=resolved.trainer,
-        start_step=final_start_step(resolved.method, len(data.train), spec.protocol),
+        start_step=start_step,
         metadata=outcome.metadata,
         effective_sparsity=effective_sparsity(model, outcome.masks, data.input_shape),
         started=started,
+        instruments=instruments,
+    )
+
+
+def cell_training(spec: CellSpec, trainer: Trainer, cache: DenseCache, device: torch.device) -> Any:
+    """How ``spec`` trains, for methods that pre-train (a :class:`prunekit.pipeline.Training`
+    naming the dense run in ``cache``)."""
+    from prunekit import pipeline
+
+    return pipeline.Training(
+        trainer=trainer,
+        config=spec.protocol,
+        model_name=spec.model,
+        model_options=_plain(spec.model_options),
+        # the dense cache's name for the data: the options enter only when set (old entries stay valid)
+        dataset_key=spec.dataset if not spec.dataset_options else f"{spec.dataset}{canonical(_plain(spec.dataset_options))}",
+        cache=cache,
+        device=device,
     )
 
 
@@ -253,6 +300,11 @@ def finish_cell(prepared: PreparedCell, result: TrainResult, *, train_seconds: f
 
     masks, meta = prepared.masks, prepared.metadata
     wall = time.perf_counter() - prepared.started if train_seconds is None else train_seconds
+    measured: dict[str, Any] = {}
+    if prepared.instruments is not None:  # after the wall time: it stays the cell's own cost
+        from prunekit.instruments import finish_instruments
+
+        measured = finish_instruments(prepared.instruments, prepared.model, result)
     return CellResult(
         final_accuracy=result.final_accuracy,
         best_accuracy=result.best_accuracy,
@@ -267,6 +319,7 @@ def finish_cell(prepared: PreparedCell, result: TrainResult, *, train_seconds: f
         dense_accuracy=meta.get("dense_accuracy"),
         tie_fraction=meta.get("tie_fraction"),
         warnings=tuple(meta.get("warnings", ())),
+        instruments=measured,
     )
 
 

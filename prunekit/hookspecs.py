@@ -6,7 +6,7 @@ Each ``register_*`` hook receives a ``register`` callable; call it once per obje
 
 ``name`` defaults to ``obj.name`` and ``description`` to ``obj.description`` (or the first line
 of its docstring). Scorers, schedules, checks, trainers, datasets and executors are registered
-as classes; methods as :class:`~prunekit.interfaces.Method` instances; suites as
+as classes (instruments too); methods as :class:`~prunekit.interfaces.Method` instances; suites as
 :class:`~prunekit.bench.suite.Suite` instances or paths to TOML files.
 
 Models are registered into timm's own registry (``timm.models.register_model``) when the
@@ -70,6 +70,12 @@ def register_suites(register: Register) -> None:
 @hookspec
 def register_executors(register: Register) -> None:
     """Register benchmark executors (classes that run grid cells)."""
+
+
+@hookspec
+def register_instruments(register: Register) -> None:
+    """Register :class:`~prunekit.instruments.Instrument` subclasses (measurements of a cell
+    beyond its accuracy: instability, gradient flow, ...)."""
 
 
 @hookspec

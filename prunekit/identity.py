@@ -169,7 +169,8 @@ def cell_identity(spec: CellSpec, *, device_type: str = "cpu") -> Identity:
     * ``trainer`` and ``protocol``: the trainer's origin and the resolved training protocol;
     * ``model``: name, options passed to timm, origin (the distribution and module that
       registered it); ``dataset``: name, origin and resolved options; ``sparsity``, ``seed``, ``device``;
-    * ``prunekit``: the core's version (selection, pipeline and store semantics).
+    * ``prunekit``: the core's version (selection, pipeline and store semantics);
+    * ``instruments`` (only when the cell has any): each instrument's resolved options and origin.
 
     Where the files live (``data_root``) is not part of it. Fields declared with
     :func:`noop_field` stay out while at their defaults; everything else enters resolved.
@@ -224,4 +225,17 @@ def cell_identity(spec: CellSpec, *, device_type: str = "cpu") -> Identity:
             "origin": _origin("sanity_check", spec.check),
             **_revision(resolved.check),
         }
+    if spec.instruments:  # absent without instruments: keys of unmeasured cells are unchanged
+        payload["instruments"] = _instruments(spec)
     return Identity(key=digest(payload), payload=payload)
+
+
+def _instruments(spec: CellSpec) -> dict[str, Any]:
+    """The cell's instruments with their resolved options, origins and revisions (an
+    instrument may train extra copies and its measurements are part of the cell's result)."""
+    from prunekit.instruments import resolve_instruments
+
+    return {
+        name: {"options": canonical(instrument), "origin": _origin("instrument", name), **_revision(instrument)}
+        for name, instrument in resolve_instruments(spec)
+    }

@@ -265,6 +265,8 @@ class PruneOutcome:
     masks: Masks
     layers: tuple[PrunableLayer, ...]
     metadata: dict[str, Any]
+    # the prunable weights the ticket was cut from, before masking (empty when nothing was pruned)
+    unpruned: Mapping[str, torch.Tensor] = attrs.field(factory=dict)
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -325,13 +327,15 @@ def dense_run(
     pruning_train: ArrayData,
     check_name: str,
     check_options: Mapping[str, Any] | None = None,
+    extra_steps: Iterable[int] = (),
 ) -> DenseRun:
     """The dense training of ``model`` (at θ₀) on the pruning data, with θ_k kept; cached.
 
     The cache key is everything that changes the training (the pruning-data check with its
     options included), not which states are kept: every method shares the run. It keeps θ₀,
     θ_k of ``method`` and of every registered late-rewinding method, so that the whole
-    lottery-ticket family trains dense once whatever order its methods come in.
+    lottery-ticket family trains dense once whatever order its methods come in, and the states
+    after ``extra_steps`` (an instrument's rewinding sweep).
     """
     steps_per_epoch = -(-len(pruning_train) // training.config.batch_size)
     total = steps_per_epoch * training.config.epochs
@@ -340,7 +344,7 @@ def dense_run(
         rewind_step(m.rewind_point, total)
         for m in (e.obj for e in get_plugins().registry("method").entries())
         if m.pretrain and m.rewind == "step"
-    }
+    } | {int(s) for s in extra_steps}
     spec = {
         "model": training.model_name,
         "data": training.dataset_key,
@@ -722,7 +726,7 @@ def prune(
             f"{' ...' if len(collapsed) > 3 else ''}), which disconnects the network; "
             "lower the sparsity, use another schedule, or allow collapse (--allow-collapse)"
         )
-    return PruneOutcome(masks=masks, layers=layers, metadata=meta)
+    return PruneOutcome(masks=masks, layers=layers, metadata=meta, unpruned=unpruned)
 
 
 def check_achieved(kept: int, total: int, density: float, method: Method, layers: int) -> None:

@@ -45,6 +45,7 @@ KINDS: dict[str, str] = {
     "dataset": "register_datasets",
     "suite": "register_suites",
     "executor": "register_executors",
+    "instrument": "register_instruments",
     "model": "register_models",
 }
 

@@ -7,13 +7,15 @@ cells it would have had, so the store and the reports can show them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import attrs
 
 from prunekit.bench.suite import ALL, ALL_METHODS, Suite
 from prunekit.cell import CellSpec, resolve_method_options
 from prunekit.errors import PrunekitError
+from prunekit.interfaces import Method
 from prunekit.pipeline import check_sparsity, instantiate, uses_data
 from prunekit.plugins import get_plugins
 
@@ -106,8 +108,10 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
             plugins.registry("method").get(name)
     for name in suite.check_options:
         plugins.registry("sanity_check").get(name)
+    methods: dict[str, Method] = {}
     for m in method_names:
         method = resolve_method_options(plugins.registry("method").get(m), suite.options_for_method(m))
+        methods[m] = method
         for c in check_names:
             if c == CLEAN:
                 pairs.append((m, c))
@@ -118,6 +122,7 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
                 skipped.append(Skipped(method=m, check=c, reason=reason))
             else:
                 pairs.append((m, c))
+    measure = _instruments(suite)
     cells: list[CellSpec] = []
     not_applicable: list[tuple[CellSpec, str]] = []
     for model in suite.models:
@@ -134,7 +139,8 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
                 cells.append(
                     CellSpec(
                         model=model, method=DENSE, check=CLEAN, sparsity=0.0, seed=seed,
-                        method_options=suite.options_for_method(DENSE), **common,
+                        method_options=suite.options_for_method(DENSE),
+                        instruments=measure(methods[DENSE], CLEAN), **common,
                     )
                 )
             for sparsity in sparsities:
@@ -145,7 +151,8 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
                             CellSpec(
                                 model=model, method=m, check=c, sparsity=sparsity, seed=seed,
                                 method_options=suite.options_for_method(m),
-                                check_options=suite.check_options.get(c, {}), **common,
+                                check_options=suite.check_options.get(c, {}),
+                                instruments=measure(methods[m], c), **common,
                             )
                         )
                 for s in skipped:
@@ -164,3 +171,27 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
             f"(methods: {', '.join(method_names) or 'none'}); widen --methods/--checks/--sparsities/--seeds"
         )
     return Grid(cells=tuple(cells), skipped=tuple(skipped), not_applicable=tuple(not_applicable))
+
+
+def _instruments(suite: Suite) -> Callable[[Method, str], dict[str, dict[str, Any]]]:
+    """Which of the suite's instruments (with their options) measure a cell of a method under a
+    check; every name and option is checked first (one-line errors)."""
+    from prunekit.instruments import applies, instantiate_instrument
+
+    names = list(dict.fromkeys(suite.instruments))
+    for name in suite.instrument_options:
+        if name not in names:
+            get_plugins().registry("instrument").get(name)  # an unknown name: one line with suggestions
+            raise PrunekitError(
+                f"the suite sets [instrument_options.{name}] but does not list {name!r} in instruments; add it or remove the table"
+            )
+    built = {name: instantiate_instrument(name, suite.instrument_options.get(name, {})) for name in names}
+
+    def measure(method: Method, check: str) -> dict[str, dict[str, Any]]:
+        return {
+            name: dict(suite.instrument_options.get(name, {}))
+            for name, instrument in built.items()
+            if applies(instrument, method, check)
+        }
+
+    return measure

@@ -41,6 +41,7 @@ class ResultRow:
     warnings: list[str] = attrs.field(factory=list)
     spec: dict[str, Any] = attrs.field(factory=dict)  # the cell spec (runner.spec_from_payload)
     identity: dict[str, Any] = attrs.field(factory=dict)  # the payload the key hashes
+    instruments: dict[str, Any] = attrs.field(factory=dict)  # {name: measurement} (prunekit.instruments)
 
     def as_dict(self) -> dict[str, Any]:
         return attrs.asdict(self)

@@ -131,6 +131,7 @@ def _row(
             dense_accuracy=result.dense_accuracy,
             tie_fraction=result.tie_fraction,
             warnings=list(result.warnings),
+            instruments=dict(result.instruments),
         )
     return ResultRow(
         key=ident.key,
@@ -164,7 +165,7 @@ def spec_from_payload(payload: Mapping[str, Any], data_root: str | None = None) 
 
     fields = dict(payload)
     fields["protocol"] = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields["protocol"].items()})
-    for name in ("model_options", "method_options", "check_options", "dataset_options"):
+    for name in ("model_options", "method_options", "check_options", "dataset_options", "instruments"):
         if name in fields:
             fields[name] = _from_canonical(fields[name])
     return CellSpec(**fields, data_root=data_root)

@@ -5,7 +5,7 @@ is replaced by its result when it arrives, each in one transaction, so a killed 
 ``running`` rows that the next run re-runs, and no cell is ever recorded twice. Tables:
 
 - ``cells``: the columns of :class:`~prunekit.bench.records.ResultRow` (``layer_density``,
-  ``history`` and ``environment`` as JSON) plus ``started`` / ``finished`` (Unix time);
+  ``history``, ``environment`` and ``instruments`` as JSON) plus ``started`` / ``finished`` (Unix time);
 - ``benches``: one row per ``prunekit bench`` run (id, suite, start, argv, plugin versions);
 - ``meta``: the schema version.
 
@@ -34,10 +34,11 @@ from prunekit.errors import PrunekitError
 
 DEFAULT_DB = "prunekit-results.db"
 # 2: started/finished timestamps; 3: mask hash, dense accuracy, ties, warnings, spec, identity,
-# application_id (columns are added to older stores when a writer opens them)
+# application_id (columns are added to older stores when a writer opens them; the instruments
+# column, JSON, came later without a new version: a store without it reads it as {})
 SCHEMA_VERSION = 3
 APPLICATION_ID = 0x50524B54  # "PRKT"
-_JSON = ("layer_density", "history", "environment", "warnings", "spec", "identity")
+_JSON = ("layer_density", "history", "environment", "warnings", "spec", "identity", "instruments")
 _JSON_EMPTY: dict[str, Any] = {"history": [], "warnings": []}
 _REQUIRED = ("key", "suite", "status")  # columns every prunekit store had
 _COLUMNS = [f.name for f in attrs.fields(ResultRow)]

@@ -4,7 +4,8 @@ A suite fixes the dataset, models, sparsities, seeds, methods and checks (``"all
 the training protocol (a ``[protocol]`` table with the fields of
 :class:`~prunekit.interfaces.TrainConfig`), the scoring overrides (a ``[scoring]`` table) and
 the trainer, and the options of models (``[model]``), methods (``[method_options.<name>]``) and
-checks (``[check_options.<name>]``) and the dataset (``[dataset_options]``). Unknown keys are an error that names the key and the file; a value of the wrong
+checks (``[check_options.<name>]``) and the dataset (``[dataset_options]``), and the instruments
+that measure its cells (``instruments = [...]`` with ``[instrument_options.<name>]``). Unknown keys are an error that names the key and the file; a value of the wrong
 type or range is one line naming the key. :meth:`Suite.fingerprint` identifies the protocol:
 every result row carries it, so results of different protocols are never compared silently.
 """
@@ -64,6 +65,10 @@ class Suite:
     method_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
     check_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
     dataset_options: Mapping[str, Any] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
+    # instruments measuring the cells (prunekit.instruments) and their options: they enter the
+    # identity of the cells they measure, not the protocol's fingerprint (the accuracies are the same)
+    instruments: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    instrument_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
     device: str = attrs.field(default="cpu", validator=attrs.validators.in_(DEVICES))  # where it is meant to run
     published: str | None = None  # name of the published table it reproduces (for the reader)
     # the verdicts' equivalence margin (accuracy points): how small a check's effect must be
@@ -148,8 +153,9 @@ _SUITE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "published": (lambda v: isinstance(v, str), "the name of a published table (string)"),
     "estimated_cell_seconds": (lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
     "equivalence_margin": (lambda v: _is_number(v) and v > 0, "a number of accuracy points > 0"),
+    "instruments": (_str_list, "a list of instrument names (prunekit list instrument)"),
 }
-_TABLES = ("protocol", "scoring", "model", "method_options", "check_options", "dataset_options")
+_TABLES = ("protocol", "scoring", "model", "method_options", "check_options", "dataset_options", "instrument_options")
 _PROTOCOL_FIELDS = {f.name: f for f in attrs.fields(TrainConfig)}
 
 
@@ -255,7 +261,7 @@ def suite_from_mapping(raw: Mapping[str, Any], source: str) -> Suite:
             raise _unknown(source, f"scoring.{key}", {f"scoring.{k}" for k in SCORING_KEYS})
         if not (_is_int(value) and value > 0):
             raise _bad(source, f"scoring.{key}", value, "an integer > 0")
-    for table in ("method_options", "check_options"):
+    for table in ("method_options", "check_options", "instrument_options"):
         for name, options in tables[table].items():
             if not isinstance(options, Mapping):
                 raise _bad(source, f"{table}.{name}", options, f"a table ([{table}.{name}]) of options")
@@ -274,6 +280,7 @@ def suite_from_mapping(raw: Mapping[str, Any], source: str) -> Suite:
             method_options=tables["method_options"],
             check_options=tables["check_options"],
             dataset_options=tables["dataset_options"],
+            instrument_options=tables["instrument_options"],
             source=source,
         )
     except (TypeError, ValueError) as err:  # pragma: no cover - the checks above come first
