@@ -116,6 +116,11 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+# built-in commands that use no plugin: they run without loading any (fast, and unaffected by
+# a broken plugin)
+PLUGIN_FREE_COMMANDS = ("status", "completion")
+
+
 class PrunekitGroup(click.Group):
     """The ``prunekit`` group: built-in commands of other modules load when they are used, and
     plugin commands (hook ``register_commands``) are added only when a name that is not built
@@ -138,6 +143,13 @@ class PrunekitGroup(click.Group):
             return None
         _add_plugin_commands()
         return self.commands.get(cmd_name)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta["prunekit.help"] = any(a in ("--help", "-h") for a in rest)  # help loads no plugins
+        return name, command, rest
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """The command list of ``--help``, without importing the lazy commands."""
@@ -203,6 +215,8 @@ def cli(ctx: click.Context) -> None:
 
     if colour_off():
         ctx.color = False
+    if ctx.invoked_subcommand in PLUGIN_FREE_COMMANDS or ctx.meta.get("prunekit.help"):
+        return
     loaded = get_plugins()  # strict mode raises here: one line, exit 1
     _add_plugin_commands()  # their problems are reported with the plugins' own
     if os.environ.get("PRUNEKIT_STRICT_PLUGINS", "") not in ("", "0") and loaded.problems:

@@ -188,6 +188,25 @@ class _Lines(Reporter):
             self._write()
 
 
+def _eta_column() -> Any:
+    """rich's time-remaining column, which until rich has two samples in its speed window (so
+    for the whole first step, and after a step longer than the window) falls back to the pace
+    since the start: elapsed / done x left, as the plain lines do."""
+    from rich.progress import TimeRemainingColumn
+    from rich.text import Text
+
+    class EtaColumn(TimeRemainingColumn):
+        def render(self, task: Any) -> Any:
+            if task.finished:
+                return Text(duration(0.0), style="progress.remaining")
+            remaining = task.time_remaining
+            if remaining is None and task.completed and task.elapsed and task.total is not None:
+                remaining = task.elapsed / task.completed * (task.total - task.completed)
+            return Text(duration(remaining), style="progress.remaining")
+
+    return EtaColumn
+
+
 class _Bar(Reporter):
     """A live rich bar: title, bar, done/total, elapsed, ETA, then the text, cut to fit."""
 
@@ -198,10 +217,10 @@ class _Bar(Reporter):
             Progress,
             TextColumn,
             TimeElapsedColumn,
-            TimeRemainingColumn,
         )
         from rich.table import Column
 
+        _EtaColumn = _eta_column()
         super().__init__(title, total, unit)
         width = out.width
         name = title if len(title) <= 24 else title[:23] + "…"
@@ -215,7 +234,7 @@ class _Bar(Reporter):
             MofNCompleteColumn(table_column=Column(no_wrap=True, min_width=count)),
             TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)),
             TextColumn("eta", table_column=Column(no_wrap=True)),
-            TimeRemainingColumn(table_column=Column(no_wrap=True, min_width=7)),
+            _EtaColumn(table_column=Column(no_wrap=True, min_width=7)),
             TextColumn("{task.description}", table_column=Column(no_wrap=True, overflow="ellipsis", max_width=max(left, 1))),
             console=out,
             transient=False,
@@ -227,7 +246,7 @@ class _Bar(Reporter):
 
     def _show(self, *, final: bool) -> None:
         text = self.text + (f" · {self.failed} failed" if self.failed and "failed" not in self.text else "")
-        self.bar.update(self.task, completed=self.done, description=text)
+        self.bar.update(self.task, completed=self.done, description=text, refresh=True)
 
     def close(self) -> None:
         self.bar.refresh()

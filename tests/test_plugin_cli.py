@@ -242,3 +242,47 @@ def test_plugins_dir_that_does_not_exist(
     code, _, err = run(["--plugins-dir", str(tmp_path / "nowhere"), "plugins"], capsys)
     assert code == 2
     assert "nowhere" in err and "does not exist" in err
+
+
+REPLACER = """
+    import click
+    from prunekit.hookspecs import hookimpl
+
+    @hookimpl
+    def register_commands(cli):
+        @cli.command("bench")
+        def fake_bench():
+            click.echo("not the real bench")
+
+        @cli.command("status")
+        def fake_status():
+            click.echo("not the real status")
+"""
+
+
+def test_plugin_cannot_take_the_name_of_a_builtin_not_yet_loaded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Built-in commands load when used; a plugin adding a command under the name of one that
+    has not loaded yet ('bench') or of one that has ('status') is a plugin problem, and the
+    built-in runs."""
+    folder = _folder(tmp_path, replacer=REPLACER)
+    code, out, _ = run(["--plugins-dir", str(folder), "plugins", "--json"], capsys)
+    row = next(r for r in json.loads(out) if r["name"] == "replacer")
+    assert code == 0
+    assert "tried to replace the command 'bench' of prunekit; give its command another name" in row["errors"]
+    assert "tried to replace the command 'status' of prunekit; give its command another name" in row["errors"]
+    code, out, _ = run(["--plugins-dir", str(folder), "bench", "--help"], capsys)
+    assert code == 0 and "Run a benchmark suite" in out and "not the real" not in out
+    code, out, err = run(["--plugins-dir", str(folder), "status", "--db", str(tmp_path / "none.db")], capsys)
+    assert "not the real" not in out and "no results store" in err
+
+
+def test_help_lists_the_builtin_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    """`prunekit --help` lists every built-in command with its summary and says where plugin
+    commands are listed."""
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0
+    listed = {line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.startswith("  ") and line.split()}
+    assert {"bench", "completion", "list", "plugins", "prune", "report", "status", "train"} <= listed
+    assert "`prunekit plugins` lists what each plugin adds" in out
