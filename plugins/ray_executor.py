@@ -39,15 +39,25 @@ class RayExecutor(Executor):
     name: ClassVar[str] = "ray"
     description: ClassVar[str] = "Ray tasks on a cluster (--ray-address), one GPU per cell on GPU suites"
 
-    def run(self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None) -> Iterator[Outcome]:
-        try:
-            import ray
-        except ImportError:
-            raise PrunekitError("the ray executor needs Ray: pip install 'prunekit[ray]'") from None
+    _opened = False  # connect() started the connection run() is to close
+
+    def connect(self) -> None:
+        """Connect (or start a local instance) before the driver opens the store, so that a
+        cluster that cannot be reached leaves the store untouched."""
+        self._retries()
+        self._opened = self._connect(_ray()) or self._opened
+
+    def _retries(self) -> int:
         retries = self.options.get("max_retries", DEFAULT_RETRIES)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise PrunekitError(f"ray option max_retries must be a whole number >= 0, got {retries!r}")
-        started_here = self._connect(ray)
+        return retries
+
+    def run(self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None) -> Iterator[Outcome]:
+        ray = _ray()
+        retries = self._retries()
+        started_here = self._connect(ray) or self._opened
+        self._opened = False
         gpus = 1 if device.startswith("cuda") else 0
         task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=retries, retry_exceptions=False)(run_one)
         folder = str(cache_dir) if cache_dir else None
@@ -88,8 +98,22 @@ class RayExecutor(Executor):
             )
         except (ConnectionError, RuntimeError, ValueError, SystemExit) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise PrunekitError(f"cannot connect to the Ray cluster at {address!r}: {first}") from None
+            if "Could not find any running Ray instance" in first:
+                first = "no running Ray cluster was found there; start one (`ray start --head`) or give its address"
+            first = first.replace("`--address` flag", "--ray-address")  # Ray names its own flag
+            raise PrunekitError(
+                f"cannot connect to the Ray cluster at {address!r} (prunekit bench --ray-address): {first}; "
+                "leave --ray-address out to start a local Ray instance"
+            ) from None
         return True
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise PrunekitError("the ray executor needs Ray: pip install 'prunekit[ray]'") from None
+    return ray
 
 
 @hookimpl

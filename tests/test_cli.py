@@ -323,3 +323,17 @@ def test_completion_offers_method_model_and_suite_names(monkeypatch: pytest.Monk
     assert "resnet18" in _complete("prunekit train --model resnet1", monkeypatch, capsys)
     assert "su2020_cifar10" in _complete("prunekit bench --suite su2020", monkeypatch, capsys)
     assert set(_complete("prunekit st", monkeypatch, capsys)) == {"status"}
+
+
+def test_ray_address_that_cannot_connect(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--executor ray --ray-address auto` with no cluster running is one line naming
+    prunekit's --ray-address (not Ray's own flag), and no store is created."""
+    pytest.importorskip("ray", reason="the ray extra is not installed")  # installed in CI by .ci/run
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    suite = tmp_path / "s.toml"
+    suite.write_text(SUITE_HEAD + "[protocol]\nepochs = 1\n")
+    db = tmp_path / "r.db"
+    code, _, err = run(["bench", "--suite", str(suite), "--db", str(db), "--executor", "ray", "--ray-address", "auto"], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "--ray-address" in err and "`--address`" not in err
+    assert not db.exists()
