@@ -189,3 +189,21 @@ def test_progress_lines_are_throttled() -> None:
         "[t] 9/10 cells, 0 failed, elapsed 0:01:30, eta 0:00:10 · x",
         "[t] 10/10 cells, 1 failed, elapsed 0:01:40, eta 0:00:00 · last",
     ]
+
+
+def test_training_progress_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Off a terminal, `train` reports epochs, and `prune` reports the dense pre-training of a
+    lottery ticket and every retraining of the IMP rounds, as lines with done/total and ETA."""
+    monkeypatch.setenv("PRUNEKIT_PROGRESS_SECONDS", "0")
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(["train", "--model", "digits_mlp", "--epochs", "2"], capsys)
+    assert code == 0, err
+    assert re.search(r"^\[train digits_mlp\] 1/2 epochs, 0 failed, elapsed \S+, eta \S+ · epoch 1: test accuracy", err, re.MULTILINE)
+    assert re.search(r"^\[train digits_mlp\] 2/2 epochs, 0 failed, elapsed \S+, eta 0:00:00 · epoch 2", err, re.MULTILINE)
+    base = ["prune", "--model", "digits_mlp", "--epochs", "1", "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "m.safetensors")]
+    code, _, err = run([*base, "--method", "imp", "--sparsity", "0.5"], capsys)
+    assert code == 0, err
+    assert re.search(r"^\[dense pre-training\] 1/1 epochs, 0 failed, elapsed \S+, eta 0:00:00", err, re.MULTILINE)
+    # 20% of the remaining weights per round: densities 0.8, 0.64, 0.512, then 0.5
+    rounds = re.findall(r"^\[IMP round (\d)/(\d), retraining\] 1/1 epochs", err, re.MULTILINE)
+    assert rounds == [("1", "3"), ("2", "3"), ("3", "3")], err
