@@ -307,7 +307,7 @@ def list_(kind: str | None, as_json: bool) -> None:
     from prunekit.console import print_table
 
     columns = ("kind", "name", "description", "plugin")
-    print_table(columns, [[row[c] for c in columns] for row in rows])
+    print_table(columns, [[row[c] for c in columns] for row in rows], whole=("kind", "name"))
 
 
 # -------------------------------------------------------------------------- prune / train

@@ -64,10 +64,12 @@ def print_table(
     title: str | None = None,
     out: Any = None,
     right: Sequence[str] = (),
+    whole: Sequence[str] = (),
 ) -> None:
     """``rows`` under ``columns``: a rich table on a terminal; elsewhere tab-separated lines
     (the title as a ``# `` line, a header, one line per row; tabs and newlines in values become
-    spaces). ``right`` names the columns aligned right on a terminal."""
+    spaces). On a terminal, ``right`` names the columns aligned right and ``whole`` those never
+    wrapped nor cut (names: the other columns wrap to make room)."""
     out = out if out is not None else console()
     if not is_rich(out):
         lines = [f"# {title}"] if title else []
@@ -79,10 +81,17 @@ def print_table(
     from rich.table import Table
 
     table = Table(title=title)
-    for col in columns:
-        table.add_column(col, justify="right" if col in right else "left")
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row))
+    cells = [[_cell(v) for v in row] for row in rows]
+    for i, col in enumerate(columns):
+        widest = max([len(col), *(len(r[i]) for r in cells)])
+        table.add_column(
+            col,
+            justify="right" if col in right else "left",
+            no_wrap=col in whole,
+            min_width=widest if col in whole else None,
+        )
+    for row in cells:
+        table.add_row(*row)
     out.print(table)
 
 
