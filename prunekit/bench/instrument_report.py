@@ -36,7 +36,6 @@ import numpy as np
 
 from prunekit.bench.records import ResultRow
 from prunekit.bench.stats import MIN_SEEDS, PairedTest, paired_test
-from prunekit.instruments import jaccard, unpack_bits, unpack_floats
 
 if TYPE_CHECKING:
     from prunekit.bench.report.data import ReportData
@@ -350,7 +349,15 @@ def check_winning_table(data: ReportData) -> Table | None:
 
 
 # ----------------------------------------------------------------------- mask stability
+def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    from prunekit.instruments import jaccard  # not at the top: a report without masks needs no torch
+
+    return jaccard(a, b)
+
+
 def _mask(entry: dict[str, Any]) -> tuple[str, np.ndarray] | None:
+    from prunekit.instruments import unpack_bits
+
     d = entry.get("data") or {}
     if "mask" not in d:
         return None
@@ -358,6 +365,8 @@ def _mask(entry: dict[str, Any]) -> tuple[str, np.ndarray] | None:
 
 
 def _scores(entry: dict[str, Any]) -> tuple[str, np.ndarray] | None:
+    from prunekit.instruments import unpack_floats
+
     d = entry.get("data") or {}
     if "scores" not in d:
         return None
@@ -400,7 +409,7 @@ def method_overlap(cells: dict[tuple[str, str, float], dict[int, Any]], sparsity
         for j, b in enumerate(methods):
             ma, mb = cells[(a, "none", sparsity)], cells[(b, "none", sparsity)]
             values = [
-                jaccard(ma[s][1][1], mb[s][1][1]) for s in sorted(set(ma) & set(mb)) if ma[s][1][0] == mb[s][1][0]
+                _jaccard(ma[s][1][1], mb[s][1][1]) for s in sorted(set(ma) & set(mb)) if ma[s][1][0] == mb[s][1][0]
             ]
             if values:
                 grid[i, j] = float(np.mean(values))
@@ -416,7 +425,7 @@ def mask_stability_tables(data: ReportData) -> list[Table]:
         rows = []
         for (method, check, sparsity), seeds in cells.items():
             pairs = [(a, b) for a, b in itertools.combinations(sorted(seeds), 2) if seeds[a][1][0] == seeds[b][1][0]]
-            overlaps = [jaccard(seeds[a][1][1], seeds[b][1][1]) for a, b in pairs]
+            overlaps = [_jaccard(seeds[a][1][1], seeds[b][1][1]) for a, b in pairs]
             density = float(np.mean([seeds[s][1][1].mean() for s in seeds]))
             rhos = []
             for a, b in pairs:
@@ -446,7 +455,7 @@ def mask_stability_tables(data: ReportData) -> list[Table]:
             clean = cells.get((method, "none", sparsity))
             if check == "none" or clean is None:
                 continue
-            values = [jaccard(seeds[s][1][1], clean[s][1][1]) for s in sorted(set(seeds) & set(clean)) if seeds[s][1][0] == clean[s][1][0]]
+            values = [_jaccard(seeds[s][1][1], clean[s][1][1]) for s in sorted(set(seeds) & set(clean)) if seeds[s][1][0] == clean[s][1][0]]
             if values:
                 checked.append((method, check, _pct(sparsity), str(len(values)), _pairs_mean(values)))
         if checked:

@@ -389,6 +389,10 @@ class WandbSink:
             run.summary["layer_density"] = dict(row.layer_density)
         if row.warnings:
             run.summary["warnings"] = list(row.warnings)
+        from prunekit.bench.instrument_report import wandb_summary
+
+        for name, value in wandb_summary(row).items():  # the instruments' numbers
+            run.summary[name] = value
         for kind, file_name, path, _ in self._artifacts.pop(row.key, []):
             artifact = self._wandb.Artifact(
                 f"{kind if kind == 'masks' else 'weights'}-{row.key[:16]}",
@@ -466,6 +470,10 @@ class WandbSink:
         software = report_tables.software_table(data)
         if software is not None:
             payload["software"] = table(software)
+        from prunekit.bench.instrument_report import wandb_tables
+
+        for key, t in wandb_tables(data).items():  # the instruments' tables
+            payload[key] = table(t)
         for stem, path in images.items():
             payload[f"figures/{stem}"] = wandb.Image(str(path))
         run = self._init(

@@ -624,6 +624,9 @@ def sections(data: ReportData) -> list[tuple[str, list[Table]]]:
         ("Sanity-check verdicts", verdict_tables(data)),
         ("Check effects", effect_tables(data)),
     ]
+    from prunekit.bench.instrument_report import instrument_sections  # here: it imports this module
+
+    out += instrument_sections(data)
     for title, table in (
         ("Published numbers", published_table(data)),
         ("Diverged cells", diverged_table(data)),
