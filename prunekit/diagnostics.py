@@ -33,10 +33,11 @@ iff it lies on at least one path of kept weights from the input to the output: a
 every path has a gradient of exactly 0, one on a path a positive gradient. While the probe
 runs, activations (ReLU, ReLU6, GELU, SiLU, hard-swish, tanh...) are the identity and gates
 (sigmoid, hard-sigmoid: positive at 0, so a gate whose inputs are all pruned still passes its
-signal) are x + 1, so that a saturated one (slope 0) does not hide the weights before it; softmax,
-whose derivatives cancel (it ignores a constant shift of its input), is x / n; and
-scaled-dot-product attention is (q·kᵀ / n)·v, so query and key weights count as the paths
-they are.
+signal) are 1 + x / (1 + |x|), so that a saturated one (slope 0) does not hide the weights before it; and
+softmax, whose derivatives cancel (it ignores a constant shift of its input), becomes the
+elementwise (1 + x / (1 + |x|)) / n — in scaled-dot-product attention too — so query and key
+weights count as the paths they are, while the attention weights stay bounded. A probe whose
+output or gradients are not finite is "not computed", never a wrong answer.
 Residual additions and concatenations are handled by autograd like any other op.
 
 Assumptions (documented limits): the model's other elementwise ops keep positive values
@@ -138,7 +139,8 @@ _ACTIVATIONS = frozenset(
         F.tanh, torch.tanh, torch.tanh_, torch.Tensor.tanh, torch.Tensor.tanh_,
     }
 )
-# gates, positive at 0 (a gate whose inputs are all pruned still passes its signal): x + 1
+# gates, positive at 0 (a gate whose inputs are all pruned still passes its signal):
+# 1 + x / (1 + |x|), bounded so that gated products (SE blocks) do not grow without bound
 _GATES = frozenset(
     {
         F.sigmoid, torch.sigmoid, torch.sigmoid_, torch.Tensor.sigmoid, torch.Tensor.sigmoid_,
@@ -149,8 +151,8 @@ _GATES = frozenset(
 
 class _PositiveProbe(TorchFunctionMode):
     """While the probe runs: activations through the origin are the identity, gates (sigmoid,
-    hard-sigmoid, softplus) are x + 1, softmax is x / n and scaled-dot-product attention is
-    (q·kᵀ / n)·v.
+    hard-sigmoid, softplus) are :func:`_bounded`, softmax and the attention weights of
+    scaled-dot-product attention are :func:`_soft` of the logits, elementwise.
 
     On the positive probe an activation only matters through its slope, and saturating ones
     (hard-sigmoid above 3, ReLU6 above 6, a sigmoid whose float64 value is exactly 1) have
@@ -166,17 +168,29 @@ class _PositiveProbe(TorchFunctionMode):
         if func in _ACTIVATIONS and args and torch.is_tensor(args[0]):
             return args[0]
         if func in _GATES and args and torch.is_tensor(args[0]):
-            return args[0] + 1.0
+            return _bounded(args[0])
         if func is F.scaled_dot_product_attention:
             q, k, v = args[:3]
             if kwargs.get("attn_mask") is None and not kwargs.get("is_causal") and len(args) == 3:
-                return (q @ k.transpose(-2, -1) / k.shape[-2]) @ v
+                scale = kwargs.get("scale") or q.shape[-1] ** -0.5
+                return _soft(q @ k.transpose(-2, -1) * scale, -1) @ v
         elif func in (torch.softmax, F.softmax, torch.Tensor.softmax):
             x = args[0]
             dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
             if torch.is_tensor(x) and dim is not None and x.is_floating_point():
-                return x / x.shape[dim]
+                return _soft(x, dim)
         return func(*args, **kwargs)
+
+
+def _bounded(x: torch.Tensor) -> torch.Tensor:
+    """1 + x / (1 + |x|): positive, in (0, 2), 1 at 0, strictly increasing (slope > 0)."""
+    return 1.0 + x / (1.0 + x.abs())
+
+
+def _soft(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """Softmax's stand-in: :func:`_bounded` / n, elementwise — positive, bounded (so deep
+    attention stacks neither overflow nor vanish) and strictly increasing."""
+    return _bounded(x) / x.shape[dim]
 
 
 def _pass_through(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
@@ -213,7 +227,11 @@ def effective_masks(model: nn.Module, masks: Masks, input_shape: Sequence[int]) 
             if not outputs or not all(torch.is_tensor(o) for o in outputs):
                 raise PrunekitError(f"the model's output is a {type(out).__name__}, not tensors")
             total = torch.stack([o.sum() for o in outputs]).sum()
+            if not torch.isfinite(total):
+                raise PrunekitError("the probe overflowed float64 (activations grow without bound)")
             grads = torch.autograd.grad(total, probes, allow_unused=True)
+            if not all(g is None or bool(torch.isfinite(g).all()) for g in grads):
+                raise PrunekitError("the probe's gradients overflowed float64")
     finally:
         for hook in hooks:
             hook.remove()

@@ -297,3 +297,27 @@ def test_dense_vit_is_fully_effective() -> None:
     model = timm.create_model("vit_tiny_patch16_224", num_classes=3, img_size=32)
     dense = Masks(_ones(model))
     assert effective_masks(model, dense, (3, 32, 32)).layer_kept() == dense.layer_kept()
+
+
+class _Squares(nn.Module):
+    """fc then x ↦ x² twelve times: the probe's activations reach 10^1000s."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.fc(x.flatten(1)) * 4
+        for _ in range(12):
+            y = y * y
+        return y
+
+
+def test_an_overflowing_probe_is_not_computed() -> None:
+    """A probe whose output is not finite gives "not computed" with the reason, never a
+    result made of inf and nan."""
+    from prunekit.diagnostics import effective_sparsity_or_reason
+
+    model = _Squares()
+    value, reason = effective_sparsity_or_reason(model, Masks(_ones(model)), (3, 1, 1))
+    assert value is None and reason is not None and "overflowed" in reason

@@ -30,11 +30,13 @@ hard-sigmoid, which torch does not implement.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import attrs
 import pytest
 import torch
+from torch import nn
 
 from prunekit.data import DataBundle
 from prunekit.dense import DenseCache
@@ -105,6 +107,12 @@ def dense_runs() -> dict[str, DenseCache]:
     return {}
 
 
+@pytest.fixture(scope="module")
+def built() -> dict[str, nn.Module]:
+    """Each model built once (seed 0) by build_model; every case prunes a copy."""
+    return {}
+
+
 def test_the_sweep_covers_every_family() -> None:
     """Every built-in method runs on the small models and every method family on every
     model, so a new built-in method or family cannot be left out of the sweep."""
@@ -128,7 +136,11 @@ def _method(name: str):  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(("model_key", "method_name"), PARAMS)
 def test_prune_check_train_evaluate(
-    model_key: str, method_name: str, data: DataBundle, dense_runs: dict[str, DenseCache]
+    model_key: str,
+    method_name: str,
+    data: DataBundle,
+    dense_runs: dict[str, DenseCache],
+    built: dict[str, nn.Module],
 ) -> None:
     """The method prunes the model to 90 % sparsity within one weight per layer (or says in one
     line why it cannot), the pruned weights stay zero through one training step, the model
@@ -136,7 +148,9 @@ def test_prune_check_train_evaluate(
     arch, options = MODELS[model_key]
     method = _method(method_name)
     trainer = instantiate("trainer", "sgd")
-    model = build_model(arch, data, 0, options)
+    if model_key not in built:
+        built[model_key] = build_model(arch, data, 0, options)
+    model = copy.deepcopy(built[model_key])
     training = Training(
         trainer=trainer, config=PROTOCOL, model_name=arch, dataset_key="synthetic", model_options=options,
         cache=dense_runs.setdefault(model_key, DenseCache()),
