@@ -276,7 +276,8 @@ def lines(status: StoreStatus) -> list[str]:
     from prunekit.console import duration
 
     counts = ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in sorted(status.by_status.items()))
-    out = [f"store {status.path}: {status.cells} cells ({counts or 'none'}), {status.benches} benches"]
+    benches = f"{status.benches} bench{'' if status.benches == 1 else 'es'}"
+    out = [f"store {status.path}: {status.cells} cells ({counts or 'none'}), {benches}"]
     for b in status.shown:
         out.append("")
         out.append(f"bench {b.bench_id} (suite {b.suite}), started {_clock(b.started)}: {b.state} — {b.state_reason}")
@@ -287,9 +288,9 @@ def lines(status: StoreStatus) -> list[str]:
         pace = b.seconds_per_cell
         since = f", last result {duration(b.now - b.last_result)} ago" if b.last_result is not None else ", no result yet"
         out.append(
-            f"  elapsed {duration(b.elapsed)}{since}; "
-            + (f"{pace:.1f} s per cell, " if pace is not None else "")
-            + f"eta {duration(b.eta)}"
+            f"  elapsed {duration(b.elapsed)}{since}"
+            + (f"; {pace:.1f} s per cell" if pace is not None else "")
+            + (f", eta {duration(b.eta)}" if b.state != "finished" else "")
         )
         if b.left and b.state != "finished":
             doing = "running" if b.state in ("running", "elsewhere") else "to run again"
