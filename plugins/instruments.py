@@ -44,6 +44,7 @@ from prunekit.instruments import (
     error_path,
     flat_mask,
     gradient_norm,
+    interpolation_barrier,
     masked_state,
     pack_bits,
     pack_floats,
@@ -208,9 +209,12 @@ class GradientFlow(Instrument):
     * with ``solution``: the pruning solution is the clean dense run's trained weights θ_T under
       the mask (what lottery tickets prune); ``distance_to_solution`` is the L2 distance of the
       trained ticket's prunable weights to it (``distance_start_to_solution``: of the ticket
-      before training), and ``solution_barrier`` the error barrier of the linear path between
-      the two (``points`` points, BatchNorm recomputed); ``same_basin`` when it is below
-      ``threshold``. This needs the dense run of the seed (trained once, cached).
+      before training), and ``solution_barrier`` the barrier of the linear path between the
+      two (``points`` points, BatchNorm recomputed): the highest error above the straight line
+      between the ends' errors (:func:`~prunekit.instruments.interpolation_barrier`, since the
+      solution, pruned and not retrained, has a higher error than the trained ticket);
+      ``same_basin`` when it is below ``threshold``; ``solution_error``: the solution's own
+      test error. This needs the dense run of the seed (trained once, cached).
     """
 
     name: ClassVar[str] = "gradient_flow"
@@ -262,7 +266,7 @@ class GradientFlow(Instrument):
             values["distance_start_to_solution"] = weight_distance(ctx.ticket, solution, names)
             values["solution_norm"] = weight_distance(solution, zero, names)
             alphas, errors = error_path(ctx, trained, solution, points=self.points, bn_samples=self.bn_samples, salt="solution")
-            barrier = error_barrier(errors)
+            barrier = interpolation_barrier(alphas, errors)
             values.update(
                 solution_barrier=barrier, same_basin=barrier < self.threshold, solution_error=errors[-1],
                 dense_accuracy=dense.final_accuracy,
@@ -442,6 +446,7 @@ class MaskStability(Instrument):
         bits = flat_mask(ctx.masks)[positions]
         data: dict[str, Any] = {
             "layout": layout,
+            "layers": [[name, int(m.numel())] for name, m in ctx.masks.items()],
             "total": total,
             "positions": int(positions.numel()),
             "exact": exact,

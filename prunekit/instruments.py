@@ -359,6 +359,18 @@ def error_barrier(errors: Sequence[float]) -> float:
     return float(max(errors) - (errors[0] + errors[-1]) / 2.0)
 
 
+def interpolation_barrier(alphas: Sequence[float], errors: Sequence[float]) -> float:
+    """The highest error of a path above the straight line between its ends' errors,
+    max over α of E(α) − ((1 − α)·E(0) + α·E(1)) (Entezari et al. 2022): 0 for a path that is
+    never worse than the ends' interpolation, also when the ends' errors differ (where
+    :func:`error_barrier` counts half their difference). Equal to :func:`error_barrier` when
+    the ends' errors are equal."""
+    if len(errors) < 2 or len(alphas) != len(errors):
+        raise ValueError("a path has at least two points, one α per error")
+    e0, e1 = errors[0], errors[-1]
+    return float(max(e - ((1 - a) * e0 + a * e1) for a, e in zip(alphas, errors)))
+
+
 def gradient_norm(
     model: nn.Module,
     batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
@@ -636,6 +648,7 @@ __all__ = [
     "gradient_norm",
     "instantiate_instrument",
     "interpolate",
+    "interpolation_barrier",
     "jaccard",
     "masked_state",
     "pack_bits",

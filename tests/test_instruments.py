@@ -41,6 +41,7 @@ from prunekit.instruments import (
     error_barrier,
     error_path,
     gradient_norm,
+    interpolation_barrier,
     jaccard,
     pack_bits,
     pack_floats,
@@ -107,11 +108,16 @@ def test_unrelated_networks_have_a_large_barrier() -> None:
     assert error_barrier(errors) > 0.2
 
 
-def test_error_barrier_definition() -> None:
-    """The barrier is the highest error minus the mean of the two ends (and never negative for
-    a path whose ends are its extremes)."""
+def test_error_barrier_definitions() -> None:
+    """Frankle et al.'s barrier is the highest error minus the mean of the two ends; the
+    interpolation barrier is the highest error above the straight line between the ends, so a
+    path that falls linearly from a bad end to a good one has none."""
     assert error_barrier([0.1, 0.5, 0.3]) == pytest.approx(0.5 - 0.2)
     assert error_barrier([0.1, 0.1]) == 0.0
+    assert interpolation_barrier([0.0, 0.5, 1.0], [0.1, 0.5, 0.3]) == pytest.approx(0.5 - 0.2)
+    assert error_barrier([0.1, 0.3, 0.5]) == pytest.approx(0.2)
+    assert interpolation_barrier([0.0, 0.5, 1.0], [0.1, 0.3, 0.5]) == pytest.approx(0.0, abs=1e-12)
+    assert interpolation_barrier([0.0, 0.25, 1.0], [0.1, 0.4, 0.5]) == pytest.approx(0.4 - 0.2)
 
 
 # ------------------------------------------------------------------------ gradient norms
@@ -187,6 +193,28 @@ def test_jaccard_of_independent_random_masks(density: float) -> None:
     a = torch.rand(200_000, generator=g) < density
     b = torch.rand(200_000, generator=g) < density
     assert jaccard(a, b) == pytest.approx(density / (2 - density), abs=0.01)
+
+
+def test_expected_overlap_of_random_masks_with_layer_densities() -> None:
+    """For random masks with per-layer densities pₗ and qₗ the reference is
+    Σ pₗqₗNₗ / Σ (pₗ + qₗ − pₗqₗ)Nₗ; independent draws of such masks overlap by that much."""
+    from prunekit.bench.instrument_report import StoredMask, expected_random_jaccard
+
+    sizes = {"a": 2_000, "b": 60_000}
+    dense_a, dense_b = {"a": 0.6, "b": 0.05}, {"a": 0.5, "b": 0.08}
+    g = torch.Generator().manual_seed(3)
+    draws = [torch.cat([torch.rand(n, generator=g) < d[name] for name, n in sizes.items()]) for d in (dense_a, dense_b)]
+
+    def stored(densities: dict[str, float], bits: torch.Tensor) -> StoredMask:
+        row = _row("m", 0, {})
+        row = attrs.evolve(row, layer_density=densities)
+        return StoredMask(row=row, layout="L", bits=bits.numpy(), exact=True, layers=tuple(sizes.items()), scores=None)
+
+    inter = 0.6 * 0.5 * 2_000 + 0.05 * 0.08 * 60_000
+    union = (0.6 + 0.5 - 0.3) * 2_000 + (0.05 + 0.08 - 0.004) * 60_000
+    expected = expected_random_jaccard(stored(dense_a, draws[0]), stored(dense_b, draws[1]))
+    assert expected == pytest.approx(inter / union)
+    assert jaccard(draws[0], draws[1]) == pytest.approx(inter / union, abs=0.01)
 
 
 def test_packed_masks_and_scores_round_trip() -> None:
@@ -305,12 +333,16 @@ def test_bench_stores_and_reports_every_instrument(tmp_path: Path) -> None:
         stored = {r.key: r for r in store.rows()}
     assert stored[clean.key].instruments == clean.instruments
 
-    from prunekit.bench.report import build_report
+    from prunekit.bench.report import build_report, write_reports
 
     data = build_report(list(summary.rows))
     titles = [title for title, _ in instrument_sections(data)]
     assert titles == ["Instability (linear mode connectivity)", "Gradient flow", "Winning ticket?", "Mask stability"]
     assert {f.name for f in instrument_figures(data)} == {"gradient_norm", "instability", "winning_ticket_lr"}
+    written = {p.name for p in write_reports(list(summary.rows), tmp_path / "report", formats=("md",))}
+    assert {"gradient_norm.png", "instability.svg", "winning_ticket_lr.pdf", "report.md"} <= written
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert all(f"## {title}" in markdown for title in titles)
     summary_values = wandb_summary(clean)
     assert summary_values["instruments/instability/barrier"] == values["instability"]["barrier"]
 

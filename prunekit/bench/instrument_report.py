@@ -32,6 +32,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import numpy as np
 
 from prunekit.bench.records import ResultRow
@@ -349,28 +350,50 @@ def check_winning_table(data: ReportData) -> Table | None:
 
 
 # ----------------------------------------------------------------------- mask stability
+# prunekit.instruments is imported where its helpers are used: a report without masks loads no torch
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    from prunekit.instruments import jaccard  # not at the top: a report without masks needs no torch
+    from prunekit.instruments import jaccard
 
     return jaccard(a, b)
 
 
-def _mask(entry: dict[str, Any]) -> tuple[str, np.ndarray] | None:
-    from prunekit.instruments import unpack_bits
+@attrs.frozen(kw_only=True, eq=False)
+class StoredMask:
+    """One cell's mask as the ``mask_stability`` instrument stored it."""
+
+    row: ResultRow
+    layout: str  # names, shapes and sampled positions: masks compare only when theirs agree
+    bits: np.ndarray
+    exact: bool
+    layers: tuple[tuple[str, int], ...]  # (name, size) of every prunable layer, when stored
+    scores: tuple[str, np.ndarray] | None  # (its layout, the round-1 scores at the sampled positions)
+
+
+def _stored(row: ResultRow, entry: dict[str, Any]) -> StoredMask | None:
+    from prunekit.instruments import unpack_bits, unpack_floats
 
     d = entry.get("data") or {}
     if "mask" not in d:
         return None
-    return f"{d.get('layout')}:{d.get('positions')}", unpack_bits(d["mask"], int(d["positions"]))
+    scores = (f"{d.get('layout')}:{d.get('score_positions')}", unpack_floats(d["scores"])) if "scores" in d else None
+    return StoredMask(
+        row=row, layout=f"{d.get('layout')}:{d.get('positions')}", bits=unpack_bits(d["mask"], int(d["positions"])),
+        exact=bool(d.get("exact")), layers=tuple((str(n), int(k)) for n, k in d.get("layers", [])), scores=scores,
+    )  # fmt: skip
 
 
-def _scores(entry: dict[str, Any]) -> tuple[str, np.ndarray] | None:
-    from prunekit.instruments import unpack_floats
-
-    d = entry.get("data") or {}
-    if "scores" not in d:
-        return None
-    return f"{d.get('layout')}:{d.get('score_positions')}", unpack_floats(d["scores"])
+def expected_random_jaccard(a: StoredMask, b: StoredMask) -> float | None:
+    """The mean Jaccard of two independent random masks with the layer densities of ``a`` and
+    ``b``: Σ pₗqₗNₗ / Σ (pₗ + qₗ − pₗqₗ)Nₗ over layers of Nₗ weights (d/(2−d) for one density d
+    everywhere); from the overall densities of the stored bits when the layers are unknown."""
+    pa, pb = a.row.layer_density, b.row.layer_density
+    if a.layers and all(name in pa and name in pb for name, _ in a.layers):
+        inter = sum(pa[n] * pb[n] * size for n, size in a.layers)
+        union = sum((pa[n] + pb[n] - pa[n] * pb[n]) * size for n, size in a.layers)
+    else:
+        p, q = float(a.bits.mean()), float(b.bits.mean())
+        inter, union = p * q, p + q - p * q
+    return inter / union if union > 0 else None
 
 
 def _pairs_mean(values: Sequence[float]) -> str:
@@ -391,26 +414,31 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     return rho if math.isfinite(rho) else None
 
 
-def _masks_by_cell(data: ReportData) -> dict[GroupKey, dict[tuple[str, str, float], dict[int, tuple[dict[str, Any], tuple[str, np.ndarray]]]]]:
-    out: dict[GroupKey, dict[tuple[str, str, float], dict[int, Any]]] = defaultdict(lambda: defaultdict(dict))
+Cells = dict[tuple[str, str, float], dict[int, StoredMask]]  # (method, check, sparsity) -> seed -> mask
+
+
+def _masks_by_cell(data: ReportData) -> dict[GroupKey, Cells]:
+    out: dict[GroupKey, Cells] = defaultdict(lambda: defaultdict(dict))
     for row, entry in sorted(measured(data.rows, "mask_stability"), key=lambda it: (_sort_key(it[0]), it[0].seed)):
-        mask = _mask(entry)
+        mask = _stored(row, entry)
         if mask is not None:
-            out[_group(row)][(row.method, row.check, row.sparsity)][row.seed] = (entry, mask)
+            out[_group(row)][(row.method, row.check, row.sparsity)][row.seed] = mask
     return out
 
 
-def method_overlap(cells: dict[tuple[str, str, float], dict[int, Any]], sparsity: float) -> tuple[list[str], np.ndarray]:
+def _overlaps(a: dict[int, StoredMask], b: dict[int, StoredMask]) -> list[float]:
+    """Jaccard of the masks of ``a`` and ``b`` at each seed both have (same layout)."""
+    return [_jaccard(a[s].bits, b[s].bits) for s in sorted(set(a) & set(b)) if a[s].layout == b[s].layout]
+
+
+def method_overlap(cells: Cells, sparsity: float) -> tuple[list[str], np.ndarray]:
     """Methods of the clean cells at ``sparsity`` and their mean Jaccard at the same seed
     (NaN where no seed is shared)."""
     methods = sorted(m for (m, c, s) in cells if c == "none" and s == sparsity)
     grid = np.full((len(methods), len(methods)), np.nan)
     for i, a in enumerate(methods):
         for j, b in enumerate(methods):
-            ma, mb = cells[(a, "none", sparsity)], cells[(b, "none", sparsity)]
-            values = [
-                _jaccard(ma[s][1][1], mb[s][1][1]) for s in sorted(set(ma) & set(mb)) if ma[s][1][0] == mb[s][1][0]
-            ]
+            values = _overlaps(cells[(a, "none", sparsity)], cells[(b, "none", sparsity)])
             if values:
                 grid[i, j] = float(np.mean(values))
     return methods, grid
@@ -420,34 +448,36 @@ def mask_stability_tables(data: ReportData) -> list[Table]:
     """Jaccard overlaps across seeds, checks and methods; Spearman of scores across seeds."""
     tables = []
     for key, cells in _masks_by_cell(data).items():
-        exact = all(bool((e.get("data") or {}).get("exact")) for seeds in cells.values() for e, _ in seeds.values())
+        exact = all(m.exact for seeds in cells.values() for m in seeds.values())
         how = "over every prunable position" if exact else "estimated on a seeded sample of positions (the same for every cell of a model)"
         rows = []
         for (method, check, sparsity), seeds in cells.items():
-            pairs = [(a, b) for a, b in itertools.combinations(sorted(seeds), 2) if seeds[a][1][0] == seeds[b][1][0]]
-            overlaps = [_jaccard(seeds[a][1][1], seeds[b][1][1]) for a, b in pairs]
-            density = float(np.mean([seeds[s][1][1].mean() for s in seeds]))
-            rhos = []
-            for a, b in pairs:
-                sa, sb = _scores(seeds[a][0]), _scores(seeds[b][0])
-                if sa is not None and sb is not None and sa[0] == sb[0]:
-                    rho = spearman(sa[1], sb[1])
-                    if rho is not None:
-                        rhos.append(rho)
+            pairs = [(seeds[a], seeds[b]) for a, b in itertools.combinations(sorted(seeds), 2) if seeds[a].layout == seeds[b].layout]
+            overlaps = [_jaccard(a.bits, b.bits) for a, b in pairs]
+            expected = _numbers(expected_random_jaccard(a, b) for a, b in pairs)
+            rhos = _numbers(
+                spearman(a.scores[1], b.scores[1])
+                for a, b in pairs
+                if a.scores is not None and b.scores is not None and a.scores[0] == b.scores[0]
+            )
             rows.append((
                 method, check, _pct(sparsity), str(len(seeds)), str(len(pairs)), _pairs_mean(overlaps),
-                f"{density / (2 - density):.3f}" if density < 1 else DASH, _pairs_mean(rhos),
+                f"{np.mean(expected):.3f}" if expected else DASH, _pairs_mean(rhos),
             ))  # fmt: skip
         tables.append(_table(
             title=f"Mask stability across seeds — {_title(data, key)}",
-            columns=("method", "check", "sparsity", "seeds", "seed pairs", "Jaccard (min–max)", "random masks' expected Jaccard", "Spearman of scores"),
+            columns=(
+                "method", "check", "sparsity", "seeds", "seed pairs", "Jaccard (min–max)",
+                "random masks, same layer densities", "Spearman of scores",
+            ),
             rows=tuple(rows),
             caption=(
-                f"Jaccard overlap of the kept positions between the masks of two seeds ({how}), mean over seed pairs; "
-                "two independent random masks of the same density d overlap by d/(2−d) on average. Spearman: rank "
-                "correlation of the method's round-1 scores at the same sampled positions across seeds (clean runs "
-                "of scored methods). A mask that is a property of the network overlaps across seeds; one that is a "
-                "property of the seed does not."
+                f"Jaccard overlap of the kept positions between the masks of two seeds ({how}), mean over seed pairs. "
+                "Reference: the mean overlap of two independent random masks with the same per-layer densities "
+                "(d/(2−d) for one density d everywhere); a method above it keeps the same positions more often than "
+                "chance. Spearman: rank correlation of the method's round-1 scores at the same sampled positions "
+                "across seeds (clean runs of scored methods). A mask that is a property of the network overlaps across "
+                "seeds; one that is a property of the seed does not."
             ),
         ))  # fmt: skip
         checked = []
@@ -455,7 +485,7 @@ def mask_stability_tables(data: ReportData) -> list[Table]:
             clean = cells.get((method, "none", sparsity))
             if check == "none" or clean is None:
                 continue
-            values = [_jaccard(seeds[s][1][1], clean[s][1][1]) for s in sorted(set(seeds) & set(clean)) if seeds[s][1][0] == clean[s][1][0]]
+            values = _overlaps(seeds, clean)
             if values:
                 checked.append((method, check, _pct(sparsity), str(len(values)), _pairs_mean(values)))
         if checked:
