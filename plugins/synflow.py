@@ -89,13 +89,14 @@ class SynFlow(Scorer):
     precision: Precision = attrs.field(default="float32", validator=attrs.validators.in_(("float32", "float64")))
 
     def score(self, model: nn.Module, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        scores = None
         if self.precision == "float32":
             plan = scaling_plan(model)
             if plan is not None:
                 scores = _synflow(model, ctx, torch.float32, plan)
-                if _finite(scores):
-                    return {layer.name: s for layer, s in zip(ctx.layers, scores)}
-        scores = _synflow(model, ctx, torch.float64, None)
+        if scores is None:
+            scores = _synflow(model, ctx, torch.float64, None)
+        assert scores is not None  # float64 is never given up
         return {layer.name: s for layer, s in zip(ctx.layers, scores)}
 
 
@@ -107,15 +108,18 @@ class Plan:
 
     cuts: tuple[str, ...]
     additive: tuple[tuple[str, ...], ...]  # additive[j]: terms between cut j and cut j + 1
+    nonnegative: bool = False  # every ∂R/∂θ of a prunable weight is ≥ 0: no |·| pass needed
 
 
-def _synflow(model: nn.Module, ctx: ScoringContext, dtype: torch.dtype, plan: Plan | None) -> list[torch.Tensor]:
-    """Scores of ``ctx.layers`` in ``dtype``; with a ``plan``, scaled at its cuts (see module doc)."""
-    names = [n for n, _ in model.named_parameters()]
+def _synflow(
+    model: nn.Module, ctx: ScoringContext, dtype: torch.dtype, plan: Plan | None
+) -> list[torch.Tensor] | None:
+    """Scores of ``ctx.layers`` in ``dtype``; with a ``plan``, scaled at its cuts (see module
+    doc) and None when R is not finite (an overflow inside one region)."""
+    names, params = zip(*((n, p.detach()) for n, p in model.named_parameters()))
     tensors: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        absolute = torch._foreach_abs([p.detach().to(dtype) for p in model.parameters()])
-        tensors.update(zip(names, absolute))
+        tensors.update(zip(names, _absolute(model, list(params), dtype, reuse=plan is not None)))
         scaled = set() if plan is None else {n for terms in plan.additive for n in terms}
         for name, b in model.named_buffers():
             if b.is_floating_point():  # scaled buffers (BN means) get a copy of their own
@@ -134,8 +138,10 @@ def _synflow(model: nn.Module, ctx: ScoringContext, dtype: torch.dtype, plan: Pl
                 terms = [tensors[n] for n in plan.additive[j]]
                 handles.append(modules[cut].register_forward_hook(_scale_hook(terms, factor)))
         with torch.enable_grad(), _ieee_float32(x.device, enabled=plan is not None):
-            out = torch.func.functional_call(model, tensors, (x,))
-            grads = torch.autograd.grad(out.sum(), probes, allow_unused=True)
+            total = torch.func.functional_call(model, tensors, (x,)).sum()
+            if plan is not None and not bool(torch.isfinite(total)):
+                return None
+            grads = torch.autograd.grad(total, probes, allow_unused=True)
     finally:
         for handle in handles:
             handle.remove()
@@ -148,8 +154,33 @@ def _synflow(model: nn.Module, ctx: ScoringContext, dtype: torch.dtype, plan: Pl
             for g, p in zip(grads, probes)
         ]
         torch._foreach_mul_(scores, [p.detach() for p in probes])
-        torch._foreach_abs_(scores)
+        if plan is None or not plan.nonnegative:
+            torch._foreach_abs_(scores)
     return scores
+
+
+_WORKSPACES: weakref.WeakKeyDictionary[nn.Module, list[torch.Tensor]] = weakref.WeakKeyDictionary()
+
+
+def _absolute(model: nn.Module, params: list[torch.Tensor], dtype: torch.dtype, *, reuse: bool) -> list[torch.Tensor]:
+    """|θ| in ``dtype``. With ``reuse``, written into tensors kept for ``model`` while it lives
+    (the 100 rounds of one pruning fill the same memory instead of fresh allocations, which
+    cost more than the copy itself on a CPU); a scoring must not run on the same model object
+    in two threads at once."""
+    if not reuse:
+        return torch._foreach_abs([p.to(dtype) for p in params])
+    space = _WORKSPACES.get(model)
+    if space is None or len(space) != len(params) or any(
+        w.shape != p.shape or w.device != p.device for w, p in zip(space, params)
+    ):
+        space = [torch.empty(p.shape, dtype=dtype, device=p.device) for p in params]
+        _WORKSPACES[model] = space
+    for w, p in zip(space, params):
+        if p.dtype == dtype:
+            torch.abs(p, out=w)
+        else:
+            w.copy_(p).abs_()
+    return space
 
 
 def _scale_hook(terms: list[torch.Tensor], factor: list[torch.Tensor]):  # type: ignore[no-untyped-def]
@@ -167,11 +198,6 @@ def _scale_hook(terms: list[torch.Tensor], factor: list[torch.Tensor]):  # type:
         return out * k
 
     return hook
-
-
-def _finite(scores: list[torch.Tensor]) -> bool:
-    peaks = torch._foreach_norm(scores, math.inf)
-    return bool(torch.isfinite(torch.stack(peaks)).all())
 
 
 @contextmanager
@@ -313,7 +339,42 @@ def _make_plan(model: nn.Module) -> Plan | None:
             scaled.append(str(node.target))
             additive.append([])
             weighted = False
-    return Plan(cuts=tuple(scaled), additive=tuple(tuple(t) for t in additive))
+    return Plan(
+        cuts=tuple(scaled),
+        additive=tuple(tuple(t) for t in additive),
+        nonnegative=_nonnegative_gradients(relevant, inputs[0], modules),
+    )
+
+
+def _nonnegative_gradients(relevant: list[Any], source: Any, modules: dict[str, nn.Module]) -> bool:
+    """Whether ∂R/∂W ≥ 0 for every weighted layer, so that |θ ⊙ ∂R/∂θ| needs no |·| pass.
+
+    ∂R/∂W = δ ⊗ a: δ sums products of |W|ᵀ, |γ|/√(σ² + ε), ReLU and pooling factors, all ≥ 0
+    unless the graph subtracts or scales by a negative number; a, the layer's input, is ≥ 0
+    when it comes from the all-ones input or a ReLU through sign-keeping operations (a
+    BatchNorm output may be negative: it subtracts its running mean)."""
+    nonneg = {source}
+    for node in relevant:
+        if node.op == "call_function" and node.target in (operator.sub, torch.sub):
+            return False
+        negative = any(isinstance(v, (int, float)) and v < 0 for v in node.args)
+        if node.op == "call_function" and node.target in _SCALINGS and negative:
+            return False
+        module = modules[str(node.target)] if node.op == "call_module" else None
+        if isinstance(module, nn.LeakyReLU) and module.negative_slope < 0:
+            return False
+        inputs = node.all_input_nodes
+        if isinstance(module, _WEIGHTED) and not all(a in nonneg for a in inputs):
+            return False
+        relu = (
+            isinstance(module, nn.ReLU)
+            or (node.op == "call_function" and node.target in (torch.relu, F.relu))
+            or (node.op == "call_method" and node.target == "relu")
+        )
+        shape = node.op == "call_method" and node.target in ("size", "dim")
+        if relu or shape or (not isinstance(module, _BN) and all(a in nonneg for a in inputs)):
+            nonneg.add(node)
+    return True
 
 
 def _additive_terms(name: str, module: nn.Module) -> list[str]:

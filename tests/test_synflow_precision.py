@@ -144,6 +144,41 @@ def test_residual_net_with_biases_and_batchnorm() -> None:
     assert _ratio_spread(s32, s64) < 1e-5
 
 
+class BnThenConv(nn.Module):
+    """A convolution fed by a BatchNorm output (no ReLU between): with a positive running mean
+    its input, and so ∂R/∂W, can be negative."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1, self.bn, self.conv2 = nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 3)
+        self.act, self.fc = nn.ReLU(), nn.Linear(8 * 6 * 6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.act(self.conv2(self.bn(self.conv1(x)))), 1))
+
+
+def test_signs_of_gradients() -> None:
+    """Where every weighted layer's input comes from the ones input or a ReLU, the plan knows
+    ∂R/∂θ ≥ 0 and skips the |·| pass; a convolution fed by BatchNorm with a large running mean
+    gets negative ∂R/∂θ, so the |·| pass stays, and its float32 scores are still nonnegative and
+    proportional to the float64 ones."""
+    assert scaling_plan(_trained_look(TinyResNet())).nonnegative  # type: ignore[union-attr]
+    model = _trained_look(BnThenConv())
+    with torch.no_grad():  # half the channels come out of BatchNorm negative
+        model.bn.running_mean[:4] = 1e3
+        model.bn.running_var[:4] = 1e6
+        model.bn.bias[:4] = 0.0
+    plan = scaling_plan(model)
+    assert plan is not None and not plan.nonnegative
+    positive = {n: p.detach().abs() for n, p in model.named_parameters()}
+    conv2 = positive["conv2.weight"].requires_grad_(True)
+    out = torch.func.functional_call(model.eval(), {**positive, **dict(model.named_buffers())}, (torch.ones(1, 3, 8, 8),))
+    assert float(torch.autograd.grad(out.sum(), conv2)[0].min()) < 0  # the sign |·| removes is there
+    s32, s64 = _both(model, (3, 8, 8))
+    assert all(bool((s >= 0).all()) for s in s32.values())
+    assert _ratio_spread(s32, s64) < 1e-5
+
+
 def test_float32_leaves_model_buffers_and_hooks_alone() -> None:
     """The float32 pass scales private copies only: parameters, BatchNorm running means (which
     it scales) and the hook lists of every module are as before."""
