@@ -21,7 +21,7 @@ def check_output_dir(folder: str | Path, option: str) -> Path:
     ancestor = folder.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK) or _pseudo(ancestor):
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK) or on_pseudo_fs(ancestor):
         raise PrunekitError(f"cannot create {option} {folder}: {ancestor} does not take new folders; choose another")
     return folder
 
@@ -38,7 +38,7 @@ def check_output_file(path: str | Path, option: str) -> Path:
     return path
 
 
-def _pseudo(folder: Path) -> bool:
+def on_pseudo_fs(folder: Path) -> bool:
     """Whether ``folder`` lies on a kernel pseudo file system (/proc, /sys), where even root
     cannot create files although access() says it may."""
     resolved = folder.resolve()

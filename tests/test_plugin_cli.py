@@ -113,7 +113,7 @@ def test_plugins_lists_name_distribution_version_hooks_and_objects(
     registered, and says when there is no problem."""
     code, out, _ = run(["plugins"], capsys)
     assert code == 0
-    assert "prunekit_plugins.basic_scorers  prunekit 0.1.0  (built-in)" in out
+    assert f"prunekit_plugins.basic_scorers  prunekit {prunekit.__version__}  (built-in)" in out
     assert "  hooks: register_scorers" in out
     assert "  scorer: magnitude, random" in out
     assert out.rstrip().endswith("no problems")

@@ -31,6 +31,7 @@ import attrs
 
 from prunekit.bench.records import ResultRow
 from prunekit.errors import PrunekitError
+from prunekit.validate import on_pseudo_fs
 
 DEFAULT_DB = "prunekit-results.db"
 # 2: started/finished timestamps; 3: mask hash, dense accuracy, ties, warnings, spec, identity,
@@ -70,6 +71,8 @@ def check_db_path(path: str | Path) -> Path:
         )
     if path.exists() and not os.access(path, os.R_OK | os.W_OK):
         raise PrunekitError(f"results store {path} is not writable; choose another --db")
+    if not path.exists() and on_pseudo_fs(parent):
+        raise PrunekitError(f"cannot use {path} as a results store ({parent} takes no new files); choose another --db")
     if not path.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise PrunekitError(f"cannot create results store {path}: the folder {parent} is not writable")
     return path
