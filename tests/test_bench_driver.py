@@ -494,3 +494,29 @@ def test_two_benches_on_one_store_run_each_cell_once(suite_file: Path, tmp_path:
     assert Counter(calls[0::2]) == {str(seed): 2 for seed in range(6)}, calls  # 2 sparsities each
     cells = _cells(db)
     assert len(cells) == 12 and all(s == "done" for _, s, _, _ in cells)
+
+
+def test_a_diverged_run_is_a_status_not_a_result(
+    suite_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """lr = 1e4: every cell's training blows up; the bench exits 0 (a method that diverges is a
+    finding), the cells are stored as `diverged` with the step, reused on a second run, and no
+    method is ranked from them."""
+    suite_file.write_text(
+        TINY.replace("lr = 0.05", "lr = 1e4")
+        .replace('methods = ["random_uniform", "magnitude_at_init", "snip"]', 'methods = ["random_uniform"]')
+        .replace('checks = ["none", "reinit"]', 'checks = ["none"]')
+        .replace("seeds = [0, 1]", "seeds = [0]")
+        .replace("sparsities = [0.5, 0.8]", "sparsities = [0.8]")
+    )
+    db = tmp_path / "r.db"
+    code, out, err = run(["bench", "--suite", str(suite_file), "--db", str(db), "--json"], capsys)
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["summary"]["diverged"] == 1 and payload["summary"]["failed"] == 0
+    with ResultStore(db, create=False) as store:
+        (row,) = store.rows()
+    assert row.status == "diverged" and row.error is not None and "step" in row.error
+    assert not [r for r in payload["leaderboard"] if r.get("method") == "random_uniform" and r.get("n")]
+    code, out, err = run(["bench", "--suite", str(suite_file), "--db", str(db), "--json"], capsys)
+    assert code == 0 and json.loads(out)["summary"]["ran"] == 0
