@@ -134,8 +134,8 @@ class Instability(Instrument):
         default="continue", validator=_one_of("continue", "restart")
     )
 
-    def _barrier(self, ctx: InstrumentContext, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], salt: object) -> tuple[list[float], list[float], float]:
-        alphas, errors = error_path(ctx, a, b, points=self.points, bn_samples=self.bn_samples, salt=salt)
+    def _barrier(self, ctx: InstrumentContext, a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> tuple[list[float], list[float], float]:
+        alphas, errors = error_path(ctx, a, b, points=self.points, bn_samples=self.bn_samples)
         return alphas, errors, error_barrier(errors)
 
     def after_training(self, ctx: InstrumentContext, before: Any) -> Measurement:
@@ -150,7 +150,7 @@ class Instability(Instrument):
             notes.append(f"the second copy diverged: {why}")
             values.update(barrier=None, stable=None)
         else:
-            alphas, errors, barrier = self._barrier(ctx, state_of(ctx.model), state_of(copy_b), "ticket")
+            alphas, errors, barrier = self._barrier(ctx, state_of(ctx.model), state_of(copy_b))
             values.update(
                 barrier=barrier, stable=barrier < self.threshold, error_a=errors[0], error_b=errors[-1],
                 max_error=max(errors), copy_b_accuracy=result_b.final_accuracy,
@@ -172,7 +172,7 @@ class Instability(Instrument):
                     notes.append(f"rewinding step {k}: a copy diverged ({failed[0]})")
                     barriers.append(None)
                     continue
-                *_, barrier = self._barrier(ctx, state_of(trained[0][0]), state_of(trained[1][0]), ("rewind", k))
+                *_, barrier = self._barrier(ctx, state_of(trained[0][0]), state_of(trained[1][0]))
                 barriers.append(barrier)
                 values[f"barrier_at_step_{k}"] = barrier
             curves["barrier_vs_rewind_step"] = Curve(
@@ -265,7 +265,7 @@ class GradientFlow(Instrument):
             values["distance_to_solution"] = weight_distance(trained, solution, names)
             values["distance_start_to_solution"] = weight_distance(ctx.ticket, solution, names)
             values["solution_norm"] = weight_distance(solution, zero, names)
-            alphas, errors = error_path(ctx, trained, solution, points=self.points, bn_samples=self.bn_samples, salt="solution")
+            alphas, errors = error_path(ctx, trained, solution, points=self.points, bn_samples=self.bn_samples)
             barrier = interpolation_barrier(alphas, errors)
             values.update(
                 solution_barrier=barrier, same_basin=barrier < self.threshold, solution_error=errors[-1],

@@ -333,12 +333,11 @@ def error_path(
     *,
     points: int,
     bn_samples: int,
-    salt: object = "path",
 ) -> tuple[list[float], list[float]]:
     """Test error along the linear path from ``a`` to ``b`` at ``points`` evenly spaced α in
     [0, 1] (ends included), BatchNorm statistics recomputed at every point (the endpoints too,
-    so they are measured as the path is) from the same training images at every point.
-    Returns (alphas, errors)."""
+    so they are measured as the path is) from the same training images, in the same batches,
+    at every point of every path of the cell. Returns (alphas, errors)."""
     if points < 2:
         raise PrunekitError(f"a linear path needs at least 2 points, got {points}")
     model = copy_model(ctx.model)
@@ -346,7 +345,7 @@ def error_path(
     errors = []
     for alpha in alphas:
         model.load_state_dict(interpolate(a, b, alpha))
-        recompute_batchnorm(model, ctx.data, ctx.device, samples=bn_samples, generator=ctx.generator(salt, "bn"))
+        recompute_batchnorm(model, ctx.data, ctx.device, samples=bn_samples, generator=ctx.generator("bn"))
         errors.append(evaluate_error(ctx, model))
     return alphas, errors
 

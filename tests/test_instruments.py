@@ -247,7 +247,7 @@ def _suite(**overrides: Any) -> Any:
         "protocol": {"epochs": 1, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-4, "lr_schedule": "cosine", "milestones": []},
         "instrument_options": {
             "gradient_flow": {"epochs": 0.2, "points": 3, "bn_samples": 256, "probe_samples": 128},
-            "instability": {"points": 3, "bn_samples": 256},
+            "instability": {"points": 3, "bn_samples": 256, "rewind_points": [0]},
             "mask_stability": {"score_positions": 512},
         },
     }
@@ -264,7 +264,7 @@ def test_grid_attaches_the_instruments_that_apply() -> None:
     assert set(by[("magnitude_at_init", "none")]) == set(ALL)
     assert set(by[("magnitude_at_init", "layerwise_rearrange")]) == {"gradient_flow", "mask_stability"}
     assert set(by[("dense", "none")]) == {"gradient_flow", "instability"}
-    assert dict(by[("magnitude_at_init", "none")]["instability"]) == {"points": 3, "bn_samples": 256}
+    assert dict(by[("magnitude_at_init", "none")]["instability"]) == {"points": 3, "bn_samples": 256, "rewind_points": (0,)}
 
 
 @pytest.mark.parametrize(
@@ -306,7 +306,9 @@ def test_instruments_enter_the_identity_only_when_set() -> None:
 def test_bench_stores_and_reports_every_instrument(tmp_path: Path) -> None:
     """A bench with all four instruments records each one's numbers in the store (the cell's
     accuracy is what it is without instruments), the rows are not stale, and the report's
-    sections and figures are drawn from them."""
+    sections and figures are drawn from them. Two known answers: the dense cell's trained
+    weights are the pruning solution (distance 0), and the rewinding sweep's point k = 0 of a
+    ticket at θ₀ retraces the cell's own two copies (the same barrier)."""
     suite = _suite()
     db = tmp_path / "r.db"
     summary = run_bench(suite, db=db, progress=False)
@@ -318,6 +320,7 @@ def test_bench_stores_and_reports_every_instrument(tmp_path: Path) -> None:
         assert "error" not in entry, (name, entry)
     values = {name: entry["values"] for name, entry in clean.instruments.items()}
     assert values["instability"]["barrier"] >= 0.0 and isinstance(values["instability"]["stable"], bool)
+    assert values["instability"]["barrier_at_step_0"] == values["instability"]["barrier"]
     assert values["gradient_flow"]["grad_norm_init"] > 0 and values["gradient_flow"]["grad_norm_steps"] >= 1
     assert values["winning_ticket"]["ticket_accuracy"] == clean.final_accuracy
     assert values["mask_stability"]["exact"] is True
