@@ -10,7 +10,8 @@
 How the effective masks are computed
 ------------------------------------
 The model is evaluated, without being changed, through :func:`torch.func.functional_call` on a
-*linearised, non-negative* stand-in of its parameters, in float64:
+*linearised, non-negative* stand-in of its parameters, in float32 (again in float64 when
+float32 overflows or a gradient comes near its underflow):
 
 * every prunable weight is replaced by its mask divided by the number of kept inputs of its
   output unit (0/1 pattern, rows normalised so activations stay near 1 and neither overflow
@@ -44,7 +45,7 @@ Assumptions (documented limits): the model's other elementwise ops keep positive
 positive with a positive slope (custom autograd activations are not replaced); max-pooling
 routes the gradient to one position per window — with channel-shared weights a connected
 channel is selected somewhere, so this only matters in contrived cases. When the stand-in
-cannot run the model (an op without float64 support, an output
+cannot run the model (an op that fails on the stand-in, an output
 that is not a tensor), :func:`effective_sparsity` returns ``None`` and
 :func:`effective_sparsity_or_reason` says why — a diagnostic never blocks a result.
 """
@@ -99,22 +100,24 @@ def collapsed_layers(masks: Masks) -> list[str]:
 
 
 @torch.no_grad()
-def _stand_in(model: nn.Module, masks: Masks) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """float64 replacement parameters and buffers (see the module docstring)."""
+def _stand_in(
+    model: nn.Module, masks: Masks, dtype: torch.dtype = torch.float64
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Replacement parameters and buffers in ``dtype`` (see the module docstring)."""
     tensors: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters():
         if name in masks:
-            m = masks[name].to(device=p.device, dtype=torch.float64)
+            m = masks[name].to(device=p.device, dtype=dtype)
             if m.ndim >= 2:
                 fan = m.flatten(1).sum(1).clamp_min(1.0).view(-1, *([1] * (m.ndim - 1)))
                 m = m / fan
             tensors[name] = m
         elif name.rsplit(".", 1)[-1] == "bias":
-            tensors[name] = torch.zeros_like(p, dtype=torch.float64)
+            tensors[name] = torch.zeros_like(p, dtype=dtype)
         elif p.ndim >= 2:
-            tensors[name] = torch.full_like(p, 1.0 / max(1, p[0].numel()), dtype=torch.float64)
+            tensors[name] = torch.full_like(p, 1.0 / max(1, p[0].numel()), dtype=dtype)
         else:
-            tensors[name] = torch.ones_like(p, dtype=torch.float64)
+            tensors[name] = torch.ones_like(p, dtype=dtype)
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         for buf_name, buf in module.named_buffers(recurse=False):
@@ -122,11 +125,11 @@ def _stand_in(model: nn.Module, masks: Masks) -> tuple[dict[str, torch.Tensor], 
             if not buf.is_floating_point():
                 tensors[full] = buf
             elif isinstance(module, nn.modules.batchnorm._BatchNorm) and buf_name == "running_mean":
-                tensors[full] = torch.zeros_like(buf, dtype=torch.float64)
+                tensors[full] = torch.zeros_like(buf, dtype=dtype)
             elif isinstance(module, nn.modules.batchnorm._BatchNorm) and buf_name == "running_var":
-                tensors[full] = torch.ones_like(buf, dtype=torch.float64)
+                tensors[full] = torch.ones_like(buf, dtype=dtype)
             else:
-                tensors[full] = buf.detach().to(torch.float64)
+                tensors[full] = buf.detach().to(dtype)
     return tensors, list(masks)
 
 
@@ -155,7 +158,7 @@ class _PositiveProbe(TorchFunctionMode):
     scaled-dot-product attention are :func:`_soft` of the logits, elementwise.
 
     On the positive probe an activation only matters through its slope, and saturating ones
-    (hard-sigmoid above 3, ReLU6 above 6, a sigmoid whose float64 value is exactly 1) have
+    (hard-sigmoid above 3, ReLU6 above 6, a sigmoid whose value rounds to exactly 1) have
     slope 0, which would cut the weights before them (an SE gate's convs) although they are
     connected. Softmax's derivatives are partly negative and cancel for tokens that look alike
     (a constant shift of the logits changes nothing), which would hide the query and key
@@ -201,21 +204,44 @@ def _pass_through(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
     return output
 
 
+TINY = 1e-30  # a float32 gradient this small could sit beside one that underflowed to 0
+
+
 def effective_masks(model: nn.Module, masks: Masks, input_shape: Sequence[int]) -> Masks:
     """The kept weights that still lie on a path from the input to the output.
 
     ``input_shape`` is one sample's shape, e.g. (3, 32, 32). The model is not changed (its
     weights, buffers and train/eval mode are as before). See the module docstring for the
-    method and its assumptions. Raises :class:`PrunekitError` when the model cannot be probed;
-    :func:`effective_sparsity` turns that into ``None``.
+    method and its assumptions. The probe runs in float32 and again in float64 when float32
+    overflows or a gradient comes near its underflow (so a zero is never a rounding artefact).
+    Raises :class:`PrunekitError` when the model cannot be probed; :func:`effective_sparsity`
+    turns that into ``None``.
     """
     masks.check_fits(model)
+    names = list(masks)
+    grads = _probe(model, masks, input_shape, torch.float32)
+    if grads is None:
+        grads = _probe(model, masks, input_shape, torch.float64)
+    if grads is None:
+        raise PrunekitError("the probe overflowed float64 (activations grow without bound)")
+    result = {}
+    for name, g in zip(names, grads):
+        kept = masks[name].to(g.device if g is not None else "cpu")
+        result[name] = kept & (g != 0) if g is not None else torch.zeros_like(kept)
+    return Masks(result)
+
+
+def _probe(
+    model: nn.Module, masks: Masks, input_shape: Sequence[int], dtype: torch.dtype
+) -> list[torch.Tensor | None] | None:
+    """∂R/∂(stand-in of every masked weight) in ``dtype``, or None when ``dtype`` is not enough
+    (non-finite values, or a gradient within reach of underflow)."""
     modes = {m: m.training for m in model.modules()}
-    tensors, names = _stand_in(model, masks)
+    tensors, names = _stand_in(model, masks, dtype)
     probes = [tensors[n].requires_grad_(True) for n in names]
     device = probes[0].device if probes else torch.device("cpu")
     g = torch.Generator().manual_seed(0)
-    x = (torch.rand((1, *input_shape), generator=g, dtype=torch.float64) + 0.5).to(device)
+    x = (torch.rand((1, *input_shape), generator=g, dtype=torch.float64) + 0.5).to(device, dtype)
     hooks = [
         m.register_forward_hook(_pass_through) for m in model.modules() if isinstance(m, _PASS_THROUGH_NORMS)
     ]
@@ -227,21 +253,23 @@ def effective_masks(model: nn.Module, masks: Masks, input_shape: Sequence[int]) 
             if not outputs or not all(torch.is_tensor(o) for o in outputs):
                 raise PrunekitError(f"the model's output is a {type(out).__name__}, not tensors")
             total = torch.stack([o.sum() for o in outputs]).sum()
-            if not torch.isfinite(total):
-                raise PrunekitError("the probe overflowed float64 (activations grow without bound)")
-            grads = torch.autograd.grad(total, probes, allow_unused=True)
-            if not all(g is None or bool(torch.isfinite(g).all()) for g in grads):
-                raise PrunekitError("the probe's gradients overflowed float64")
+            if not torch.isfinite(total) or (dtype != torch.float64 and float(total.detach().abs()) < TINY):
+                return None
+            grads = list(torch.autograd.grad(total, probes, allow_unused=True))
     finally:
         for hook in hooks:
             hook.remove()
         for module, mode in modes.items():
             module.training = mode
-    result = {}
-    for name, g_ in zip(names, grads):
-        kept = masks[name].to(device)
-        result[name] = kept & (g_ != 0) if g_ is not None else torch.zeros_like(kept)
-    return Masks(result)
+    for grad in grads:
+        if grad is None:
+            continue
+        if not bool(torch.isfinite(grad).all()):
+            return None
+        nonzero = grad[grad != 0]
+        if dtype != torch.float64 and nonzero.numel() and float(nonzero.abs().min()) < TINY:
+            return None
+    return grads
 
 
 def effective_sparsity_or_reason(

@@ -321,3 +321,31 @@ def test_an_overflowing_probe_is_not_computed() -> None:
     model = _Squares()
     value, reason = effective_sparsity_or_reason(model, Masks(_ones(model)), (3, 1, 1))
     assert value is None and reason is not None and "overflowed" in reason
+
+
+class _Scaled(nn.Module):
+    """fc → · factor → x ↦ x² ``squarings`` times → fc: tiny or huge activations."""
+
+    def __init__(self, factor: float, squarings: int) -> None:
+        super().__init__()
+        self.a = nn.Linear(3, 4, bias=False)
+        self.b = nn.Linear(4, 2, bias=False)
+        self.factor, self.squarings = factor, squarings
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x.flatten(1)) * self.factor
+        for _ in range(self.squarings):
+            y = y * y
+        return self.b(y)
+
+
+@pytest.mark.parametrize(("factor", "squarings"), [(4.0, 7), (1e-12, 2)])
+def test_float32_overflow_or_underflow_falls_back_to_float64(factor: float, squarings: int) -> None:
+    """Activations of 10^77 (float32 overflows) or 10^-48 (float32 underflows to 0): the probe
+    reruns in float64 and finds every weight effective, and a cut still cuts."""
+    model = _Scaled(factor, squarings)
+    m = _ones(model)
+    assert effective_masks(model, Masks(m), (3, 1, 1)).kept() == 20
+    m["b.weight"][:, 3] = False
+    eff = effective_masks(model, Masks(m), (3, 1, 1))
+    assert eff.layer_kept() == {"a.weight": 9, "b.weight": 6}
