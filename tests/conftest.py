@@ -18,13 +18,25 @@ def _fresh_plugins(monkeypatch: pytest.MonkeyPatch):
     """Each test loads plugins from scratch and leaves no runtime plugin behind."""
     from prunekit import plugins
 
-    for var in ("PRUNEKIT_DISABLE_PLUGIN_AUTOLOAD", "PRUNEKIT_PLUGINS", "PRUNEKIT_PLUGINS_DIR", "PRUNEKIT_STRICT_PLUGINS"):
+    for var in PLUGIN_SWITCHES:
         monkeypatch.delenv(var, raising=False)
     saved = list(plugins._runtime)
     plugins.reset_plugins()
     yield
+    # the CLI's --plugins-dir and --strict-plugins set these for the process: never let them
+    # reach the next test (or a module-scoped fixture that loads plugins before it starts)
+    for var in PLUGIN_SWITCHES:
+        os.environ.pop(var, None)
     plugins._runtime[:] = saved
     plugins.reset_plugins()
+
+
+PLUGIN_SWITCHES = (
+    "PRUNEKIT_DISABLE_PLUGIN_AUTOLOAD",
+    "PRUNEKIT_PLUGINS",
+    "PRUNEKIT_PLUGINS_DIR",
+    "PRUNEKIT_STRICT_PLUGINS",
+)
 
 
 def tiny_convnet(num_classes: int = 4, seed: int = 0) -> nn.Module:
