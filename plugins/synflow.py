@@ -23,9 +23,9 @@ cifar_resnet56 it is ≈ 1e69. Two ways to score without overflow:
 * ``"float32"`` (default) — the |θ| network in float32, kept in range by scaling activations at
   *cuts*. A cut is a node of the model's graph (``torch.fx``) that every path from the input
   to the output passes through: a VGG layer's output, a ResNet block's output (after the
-  addition), never a node inside a residual block. After the first cut that follows each
-  group of weighted layers, the activation ``a`` is multiplied by ``k = 2^−e`` where ``2^e`` is
-  just above ``max |a|`` — a power of two, so the multiplication is exact. Scoring R' of the
+  addition), never a node inside a residual block. At the first cut after every
+  ``SCALE_EVERY`` (4) weighted layers, the activation ``a`` is multiplied by ``k = 2^−e`` where
+  ``2^e`` is just above ``max |a|`` — a power of two, so the multiplication is exact. Scoring R' of the
   scaled network gives the scores times K = ∏k, the *same* positive constant for every weight
   (proof below), so the ranking — all the pipeline uses — is the float64 one up to float32
   rounding; the returned scores are K·|θ ⊙ ∂R/∂θ|, not the unscaled values (which may not fit
@@ -56,7 +56,6 @@ off) so that its ranking matches the CPU's.
 
 from __future__ import annotations
 
-import math
 import operator
 import warnings
 import weakref
@@ -90,12 +89,13 @@ class SynFlow(Scorer):
 
     def score(self, model: nn.Module, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         scores = None
+        named = list(model.named_modules())
         if self.precision == "float32":
-            plan = scaling_plan(model)
+            plan = scaling_plan(model, named)
             if plan is not None:
-                scores = _synflow(model, ctx, torch.float32, plan)
+                scores = _synflow(model, ctx, torch.float32, plan, named)
         if scores is None:
-            scores = _synflow(model, ctx, torch.float64, None)
+            scores = _synflow(model, ctx, torch.float64, None, named)
         assert scores is not None  # float64 is never given up
         return {layer.name: s for layer, s in zip(ctx.layers, scores)}
 
@@ -112,27 +112,33 @@ class Plan:
 
 
 def _synflow(
-    model: nn.Module, ctx: ScoringContext, dtype: torch.dtype, plan: Plan | None
+    model: nn.Module,
+    ctx: ScoringContext,
+    dtype: torch.dtype,
+    plan: Plan | None,
+    named: list[tuple[str, nn.Module]] | None = None,
 ) -> list[torch.Tensor] | None:
     """Scores of ``ctx.layers`` in ``dtype``; with a ``plan``, scaled at its cuts (see module
-    doc) and None when R is not finite (an overflow inside one region)."""
+    doc) and None when R is not finite (an overflow inside one region). ``named``: the
+    model's ``named_modules()``, when the caller has them."""
+    named = list(model.named_modules()) if named is None else named
     names, params = zip(*((n, p.detach()) for n, p in model.named_parameters()))
     tensors: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         tensors.update(zip(names, _absolute(model, list(params), dtype, reuse=plan is not None)))
         scaled = set() if plan is None else {n for terms in plan.additive for n in terms}
         for name, b in model.named_buffers():
-            if b.is_floating_point():  # scaled buffers (BN means) get a copy of their own
-                b = b.detach().to(dtype, copy=name in scaled)
-            tensors[name] = b
+            if b.is_floating_point() and (b.dtype != dtype or name in scaled):
+                tensors[name] = b.detach().to(dtype, copy=True)  # scaled ones: a copy of their own
+            # the others are used as they are, without a swap
     probes = [tensors[layer.name].requires_grad_(True) for layer in ctx.layers]
     x = torch.ones((1, *ctx.input_shape), dtype=dtype, device=probes[0].device)
-    modes = [(m, m.training) for m in model.modules()]
+    modes = [(m, m.training) for _, m in named]
     handles = []
     try:
         model.eval()
         if plan is not None:
-            modules = dict(model.named_modules())
+            modules = dict(named)
             factor: list[torch.Tensor] = []  # K so far
             for j, cut in enumerate(plan.cuts):
                 terms = [tensors[n] for n in plan.additive[j]]
@@ -188,7 +194,8 @@ def _scale_hook(terms: list[torch.Tensor], factor: list[torch.Tensor]):  # type:
     additive terms up to the next cut by the product of all factors so far."""
 
     def hook(module: nn.Module, inputs: Any, out: torch.Tensor) -> torch.Tensor:
-        peak = torch.linalg.vector_norm(out.detach(), ord=math.inf)
+        low, high = torch.aminmax(out.detach())  # max |a| (linalg.vector_norm(inf) is slower)
+        peak = torch.maximum(high, low.neg())
         _, exponent = torch.frexp(peak)  # peak = m·2^e with m in [0.5, 1); 0 and inf give e = 0
         k = torch.ldexp(torch.ones_like(peak), -exponent.clamp(-120, 120))
         total = k if not factor else factor[0] * k
@@ -216,6 +223,11 @@ def _ieee_float32(device: torch.device, *, enabled: bool) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------ the plan
+# A cut is scaled once this many weighted layers passed since the last scaled one: few enough
+# for any realistic gain (a layer multiplies by far less than 2^30 at init or after training;
+# float32 holds 2^127), and few scalings keep the kernel count low on GPUs.
+SCALE_EVERY = 4
+
 # Operations positively homogeneous of degree 1 in their inputs (exact types, eval mode).
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -281,13 +293,15 @@ _PLANS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[tuple[str, type], ...],
 )
 
 
-def scaling_plan(model: nn.Module) -> Plan | None:
+def scaling_plan(model: nn.Module, named: list[tuple[str, nn.Module]] | None = None) -> Plan | None:
     """The float32 plan of ``model`` (None where the rescaling is not provably exact).
 
     Traced once per model object and kept while the object lives (the 100 rounds of one
-    pruning share it); a change of the model's modules traces it again.
+    pruning share it); a change of the model's modules traces it again. ``named``: the
+    model's ``named_modules()``, when the caller has them.
     """
-    signature = tuple((name, type(m)) for name, m in model.named_modules())
+    named = list(model.named_modules()) if named is None else named
+    signature = tuple((name, type(m)) for name, m in named)
     cached = _PLANS.get(model)
     if cached is not None and cached[0] == signature:
         return cached[1]
@@ -324,7 +338,7 @@ def _make_plan(model: nn.Module) -> Plan | None:
     buffers = {n for n, _ in model.named_buffers()}
     scaled: list[str] = []
     additive: list[list[str]] = []  # terms before the first cut keep factor 1: left out
-    weighted = False
+    weighted = 0  # weighted layers since the last scaled cut
     for node in relevant:
         if node.op != "call_module":
             continue
@@ -334,11 +348,11 @@ def _make_plan(model: nn.Module) -> Plan | None:
             return None
         if scaled:  # this module's own terms come before its output is scaled
             additive[-1] += terms
-        weighted = weighted or isinstance(module, _WEIGHTED)
-        if node in cuts and weighted:
+        weighted += isinstance(module, _WEIGHTED)
+        if node in cuts and weighted >= SCALE_EVERY:
             scaled.append(str(node.target))
             additive.append([])
-            weighted = False
+            weighted = 0
     return Plan(
         cuts=tuple(scaled),
         additive=tuple(tuple(t) for t in additive),

@@ -132,12 +132,12 @@ def test_bias_free_chain_past_float32_range() -> None:
 def test_residual_net_with_biases_and_batchnorm() -> None:
     """A ResNet with conv biases, a Linear bias and BatchNorm with nonzero running means and β
     (scaled with the product of the factors before them) gives float32 scores proportional to
-    the float64 ones (1e-5); its cuts are the stem and the block outputs, never a layer inside
-    a block."""
+    the float64 ones (1e-5); it scales at block outputs (the first after every 4 weighted
+    layers), never at a layer inside a block."""
     model = _trained_look(TinyResNet())
     plan = scaling_plan(model)
     assert plan is not None
-    assert plan.cuts == ("stem", *(f"blocks.{i}.act2" for i in range(9)), "fc")
+    assert plan.cuts == ("blocks.1.act2", "blocks.3.act2", "blocks.5.act2", "blocks.7.act2")
     s32, s64 = _both(model, (3, 8, 8))
     assert max(float(s.max()) for s in s64.values()) > FLOAT32_MAX
     assert all(s.dtype == torch.float32 for s in s32.values())
