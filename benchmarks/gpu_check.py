@@ -56,12 +56,12 @@ def sizes(quick: bool) -> dict[str, Any]:
     """How much each step measures: full (about 10 minutes on one GPU) or a dry run."""
     if quick:
         return {
-            "epoch_images": 32, "epoch_batch": 32, "repeats": 1, "warmup": False, "workers": 1,
+            "epoch_images": 16, "epoch_batch": 16, "repeats": 1, "warmup": False, "workers": 1,
             "step_model": "cifar_resnet20", "step_images": 64, "step_batch": 32,
             "scorer_models": ("cifar_resnet20",), "scorer_repeats": 1, "synflow_rounds": 2,
             "agree_model": "cifar_resnet20", "agree_rounds": 2,
             "sanity_model": "digits_cnn", "sanity_images": 200, "sanity_epochs": 4, "sanity_batch": 20,
-            "scale_images": 64, "scale_eval": 64,
+            "scale_images": 32, "scale_eval": 32,
         }
     return {
         "epoch_images": 10_000, "epoch_batch": 128, "repeats": 3, "warmup": True, "workers": 2,
