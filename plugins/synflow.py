@@ -24,12 +24,12 @@ cifar_resnet56 it is ≈ 1e69. Two ways to score without overflow:
   *cuts*. A cut is a node of the model's graph (``torch.fx``) that every path from the input
   to the output passes through: a VGG layer's output, a ResNet block's output (after the
   addition), never a node inside a residual block. At the first cut after every
-  ``SCALE_EVERY`` (4) weighted layers, the activation ``a`` is multiplied by ``k = 2^−e`` where
-  ``2^e`` is just above ``max |a|`` — a power of two, so the multiplication is exact. Scoring R' of the
-  scaled network gives the scores times K = ∏k, the *same* positive constant for every weight
-  (proof below), so the ranking — all the pipeline uses — is the float64 one up to float32
-  rounding; the returned scores are K·|θ ⊙ ∂R/∂θ|, not the unscaled values (which may not fit
-  in float32).
+  ``SCALE_EVERY`` (4) weighted layers, the activation ``a`` is multiplied by ``k = 2^−e``
+  where ``2^e`` is just above ``max |a|`` — a power of two, so the multiplication is exact.
+  Scoring R' of the scaled network gives the scores times K = ∏k, the *same* positive
+  constant for every weight (proof below), so the ranking — all the pipeline uses — is the
+  float64 one up to float32 rounding; the returned scores are K·|θ ⊙ ∂R/∂θ|, not the
+  unscaled values (which may not fit in float32).
 
 Why every score gets the same factor: scoring is s_i = ∂R/∂ε at ε = 0 when θ_i becomes θ_i·e^ε.
 Every operation in the |θ| network (convolution, linear map, eval-mode BatchNorm, ReLU,
@@ -48,10 +48,16 @@ The float32 way applies only where this proof holds: the model traces with ``tor
 every node that feeds the output is one of the operations listed in ``_MODULES``,
 ``_FUNCTIONS`` and ``_METHODS`` (exact module types: a subclass may add an activation);
 each module is called once; BatchNorm has running statistics; no constants or parameters are
-added outside those layers. For any other model, or when a float32 pass still gives a
-non-finite score, the call scores in float64 instead (the same ranking), so ``"float32"``
-never reports overflow. On CUDA the float32 pass runs with IEEE float32 convolutions (TF32
-off) so that its ranking matches the CPU's.
+added outside those layers. For any other model, or when R of a float32 pass is not finite
+(an overflow between two scaled cuts), the call scores in float64 instead (the same ranking).
+On CUDA the float32 pass runs with IEEE float32 convolutions and matmuls (no TF32), the
+arithmetic of the CPU's pass.
+
+Cost (float32): the pass itself, one copy of |θ| — into a buffer kept for the model object
+while it lives, so 100 rounds reuse the same memory — and one multiply of the gradients by
+|θ|. The |·| of the scores is skipped where the graph proves ∂R/∂θ ≥ 0 (every weighted layer
+fed by the ones input or a ReLU, no subtraction or negative factor); a layer fed by BatchNorm
+keeps it, as its running mean can make inputs negative.
 """
 
 from __future__ import annotations
