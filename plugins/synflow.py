@@ -317,12 +317,19 @@ def scaling_plan(model: nn.Module, named: list[tuple[str, nn.Module]] | None = N
 
 
 def _make_plan(model: nn.Module) -> Plan | None:
+    # traced as it is scored, in eval mode: a traced train-mode forward runs the model's own
+    # Python (timm's BatchNormAct2d bumps num_batches_tracked in place); modes restored after
+    modes = [(m, m.training) for m in model.modules()]
     try:
+        model.eval()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             graph = torch.fx.symbolic_trace(model).graph
     except Exception:  # noqa: BLE001 - any model fx cannot trace scores in float64
         return None
+    finally:
+        for m, mode in modes:
+            m.training = mode
     nodes = list(graph.nodes)
     inputs = [n for n in nodes if n.op == "placeholder"]
     outputs = [n for n in nodes if n.op == "output"]

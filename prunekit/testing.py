@@ -1169,9 +1169,7 @@ def check_method(name: str | Method) -> None:
         total = sum(la.numel for la in layers)
         target = total if method.scorer is None else round((1 - sparsity) * total)
         kept = masks.kept()
-        if kept < target - len(layers) or (
-            kept > target + len(layers) and method.schedule != "global"
-        ):
+        if abs(kept - target) > len(layers):
             _fail(
                 f"{subject} {where}",
                 f"the masks keep {kept} of {total} weights",

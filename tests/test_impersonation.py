@@ -4,6 +4,7 @@ identity follows the model that really runs."""
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,12 +55,18 @@ def plugin_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     folder.mkdir()
     monkeypatch.setenv("PRUNEKIT_PLUGINS_DIR", str(folder))
     monkeypatch.delenv("PRUNEKIT_STRICT_PLUGINS", raising=False)
-    original = timm.models.model_entrypoint("digits_cnn")
+    registry = timm.models._registry
+    tables = {
+        name: getattr(registry, name)
+        for name in dir(registry)
+        if name.startswith(("_model_", "_module_to_"))
+    }
+    saved = {name: copy.deepcopy(table) for name, table in tables.items()}
     reset_plugins()
     yield folder
-    from timm.models import _registry
-
-    _registry._model_entrypoints["digits_cnn"] = original
+    for name, table in tables.items():  # in place: timm's functions hold these very objects
+        table.clear()
+        table.update(saved[name])
     monkeypatch.delenv("PRUNEKIT_PLUGINS_DIR")
     reset_plugins()
 

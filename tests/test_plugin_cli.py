@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import prunekit
 from prunekit.cli import cli
 from tests.cli_runner import run_cli as run
 

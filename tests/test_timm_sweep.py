@@ -72,13 +72,7 @@ FAST_SCORING = {"snip": {"samples_per_class": 2}, "grasp": {"samples_per_class":
 PROTOCOL = TrainConfig(epochs=1, batch_size=4, lr=0.01, milestones=())
 
 # known bugs of other components that the sweep found: the pair fails until they are fixed
-KNOWN_BUGS: dict[tuple[str, str], str] = {
-    ("mobilenetv3_small", "synflow"): (
-        "synflow's float32 scaling plan traces the model with torch.fx in train mode, which "
-        "bumps BatchNormAct2d's num_batches_tracked; the pipeline then refuses the scorer "
-        "for changing the model (plugins/synflow.py, _make_plan)"
-    ),
-}
+KNOWN_BUGS: dict[tuple[str, str], str] = {}
 CASES = [(m, method) for m in MODELS for method in ONE_PER_FAMILY] + [
     (SMALL, method) for method in ALL_METHODS if method not in ONE_PER_FAMILY
 ]
