@@ -49,7 +49,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 import numpy as np
-from scipy import special  # type: ignore[import-untyped]
+from scipy import special, stats  # type: ignore[import-untyped]
 
 from prunekit.bench.records import ResultRow
 
@@ -828,17 +828,15 @@ def difference(
     n = min(len(a), len(b))
     if n < MIN_SEEDS:
         return Delta(mean=mean, ci_low=None, ci_high=None, n=n, paired=False, note="too few seeds")
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
+    se = math.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
     if se <= _ZERO_SD * max(1.0, abs(mean)):
         return Delta(
             mean=mean, ci_low=None, ci_high=None, n=n, paired=False, note="no seed variance"
         )
-    df = (va + vb) ** 2 / (
-        (va**2 / (len(a) - 1) if va else 0.0) + (vb**2 / (len(b) - 1) if vb else 0.0)
+    welch = stats.ttest_ind(a, b, equal_var=False).confidence_interval(confidence)
+    return Delta(
+        mean=mean, ci_low=float(welch.low), ci_high=float(welch.high), n=n, paired=False
     )
-    half = t_quantile((1.0 + confidence) / 2.0, df) * se
-    return Delta(mean=mean, ci_low=mean - half, ci_high=mean + half, n=n, paired=False)
 
 
 ACCURACY_BOUNDS = (0.0, ACCURACY_POINTS)
@@ -879,9 +877,7 @@ class Rank:
 
 def _average_ranks(means: np.ndarray) -> np.ndarray:
     """Ranks along the last axis, 1 = highest, ties get the average of the tied ranks."""
-    greater = (means[..., None, :] > means[..., :, None]).sum(-1)
-    equal = (means[..., None, :] == means[..., :, None]).sum(-1) - 1
-    return 1.0 + greater + 0.5 * equal
+    return np.asarray(stats.rankdata(-means, method="average", axis=-1), dtype=float)
 
 
 def ranking(
