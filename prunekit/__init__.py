@@ -1,7 +1,7 @@
 """prunekit: pruning at initialization, sanity-checked.
 
 The public facade; everything else is an implementation detail. ``import prunekit as pk``
-gives what a notebook or a script needs (docs/api.md):
+gives what a notebook, a script or a plugin needs (docs/api.md, docs/plugins.md):
 
 * :func:`prune` — masks for any ``nn.Module`` (a timm model or your own) at a sparsity, with a
   method (or a scorer and a schedule) and optionally a sanity check, from your ``DataLoader``
@@ -9,7 +9,15 @@ gives what a notebook or a script needs (docs/api.md):
 * :class:`Masks` — apply them, enforce them after every step of your own training loop
   (``masks.enforcer(model, optimizer)``), save and load them;
 * :func:`benchmark` — run a benchmark suite; its cells come back as a :class:`Results` table;
-* :func:`names` — what is installed (methods, checks, suites, ...).
+* :func:`names` — what is installed (methods, checks, suites, ...);
+* the plugin contract: :data:`hookimpl` (and :data:`Register`, the ``register`` callable every
+  ``register_*`` hook receives), the interfaces a plugin implements (:class:`Scorer`,
+  :class:`RatioSchedule`, :class:`SanityCheck`, :class:`Trainer`, :class:`Dataset`,
+  :class:`Executor`, :class:`Instrument`; :class:`Method` recipes and :class:`Suite` objects),
+  the types they receive and return (:class:`ScoringContext`, :class:`DataRequest`,
+  :class:`TicketContext`, :class:`PrunableLayer`, :class:`DataBundle`, :class:`TrainConfig`,
+  :class:`TrainResult`, ...) and the errors (:class:`PrunekitError` and its kin);
+* :mod:`prunekit.scoring` — helpers for writing a scorer.
 
 Names load on first use, so ``import prunekit`` (and ``prunekit --version``) stays fast.
 """
@@ -22,44 +30,129 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:
-    from prunekit.api import Results as Results
-    from prunekit.api import benchmark as benchmark
-    from prunekit.api import names as names
-    from prunekit.api import prune as prune
-    from prunekit.errors import PrunekitError as PrunekitError
-    from prunekit.hookspecs import hookimpl as hookimpl
-    from prunekit.interfaces import TrainConfig as TrainConfig
-    from prunekit.masks import MaskEnforcer as MaskEnforcer
-    from prunekit.masks import Masks as Masks
+    from prunekit import scoring
+    from prunekit.api import Results, benchmark, names, prune
+    from prunekit.bench.executors import Executor, Outcome
+    from prunekit.bench.suite import Suite
+    from prunekit.data import ArrayData, DataBundle
+    from prunekit.errors import DataNotFoundError, DivergedError, PrunekitError
+    from prunekit.hookspecs import HOOKSPEC_VERSION, Register, hookimpl
+    from prunekit.instruments import Curve, Instrument, InstrumentContext, Measurement
+    from prunekit.interfaces import (
+        FAMILIES,
+        DataRequest,
+        Dataset,
+        Family,
+        Method,
+        RatioSchedule,
+        Rewind,
+        SanityCheck,
+        Scorer,
+        ScoringContext,
+        Stage,
+        TicketContext,
+        TrainConfig,
+        Trainer,
+        TrainResult,
+    )
+    from prunekit.layers import PrunableLayer, prunable_layers
+    from prunekit.masks import MaskEnforcer, Masks
 
-# public name -> the module that defines it
+# public name -> the module that defines it (the TYPE_CHECKING imports above say the same)
 _EXPORTS: dict[str, str] = {
-    "Masks": "prunekit.masks",
-    "MaskEnforcer": "prunekit.masks",
-    "PrunekitError": "prunekit.errors",
-    "TrainConfig": "prunekit.interfaces",
-    "hookimpl": "prunekit.hookspecs",
+    # use
     "prune": "prunekit.api",
     "benchmark": "prunekit.api",
     "names": "prunekit.api",
     "Results": "prunekit.api",
+    "Masks": "prunekit.masks",
+    "MaskEnforcer": "prunekit.masks",
+    # the plugin contract: hooks and the interfaces they register
+    "hookimpl": "prunekit.hookspecs",
+    "Register": "prunekit.hookspecs",
+    "HOOKSPEC_VERSION": "prunekit.hookspecs",
+    "Scorer": "prunekit.interfaces",
+    "RatioSchedule": "prunekit.interfaces",
+    "SanityCheck": "prunekit.interfaces",
+    "Trainer": "prunekit.interfaces",
+    "Dataset": "prunekit.interfaces",
+    "Method": "prunekit.interfaces",
+    "Executor": "prunekit.bench.executors",
+    "Instrument": "prunekit.instruments",
+    "Suite": "prunekit.bench.suite",
+    # what the interfaces receive and return
+    "DataRequest": "prunekit.interfaces",
+    "ScoringContext": "prunekit.interfaces",
+    "TicketContext": "prunekit.interfaces",
+    "TrainConfig": "prunekit.interfaces",
+    "TrainResult": "prunekit.interfaces",
+    "Stage": "prunekit.interfaces",
+    "Family": "prunekit.interfaces",
+    "FAMILIES": "prunekit.interfaces",
+    "Rewind": "prunekit.interfaces",
+    "InstrumentContext": "prunekit.instruments",
+    "Measurement": "prunekit.instruments",
+    "Curve": "prunekit.instruments",
+    "Outcome": "prunekit.bench.executors",
+    "PrunableLayer": "prunekit.layers",
+    "prunable_layers": "prunekit.layers",
+    "DataBundle": "prunekit.data",
+    "ArrayData": "prunekit.data",
+    # errors
+    "PrunekitError": "prunekit.errors",
+    "DataNotFoundError": "prunekit.errors",
+    "DivergedError": "prunekit.errors",
 }
+_SUBMODULES = frozenset({"scoring"})
 
+# every name above, and the submodules (a test keeps the three lists in step)
 __all__ = [
+    "ArrayData",
+    "Curve",
+    "DataBundle",
+    "DataNotFoundError",
+    "DataRequest",
+    "Dataset",
+    "DivergedError",
+    "Executor",
+    "FAMILIES",
+    "Family",
+    "HOOKSPEC_VERSION",
+    "Instrument",
+    "InstrumentContext",
     "MaskEnforcer",
     "Masks",
+    "Measurement",
+    "Method",
+    "Outcome",
+    "PrunableLayer",
     "PrunekitError",
+    "RatioSchedule",
+    "Register",
     "Results",
+    "Rewind",
+    "SanityCheck",
+    "Scorer",
+    "ScoringContext",
+    "Stage",
+    "Suite",
+    "TicketContext",
     "TrainConfig",
+    "TrainResult",
+    "Trainer",
     "__version__",
     "benchmark",
     "hookimpl",
     "names",
+    "prunable_layers",
     "prune",
+    "scoring",
 ]
 
 
 def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"prunekit.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'prunekit' has no attribute {name!r}")

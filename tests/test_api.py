@@ -165,3 +165,49 @@ def test_facade_names() -> None:
     assert "snip" in pk.names("methods") and "random_labels" in pk.names("check")
     with pytest.raises(pk.PrunekitError, match="unknown kind"):
         pk.names("colours")
+
+
+def test_facade_holds_the_plugin_contract() -> None:
+    """``import prunekit`` gives a plugin everything it implements or receives: the hook
+    marker, one interface per ``register_*`` hook, the context types and the scorer helpers;
+    the lazy table, ``__all__`` and the names type checkers see agree."""
+    import ast
+    import inspect
+
+    import prunekit.bench.executors
+    import prunekit.bench.suite
+    import prunekit.hookspecs
+    import prunekit.instruments
+    import prunekit.interfaces
+    import prunekit.scoring
+
+    kinds = {
+        "register_scorers": pk.Scorer,
+        "register_ratio_schedules": pk.RatioSchedule,
+        "register_sanity_checks": pk.SanityCheck,
+        "register_trainers": pk.Trainer,
+        "register_methods": pk.Method,
+        "register_datasets": pk.Dataset,
+        "register_suites": pk.Suite,
+        "register_executors": pk.Executor,
+        "register_instruments": pk.Instrument,
+    }
+    hooks = {n for n in vars(prunekit.hookspecs) if n.startswith("register_")}
+    assert hooks - {"register_models", "register_commands"} == set(kinds)
+    assert pk.Scorer is prunekit.interfaces.Scorer and pk.Executor is prunekit.bench.executors.Executor
+    assert pk.Instrument is prunekit.instruments.Instrument and pk.Suite is prunekit.bench.suite.Suite
+    assert pk.hookimpl is prunekit.hookspecs.hookimpl and pk.scoring is prunekit.scoring
+    for name in ("ScoringContext", "DataRequest", "TicketContext", "PrunableLayer", "Masks", "TrainConfig"):
+        assert getattr(pk, name) is not None
+    tree = ast.parse(inspect.getsource(pk))
+    checked = {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+        for stmt in node.body
+        if isinstance(stmt, ast.ImportFrom)
+        for alias in stmt.names
+    }
+    assert set(pk.__all__) == checked | {"__version__"} == set(pk._EXPORTS) | pk._SUBMODULES | {"__version__"}
+    for name in pk.__all__:
+        assert getattr(pk, name) is not None, name

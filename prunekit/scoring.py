@@ -1,0 +1,106 @@
+"""Helpers for writing a scorer (public: plugins use them as the built-in scorers do).
+
+A scorer gets the model itself, not a copy, and must leave it exactly as it came (see
+:class:`~prunekit.interfaces.Scorer`). The usual shape::
+
+    from prunekit.scoring import grad_enabled_on, preserved, prunable_weights, zero_filled
+
+    def score(self, model, ctx):
+        weights = prunable_weights(model, ctx)
+        with preserved(model, buffers=True), grad_enabled_on(weights):
+            model.train()
+            for x, y in ctx.batches:
+                loss = F.cross_entropy(model(x), y)
+                grads = zero_filled(torch.autograd.grad(loss, weights, allow_unused=True), weights)
+                ...
+
+* :func:`preserved` — every module's train/eval flag (and, with ``buffers``, every buffer's
+  values, e.g. BatchNorm running statistics) restored when the block ends, even on error;
+* :func:`grad_enabled_on` — gradients on for the block, for weights that are frozen too;
+* :func:`prunable_weights` — the parameters of ``ctx.layers``, in their order;
+* :func:`zero_filled` — ``torch.autograd.grad(..., allow_unused=True)`` with zeros for ``None``;
+* :func:`bn_mode_validator`, :func:`optional_positive` — attrs validators for the usual options
+  (``bn_mode`` of "train" or "eval"; a count that is None or positive).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from prunekit.interfaces import ScoringContext
+
+Validator = Callable[[Any, "attrs.Attribute[Any]", Any], Any]
+
+
+@contextmanager
+def preserved(model: nn.Module, *, buffers: bool = False) -> Iterator[None]:
+    """Restore every module's train/eval flag (and, with ``buffers``, every buffer's values)
+    when the block ends, however it ends."""
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [(b, b.detach().clone()) for b in model.buffers()] if buffers else []
+    try:
+        yield
+    finally:
+        if saved:
+            with torch.no_grad():
+                for b, value in saved:
+                    b.copy_(value)
+        for m, mode in modes:
+            m.training = mode
+
+
+@contextmanager
+def grad_enabled_on(weights: Sequence[nn.Parameter]) -> Iterator[None]:
+    """Make ``weights`` require grad, with autograd on, for the block (frozen weights are
+    scored too); their ``requires_grad`` flags are restored afterwards."""
+    flags = [w.requires_grad for w in weights]
+    try:
+        for w in weights:
+            w.requires_grad_(True)
+        with torch.enable_grad():
+            yield
+    finally:
+        for w, flag in zip(weights, flags):
+            w.requires_grad_(flag)
+
+
+def prunable_weights(model: nn.Module, ctx: ScoringContext) -> list[nn.Parameter]:
+    """The parameters of ``ctx.layers``, in the same order."""
+    params = dict(model.named_parameters())
+    return [params[layer.name] for layer in ctx.layers]
+
+
+def zero_filled(
+    grads: Sequence[torch.Tensor | None], like: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, ...]:
+    """Gradients with zeros (shaped as ``like``) for the weights the loss does not use."""
+    return tuple(
+        torch.zeros_like(w, requires_grad=False) if g is None else g for g, w in zip(grads, like)
+    )
+
+
+def bn_mode_validator() -> Validator:
+    """An attrs validator: "train" or "eval" (the mode a scorer runs BatchNorm in)."""
+    return attrs.validators.in_(("train", "eval"))
+
+
+def optional_positive() -> Validator:
+    """An attrs validator: None or a number > 0."""
+    return attrs.validators.optional(attrs.validators.gt(0))
+
+
+__all__ = [
+    "Validator",
+    "bn_mode_validator",
+    "grad_enabled_on",
+    "optional_positive",
+    "preserved",
+    "prunable_weights",
+    "zero_filled",
+]
