@@ -8,8 +8,7 @@ import attrs
 import torch
 from torch import nn
 
-from prunekit.hookspecs import hookimpl
-from prunekit.interfaces import Scorer, ScoringContext
+from prunekit import Scorer, ScoringContext, hookimpl
 
 
 @attrs.frozen(kw_only=True)

@@ -48,15 +48,21 @@ from typing import Any, Literal
 
 import attrs
 import torch
-from prunekit_plugins.optimizers import ELEMENTWISE, OPTIMIZERS, OptimizerFactory
-from prunekit_plugins.sgd import lr_factor
 from torch import nn
 from torch.nn import functional as F
 
-from prunekit.data import ArrayData, DataBundle, augment_batch, iterate_batches, make_generator
-from prunekit.errors import DivergedError, PrunekitError
-from prunekit.interfaces import TrainConfig, TrainResult
-from prunekit.masks import Masks
+from prunekit import (
+    ArrayData,
+    DataBundle,
+    DivergedError,
+    Masks,
+    PrunekitError,
+    TrainConfig,
+    TrainResult,
+)
+from prunekit.data import augment_batch, iterate_batches, make_generator
+from prunekit_plugins.optimizers import ELEMENTWISE, OPTIMIZERS, OptimizerFactory
+from prunekit_plugins.sgd import lr_factor
 
 Engine = Literal["auto", "wide", "vmap"]
 

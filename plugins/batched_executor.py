@@ -23,10 +23,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from prunekit.bench.executors import Executor, Outcome, dense_cache, error_text, time_limit
+from prunekit import DivergedError, Executor, Outcome, PrunekitError, hookimpl
+from prunekit.bench.executors import dense_cache, error_text, time_limit
 from prunekit.cell import CellSpec, PreparedCell, finish_cell, prepare_cell
-from prunekit.errors import DivergedError, PrunekitError
-from prunekit.hookspecs import hookimpl
 
 SOLO_TRAINERS_ONLY = "the batched trainer takes the sgd trainer's protocols only"
 

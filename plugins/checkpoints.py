@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+from prunekit import PrunekitError
 from prunekit.atomic import atomic_path
-from prunekit.errors import PrunekitError
 
 FORMAT = "prunekit.train-checkpoint/1"
 

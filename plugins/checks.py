@@ -34,12 +34,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from prunekit.data import ArrayData, stratified_split
-from prunekit.errors import PrunekitError
-from prunekit.hookspecs import hookimpl
+from prunekit import (
+    FAMILIES,
+    ArrayData,
+    Masks,
+    Method,
+    PrunekitError,
+    SanityCheck,
+    Stage,
+    TicketContext,
+    hookimpl,
+)
+from prunekit.data import stratified_split
 from prunekit.identity import noop_field
-from prunekit.interfaces import FAMILIES, Method, SanityCheck, Stage, TicketContext
-from prunekit.masks import Masks
 
 STAGE_ORDER: tuple[str, ...] = ("pruning_data", "scores", "ticket")
 DATA_DEPENDENT: frozenset[str] = frozenset({"initial", "partially_trained", "hybrid"})

@@ -36,18 +36,17 @@ import attrs
 import numpy as np
 import torch
 
-from prunekit.data import (
+from prunekit import (
     ArrayData,
-    Augment,
     DataBundle,
-    channel_stats,
-    make_generator,
-    stratified_split,
+    DataNotFoundError,
+    Dataset,
+    PrunekitError,
+    TrainConfig,
+    hookimpl,
 )
-from prunekit.errors import DataNotFoundError, PrunekitError
-from prunekit.hookspecs import hookimpl
+from prunekit.data import Augment, channel_stats, make_generator, stratified_split
 from prunekit.identity import noop_field
-from prunekit.interfaces import Dataset, TrainConfig
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"

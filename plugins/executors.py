@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from prunekit import hookimpl
 from prunekit.bench.executors import LocalExecutor, ProcessExecutor
-from prunekit.hookspecs import hookimpl
 
 
 @hookimpl

@@ -36,20 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.data import DataBundle
-from prunekit.errors import PrunekitError
-from prunekit.hookspecs import hookimpl
-from prunekit.interfaces import DataRequest, Scorer, ScoringContext
-from prunekit_plugins.snip import (
-    BatchRule,
-    _grads,
-    _mode_validator,
-    _optional_positive,
-    _rule_validator,
-    batch_request,
-    prunable_weights,
-    set_mode,
-)
+from prunekit import DataBundle, DataRequest, PrunekitError, Scorer, ScoringContext, hookimpl
+from prunekit.scoring import bn_mode_validator, optional_positive, prunable_weights, zero_filled
+from prunekit_plugins.snip import BatchRule, batch_request, rule_validator, set_mode
 
 
 @attrs.frozen(kw_only=True)
@@ -61,10 +50,10 @@ class Grasp(Scorer):
 
     temperature: float = attrs.field(default=200.0, validator=attrs.validators.gt(0))
     reinit_linear: bool = True
-    batch_rule: BatchRule = attrs.field(default="auto", validator=_rule_validator())
-    samples_per_class: int | None = attrs.field(default=None, validator=_optional_positive())
-    iterations: int | None = attrs.field(default=None, validator=_optional_positive())
-    bn_mode: Literal["train", "eval"] = attrs.field(default="train", validator=_mode_validator())
+    batch_rule: BatchRule = attrs.field(default="auto", validator=rule_validator())
+    samples_per_class: int | None = attrs.field(default=None, validator=optional_positive())
+    iterations: int | None = attrs.field(default=None, validator=optional_positive())
+    bn_mode: Literal["train", "eval"] = attrs.field(default="train", validator=bn_mode_validator())
 
     def data_request(self, model: nn.Module, data: DataBundle) -> DataRequest:
         return batch_request(model, data.num_classes, self.batch_rule, self.samples_per_class, self.iterations)
@@ -108,12 +97,12 @@ class Grasp(Scorer):
             grads_f = []
             for x, y in halves:
                 loss = F.cross_entropy(net(x.to(dtype)) / self.temperature, y)
-                grads_f.append(_grads(torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True), weights))
+                grads_f.append(zero_filled(torch.autograd.grad(loss, weights, create_graph=True, allow_unused=True), weights))
             g = [gf.detach().clone() for gf in grads_f[0]]
             for gf in grads_f[1:]:
                 torch._foreach_add_(g, [t.detach() for t in gf])
             z = sum(_dot(gf, g) for gf in grads_f)
-            hg = _grads(torch.autograd.grad(z, weights, allow_unused=True), weights)
+            hg = zero_filled(torch.autograd.grad(z, weights, allow_unused=True), weights)
         return [w.detach() for w in weights], [h.detach() for h in hg]
 
     def score(self, model: nn.Module, ctx: ScoringContext) -> dict[str, torch.Tensor]:

@@ -27,17 +27,22 @@ from typing import Any, ClassVar, Literal
 import attrs
 import torch
 
-from prunekit.data import make_generator
-from prunekit.dense import rewind_step
-from prunekit.errors import PrunekitError
-from prunekit.hookspecs import hookimpl
-from prunekit.identity import digest
-from prunekit.instruments import (
-    Cells,
+from prunekit import (
     Curve,
     Instrument,
     InstrumentContext,
+    Masks,
     Measurement,
+    Method,
+    PrunekitError,
+    TicketContext,
+    hookimpl,
+)
+from prunekit.data import make_generator
+from prunekit.dense import rewind_step
+from prunekit.identity import digest
+from prunekit.instruments import (
+    Cells,
     copy_model,
     derived_seed,
     error_barrier,
@@ -55,8 +60,6 @@ from prunekit.instruments import (
     weight_distance,
     with_unpruned,
 )
-from prunekit.interfaces import Method, TicketContext
-from prunekit.masks import Masks
 
 FRANKLE2020 = "Frankle, Dziugaite, Roy, Carbin. Linear Mode Connectivity and the Lottery Ticket Hypothesis. ICML 2020."
 EVCI2022 = (

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from prunekit.hookspecs import hookimpl
-from prunekit.interfaces import Method
+from prunekit import Method, hookimpl
 
 SNIP = "Lee, Ajanthan, Torr. SNIP: Single-shot Network Pruning based on Connection Sensitivity. ICLR 2019."
 GRASP = "Wang, Zhang, Grosse. Picking Winning Tickets Before Training by Preserving Gradient Flow. ICLR 2020."

@@ -28,7 +28,7 @@ from types import MappingProxyType
 
 import torch
 
-from prunekit.interfaces import TrainConfig
+from prunekit import TrainConfig
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], TrainConfig, bool], torch.optim.Optimizer]
 

@@ -24,10 +24,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
-from prunekit.bench.executors import Executor, Outcome, run_one
+from prunekit import Executor, Outcome, PrunekitError, hookimpl
+from prunekit.bench.executors import run_one
 from prunekit.cell import CellSpec
-from prunekit.errors import PrunekitError
-from prunekit.hookspecs import hookimpl
 
 DEFAULT_RETRIES = 3  # system failures per cell (node lost, worker killed) before it is failed
 

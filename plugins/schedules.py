@@ -18,11 +18,8 @@ from typing import ClassVar
 import attrs
 import torch
 
-from prunekit.errors import PrunekitError
-from prunekit.hookspecs import hookimpl
+from prunekit import PrunableLayer, PrunekitError, RatioSchedule, hookimpl
 from prunekit.identity import noop_field
-from prunekit.interfaces import RatioSchedule
-from prunekit.layers import PrunableLayer
 
 
 @attrs.frozen(kw_only=True)

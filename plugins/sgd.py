@@ -27,16 +27,23 @@ from typing import Any, ClassVar
 
 import attrs
 import torch
-from prunekit_plugins.checkpoints import load_checkpoint, save_checkpoint
-from prunekit_plugins.optimizers import ELEMENTWISE, OPTIMIZERS, OptimizerFactory
 from torch import nn
 from torch.nn import functional as F
 
-from prunekit.data import ArrayData, DataBundle, augment_batch, iterate_batches, make_generator
-from prunekit.errors import DivergedError, PrunekitError
-from prunekit.hookspecs import hookimpl
-from prunekit.interfaces import TrainConfig, Trainer, TrainResult
-from prunekit.masks import Masks
+from prunekit import (
+    ArrayData,
+    DataBundle,
+    DivergedError,
+    Masks,
+    PrunekitError,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+    hookimpl,
+)
+from prunekit.data import augment_batch, iterate_batches, make_generator
+from prunekit_plugins.checkpoints import load_checkpoint, save_checkpoint
+from prunekit_plugins.optimizers import ELEMENTWISE, OPTIMIZERS, OptimizerFactory
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 

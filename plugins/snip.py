@@ -22,8 +22,6 @@ Scoring batch (``batch_rule``), as in the authors' code (Su et al. 2020, ``train
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import ClassVar, Literal
 
 import attrs
@@ -31,11 +29,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.data import DataBundle
-from prunekit.errors import PrunekitError
-from prunekit.hookspecs import hookimpl
-from prunekit.interfaces import DataRequest, Scorer, ScoringContext
-from prunekit.layers import prunable_layers
+from prunekit import (
+    DataBundle,
+    DataRequest,
+    PrunekitError,
+    Scorer,
+    ScoringContext,
+    hookimpl,
+    prunable_layers,
+)
+from prunekit.scoring import (
+    Validator,
+    bn_mode_validator,
+    grad_enabled_on,
+    optional_positive,
+    preserved,
+    prunable_weights,
+    zero_filled,
+)
 
 BatchRule = Literal["auto", "single", "split"]
 DEEP = 32  # "ResNets deeper than 32" use the split batch
@@ -69,61 +80,13 @@ def batch_request(
     )
 
 
-def _grads(grads: tuple[torch.Tensor | None, ...], like: list[nn.Parameter]) -> tuple[torch.Tensor, ...]:
-    """Gradients with zeros for weights the loss does not use."""
-    return tuple(
-        torch.zeros_like(w, requires_grad=False) if g is None else g for g, w in zip(grads, like)
-    )
-
-
-def prunable_weights(model: nn.Module, ctx: ScoringContext) -> list[nn.Parameter]:
-    params = dict(model.named_parameters())
-    return [params[layer.name] for layer in ctx.layers]
-
-
-@contextmanager
-def preserved(model: nn.Module, *, buffers: bool) -> Iterator[None]:
-    """Restore every module's train/eval flag (and, with ``buffers``, every buffer's values)."""
-    modes = [(m, m.training) for m in model.modules()]
-    saved = [(b, b.detach().clone()) for b in model.buffers()] if buffers else []
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for b, value in saved:
-                b.copy_(value)
-        for m, mode in modes:
-            m.training = mode
-
-
-@contextmanager
-def grad_enabled_on(weights: list[nn.Parameter]) -> Iterator[None]:
-    """Temporarily make ``weights`` require grad (frozen weights are scored too)."""
-    flags = [w.requires_grad for w in weights]
-    try:
-        for w in weights:
-            w.requires_grad_(True)
-        with torch.enable_grad():
-            yield
-    finally:
-        for w, flag in zip(weights, flags):
-            w.requires_grad_(flag)
-
-
 def set_mode(model: nn.Module, bn_mode: str) -> None:
     model.train(bn_mode == "train")
 
 
-def _mode_validator() -> object:
-    return attrs.validators.in_(("train", "eval"))
-
-
-def _rule_validator() -> object:
+def rule_validator() -> Validator:
+    """An attrs validator for ``batch_rule``: "auto", "single" or "split"."""
     return attrs.validators.in_(("auto", "single", "split"))
-
-
-def _optional_positive() -> object:
-    return attrs.validators.optional(attrs.validators.gt(0))
 
 
 @attrs.frozen(kw_only=True)
@@ -133,11 +96,11 @@ class Snip(Scorer):
     name: ClassVar[str] = "snip"
     description: ClassVar[str] = "connection sensitivity |θ·∂L/∂θ| on a class-balanced batch"
 
-    batch_rule: BatchRule = attrs.field(default="auto", validator=_rule_validator())
-    samples_per_class: int | None = attrs.field(default=None, validator=_optional_positive())
-    iterations: int | None = attrs.field(default=None, validator=_optional_positive())
+    batch_rule: BatchRule = attrs.field(default="auto", validator=rule_validator())
+    samples_per_class: int | None = attrs.field(default=None, validator=optional_positive())
+    iterations: int | None = attrs.field(default=None, validator=optional_positive())
     xavier_copy: bool = False  # score re-drawn Xavier-normal weights (one popular port)
-    bn_mode: Literal["train", "eval"] = attrs.field(default="train", validator=_mode_validator())
+    bn_mode: Literal["train", "eval"] = attrs.field(default="train", validator=bn_mode_validator())
 
     def data_request(self, model: nn.Module, data: DataBundle) -> DataRequest:
         return batch_request(model, data.num_classes, self.batch_rule, self.samples_per_class, self.iterations)
@@ -154,7 +117,7 @@ class Snip(Scorer):
                 dtype = weights[0].dtype
                 for x, y in ctx.batches:
                     loss = F.cross_entropy(model(x.to(dtype)), y)
-                    g = _grads(torch.autograd.grad(loss, weights, allow_unused=True), weights)
+                    g = zero_filled(torch.autograd.grad(loss, weights, allow_unused=True), weights)
                     if grads is None:
                         grads = list(g)
                     else:

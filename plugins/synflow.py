@@ -75,8 +75,8 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.hookspecs import hookimpl
-from prunekit.interfaces import Scorer, ScoringContext
+from prunekit import Scorer, ScoringContext, hookimpl
+from prunekit.scoring import preserved
 
 Precision = Literal["float32", "float64"]
 
@@ -139,26 +139,24 @@ def _synflow(
             # the others are used as they are, without a swap
     probes = [tensors[layer.name].requires_grad_(True) for layer in ctx.layers]
     x = torch.ones((1, *ctx.input_shape), dtype=dtype, device=probes[0].device)
-    modes = [(m, m.training) for _, m in named]
     handles = []
-    try:
-        model.eval()
-        if plan is not None:
-            modules = dict(named)
-            factor: list[torch.Tensor] = []  # K so far
-            for j, cut in enumerate(plan.cuts):
-                terms = [tensors[n] for n in plan.additive[j]]
-                handles.append(modules[cut].register_forward_hook(_scale_hook(terms, factor)))
-        with torch.enable_grad(), _ieee_float32(x.device, enabled=plan is not None):
-            total = torch.func.functional_call(model, tensors, (x,)).sum()
-            if plan is not None and not bool(torch.isfinite(total)):
-                return None
-            grads = torch.autograd.grad(total, probes, allow_unused=True)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for m, mode in modes:
-            m.training = mode
+    with preserved(model):
+        try:
+            model.eval()
+            if plan is not None:
+                modules = dict(named)
+                factor: list[torch.Tensor] = []  # K so far
+                for j, cut in enumerate(plan.cuts):
+                    terms = [tensors[n] for n in plan.additive[j]]
+                    handles.append(modules[cut].register_forward_hook(_scale_hook(terms, factor)))
+            with torch.enable_grad(), _ieee_float32(x.device, enabled=plan is not None):
+                total = torch.func.functional_call(model, tensors, (x,)).sum()
+                if plan is not None and not bool(torch.isfinite(total)):
+                    return None
+                grads = torch.autograd.grad(total, probes, allow_unused=True)
+        finally:
+            for handle in handles:
+                handle.remove()
     with torch.no_grad():
         # gradients are fresh tensors owned by this call: score in place (copy odd views)
         scores = [
@@ -319,17 +317,14 @@ def scaling_plan(model: nn.Module, named: list[tuple[str, nn.Module]] | None = N
 def _make_plan(model: nn.Module) -> Plan | None:
     # traced as it is scored, in eval mode: a traced train-mode forward runs the model's own
     # Python (timm's BatchNormAct2d bumps num_batches_tracked in place); modes restored after
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            graph = torch.fx.symbolic_trace(model).graph
-    except Exception:  # noqa: BLE001 - any model fx cannot trace scores in float64
-        return None
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    with preserved(model):
+        try:
+            model.eval()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                graph = torch.fx.symbolic_trace(model).graph
+        except Exception:  # noqa: BLE001 - any model fx cannot trace scores in float64
+            return None
     nodes = list(graph.nodes)
     inputs = [n for n in nodes if n.op == "placeholder"]
     outputs = [n for n in nodes if n.op == "output"]

@@ -3,8 +3,7 @@ re-initialisation: recipes that score the weights of a dense-trained network."""
 
 from __future__ import annotations
 
-from prunekit.hookspecs import hookimpl
-from prunekit.interfaces import Method
+from prunekit import Method, hookimpl
 
 LT = "Frankle, Carbin. The Lottery Ticket Hypothesis: Finding Sparse, Trainable Neural Networks. ICLR 2019."
 REWIND = (

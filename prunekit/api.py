@@ -32,6 +32,7 @@ from prunekit.data import ArrayData, DataBundle
 from prunekit.errors import PrunekitError
 from prunekit.interfaces import TrainConfig
 from prunekit.masks import Masks
+from prunekit.scoring import preserved
 
 __all__ = ["Results", "benchmark", "names", "prune"]
 
@@ -81,21 +82,18 @@ def _collect(
 
 def _num_classes(model: nn.Module, x: torch.Tensor) -> int:
     """The number of classes: the width of the model's output on one sample (modes restored)."""
-    modes = [(m, m.training) for m in model.modules()]
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    try:
-        model.eval()
-        with torch.no_grad():
-            out = model(x[:1].to(device))
-    except Exception as err:  # noqa: BLE001 - any failure here is a data/model mismatch
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PrunekitError(
-            f"the model cannot run on inputs of shape {tuple(x.shape[1:])}: {first}; pass data the "
-            "model takes (num_classes= and input_shape= can be given when there is none)"
-        ) from None
-    finally:
-        for m, mode in modes:
-            m.training = mode
+    with preserved(model):
+        try:
+            model.eval()
+            with torch.no_grad():
+                out = model(x[:1].to(device))
+        except Exception as err:  # noqa: BLE001 - any failure here is a data/model mismatch
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise PrunekitError(
+                f"the model cannot run on inputs of shape {tuple(x.shape[1:])}: {first}; pass data "
+                "the model takes (num_classes= and input_shape= can be given when there is none)"
+            ) from None
     if not torch.is_tensor(out) or out.ndim != 2:
         raise PrunekitError(
             f"the model's output should be (batch, classes) logits, got {getattr(out, 'shape', type(out))}; "

@@ -63,6 +63,7 @@ from torch.overrides import TorchFunctionMode
 from prunekit.errors import PrunekitError
 from prunekit.layers import PrunableLayer
 from prunekit.masks import Masks
+from prunekit.scoring import preserved
 
 NOT_COMPUTED = "not computed for this model"
 
@@ -236,7 +237,6 @@ def _probe(
 ) -> list[torch.Tensor | None] | None:
     """∂R/∂(stand-in of every masked weight) in ``dtype``, or None when ``dtype`` is not enough
     (non-finite values, or a gradient within reach of underflow)."""
-    modes = {m: m.training for m in model.modules()}
     tensors, names = _stand_in(model, masks, dtype)
     probes = [tensors[n].requires_grad_(True) for n in names]
     device = probes[0].device if probes else torch.device("cpu")
@@ -245,22 +245,21 @@ def _probe(
     hooks = [
         m.register_forward_hook(_pass_through) for m in model.modules() if isinstance(m, _PASS_THROUGH_NORMS)
     ]
-    try:
-        model.eval()
-        with torch.enable_grad(), _PositiveProbe():
-            out = torch.func.functional_call(model, tensors, (x,), strict=False)
-            outputs = [out] if torch.is_tensor(out) else list(out) if isinstance(out, (tuple, list)) else []
-            if not outputs or not all(torch.is_tensor(o) for o in outputs):
-                raise PrunekitError(f"the model's output is a {type(out).__name__}, not tensors")
-            total = torch.stack([o.sum() for o in outputs]).sum()
-            if not torch.isfinite(total) or (dtype != torch.float64 and float(total.detach().abs()) < TINY):
-                return None
-            grads = list(torch.autograd.grad(total, probes, allow_unused=True))
-    finally:
-        for hook in hooks:
-            hook.remove()
-        for module, mode in modes.items():
-            module.training = mode
+    with preserved(model):
+        try:
+            model.eval()
+            with torch.enable_grad(), _PositiveProbe():
+                out = torch.func.functional_call(model, tensors, (x,), strict=False)
+                outputs = [out] if torch.is_tensor(out) else list(out) if isinstance(out, (tuple, list)) else []
+                if not outputs or not all(torch.is_tensor(o) for o in outputs):
+                    raise PrunekitError(f"the model's output is a {type(out).__name__}, not tensors")
+                total = torch.stack([o.sum() for o in outputs]).sum()
+                if not torch.isfinite(total) or (dtype != torch.float64 and float(total.detach().abs()) < TINY):
+                    return None
+                grads = list(torch.autograd.grad(total, probes, allow_unused=True))
+        finally:
+            for hook in hooks:
+                hook.remove()
     for grad in grads:
         if grad is None:
             continue

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from timm.models import model_entrypoint
 
-from prunekit.hookspecs import Register, hookimpl
+from prunekit import Register, hookimpl
 
 from . import cifar_resnet, cifar_vgg, small_cnn
 

@@ -16,8 +16,7 @@ walks through every line.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import attrs
@@ -25,21 +24,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit import hookimpl
-from prunekit.data import DataBundle
-from prunekit.interfaces import (
+from prunekit import (
     FAMILIES,
+    DataBundle,
     DataRequest,
+    Masks,
     Method,
+    PrunableLayer,
     RatioSchedule,
     SanityCheck,
     Scorer,
     ScoringContext,
     Stage,
     TicketContext,
+    hookimpl,
 )
-from prunekit.layers import PrunableLayer
-from prunekit.masks import Masks
+from prunekit.scoring import grad_enabled_on, preserved, prunable_weights
 
 __version__ = "0.1.0"
 
@@ -49,29 +49,6 @@ PRUNEKIT_HOOKSPEC_VERSION = 1
 
 
 # ------------------------------------------------------------------------------------ scorer
-@contextmanager
-def _scoring(model: nn.Module, weights: Sequence[nn.Parameter]) -> Iterator[None]:
-    """Train mode with gradients on ``weights``; afterwards every module's train/eval flag,
-    every buffer (BatchNorm running statistics) and every ``requires_grad`` flag are back."""
-    modes = [(m, m.training) for m in model.modules()]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    flags = [w.requires_grad for w in weights]
-    try:
-        model.train()
-        for w in weights:
-            w.requires_grad_(True)
-        with torch.enable_grad():
-            yield
-    finally:
-        with torch.no_grad():
-            for b, value in buffers:
-                b.copy_(value)
-        for m, mode in modes:
-            m.training = mode
-        for w, flag in zip(weights, flags):
-            w.requires_grad_(flag)
-
-
 @attrs.frozen(kw_only=True)
 class GradNorm(Scorer):
     """|∂L/∂θ|: the magnitude of the loss gradient, summed over the scoring batches.
@@ -96,10 +73,12 @@ class GradNorm(Scorer):
     def score(self, model: nn.Module, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         if not ctx.batches:
             raise ValueError("grad_norm needs scoring batches (it is a data-dependent scorer)")
-        params = dict(model.named_parameters())
-        weights = [params[layer.name] for layer in ctx.layers]
+        weights = prunable_weights(model, ctx)
         total = [torch.zeros_like(w, memory_format=torch.contiguous_format) for w in weights]
-        with _scoring(model, weights):
+        # every module's train/eval flag, every buffer (BatchNorm running statistics) and every
+        # requires_grad flag are back as they were when the block ends
+        with preserved(model, buffers=True), grad_enabled_on(weights):
+            model.train()
             for x, y in ctx.batches:
                 loss = F.cross_entropy(model(x.to(weights[0].dtype)), y)  # batches are float32
                 torch._foreach_add_(total, torch.autograd.grad(loss, weights))

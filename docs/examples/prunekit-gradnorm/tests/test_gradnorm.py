@@ -6,12 +6,10 @@ Run after ``pip install -e .`` (the entry point must be installed for prunekit t
 from __future__ import annotations
 
 import torch
-from prunekit_gradnorm import FirstDense, SignFlip
 
-from prunekit.interfaces import TicketContext
-from prunekit.layers import prunable_layers
-from prunekit.masks import Masks
+from prunekit import Masks, TicketContext, prunable_layers
 from prunekit.testing import check_sanity_check, check_schedule, check_scorer, tiny_convnet
+from prunekit_gradnorm import FirstDense, SignFlip
 
 
 def test_installed_plugin_passes_the_kit(prunekit_conformance) -> None:  # type: ignore[no-untyped-def]
