@@ -24,10 +24,10 @@ from prunekit.pipeline import TicketCache
 from prunekit.plugins import get_plugins
 
 
-def _pairs(value: Mapping[str, Any] | Sequence[tuple[str, Any]] | None) -> tuple[tuple[str, Any], ...]:
+def option_pairs(value: Mapping[str, Any] | Sequence[tuple[str, Any]] | None) -> tuple[tuple[str, Any], ...]:
     """Options as sorted ``(key, value)`` pairs (hashable, one order); nested mappings too."""
     items = dict(value or {}).items()
-    return tuple(sorted((str(k), _pairs(v) if isinstance(v, Mapping) else v) for k, v in items))
+    return tuple(sorted((str(k), option_pairs(v) if isinstance(v, Mapping) else v) for k, v in items))
 
 
 def _frozen(value: Any) -> Any:
@@ -45,7 +45,7 @@ def _instrument_pairs(value: Mapping[str, Any] | Sequence[Any] | None) -> tuple[
     if not value:
         return ()
     items = value.items() if isinstance(value, Mapping) else [(v, {}) if isinstance(v, str) else (v[0], v[1]) for v in value]
-    return tuple(sorted((str(k), _pairs(_frozen(dict(v or {})))) for k, v in items))
+    return tuple(sorted((str(k), option_pairs(_frozen(dict(v or {})))) for k, v in items))
 
 
 @attrs.frozen(kw_only=True)
@@ -68,10 +68,10 @@ class CellSpec:
     protocol: TrainConfig = TrainConfig()
     trainer: str = "sgd"
     data_root: str | None = attrs.field(default=None, eq=False)  # where the files are: not the result
-    model_options: tuple[tuple[str, Any], ...] = noop_field((), converter=_pairs)
-    method_options: tuple[tuple[str, Any], ...] = noop_field((), converter=_pairs)
-    check_options: tuple[tuple[str, Any], ...] = noop_field((), converter=_pairs)
-    dataset_options: tuple[tuple[str, Any], ...] = noop_field((), converter=_pairs)
+    model_options: tuple[tuple[str, Any], ...] = noop_field((), converter=option_pairs)
+    method_options: tuple[tuple[str, Any], ...] = noop_field((), converter=option_pairs)
+    check_options: tuple[tuple[str, Any], ...] = noop_field((), converter=option_pairs)
+    dataset_options: tuple[tuple[str, Any], ...] = noop_field((), converter=option_pairs)
     instruments: tuple[tuple[str, Any], ...] = noop_field((), converter=_instrument_pairs)
 
 
@@ -87,8 +87,9 @@ class ResolvedCell:
     trainer: Trainer
 
 
-def _plain(options: Sequence[tuple[str, Any]]) -> dict[str, Any]:
-    return {k: _plain(v) if _is_pairs(v) else v for k, v in options}
+def plain_options(options: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """The inverse of :func:`option_pairs`: pairs (nested ones too) back to dicts."""
+    return {k: plain_options(v) if _is_pairs(v) else v for k, v in options}
 
 
 def _is_pairs(value: Any) -> bool:
@@ -122,13 +123,13 @@ def resolve_cell(spec: CellSpec) -> ResolvedCell:
     from prunekit.pipeline import instantiate, resolve_check
 
     method = resolve_method_options(
-        get_plugins().registry("method").get(spec.method), _plain(spec.method_options)
+        get_plugins().registry("method").get(spec.method), plain_options(spec.method_options)
     )
     scorer = schedule = None
     if method.scorer is not None:
         scorer = instantiate("scorer", method.scorer, dict(method.scorer_options))
         schedule = instantiate("ratio_schedule", method.schedule, dict(method.schedule_options))
-    check = resolve_check(spec.check, method, _plain(spec.check_options))
+    check = resolve_check(spec.check, method, plain_options(spec.check_options))
     trainer = instantiate("trainer", spec.trainer)
     return ResolvedCell(method=method, scorer=scorer, schedule=schedule, check=check, trainer=trainer)
 
@@ -166,15 +167,16 @@ def ticket_cache() -> TicketCache:
 
 
 @functools.lru_cache(maxsize=2)
-def _data(dataset: str, root: str | None, options: tuple[tuple[str, Any], ...] = ()) -> DataBundle:
+def load_data_once(dataset: str, root: str | None, options: tuple[tuple[str, Any], ...] = ()) -> DataBundle:
+    """The dataset ``dataset`` (options as :func:`option_pairs`), loaded once per process."""
     from prunekit.pipeline import load_dataset
 
-    return load_dataset(dataset, root, options=_plain(options))
+    return load_dataset(dataset, root, options=plain_options(options))
 
 
 def cell_data(spec: CellSpec) -> DataBundle:
     """The dataset of ``spec`` (loaded once per process and kept)."""
-    return _data(spec.dataset, spec.data_root, spec.dataset_options)
+    return load_data_once(spec.dataset, spec.data_root, spec.dataset_options)
 
 
 def final_start_step(method: Method, train_size: int, protocol: TrainConfig) -> int:
@@ -220,7 +222,7 @@ def prepare_cell(
     device = torch.device(device)
     data = cell_data(spec)
     resolved = resolve_cell(spec)
-    model_options = _plain(spec.model_options)
+    model_options = plain_options(spec.model_options)
 
     def build(seed: int) -> torch.nn.Module:
         if model_options:
@@ -242,7 +244,7 @@ def prepare_cell(
         training=training,
         reuse=ticket_cache(),
         reuse_key=[
-            spec.model, canonical(model_options), spec.dataset, canonical(_plain(spec.dataset_options)),
+            spec.model, canonical(model_options), spec.dataset, canonical(plain_options(spec.dataset_options)),
             spec.data_root, canonical(spec.protocol), spec.trainer,
         ],  # fmt: skip
     )
@@ -285,9 +287,9 @@ def cell_training(spec: CellSpec, trainer: Trainer, cache: DenseCache, device: t
         trainer=trainer,
         config=spec.protocol,
         model_name=spec.model,
-        model_options=_plain(spec.model_options),
+        model_options=plain_options(spec.model_options),
         # the dense cache's name for the data: the options enter only when set (old entries stay valid)
-        dataset_key=spec.dataset if not spec.dataset_options else f"{spec.dataset}{canonical(_plain(spec.dataset_options))}",
+        dataset_key=spec.dataset if not spec.dataset_options else f"{spec.dataset}{canonical(plain_options(spec.dataset_options))}",
         cache=cache,
         device=device,
     )

@@ -557,7 +557,7 @@ def prune(
     net = pipeline.build_model(model_name, data, seed, model_options)
     training = None
     if recipe.pretrain:
-        retrains = len(pipeline._density_steps(recipe, 1.0 - sparsity)) - 1
+        retrains = len(pipeline.density_steps(recipe, 1.0 - sparsity)) - 1
         training = pipeline.Training(
             trainer=_ReportingTrainer(  # type: ignore[arg-type]  # a Trainer by delegation
                 pipeline.instantiate("trainer", trainer), retrains, enabled=not as_json

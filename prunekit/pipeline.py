@@ -383,7 +383,7 @@ def dense_run(
     return training.cache.get_or_compute(spec, compute, snapshots=sorted(wanted))
 
 
-def _density_steps(method: Method, density: float) -> list[float]:
+def density_steps(method: Method, density: float) -> list[float]:
     """Target densities of successive prune-retrain rounds (IMP), ending at ``density``."""
     if method.prune_fraction <= 0:
         return [density]
@@ -593,7 +593,7 @@ def _find_ticket(
     meta["dense_accuracy"] = dense.final_accuracy
     k = rewind_step(method.rewind_point, dense.steps) if method.rewind == "step" else 0
     trained = dense.final
-    densities = _density_steps(method, density)
+    densities = density_steps(method, density)
     meta["round_densities"] = []
     for i, round_density in enumerate(densities):
         model.load_state_dict(trained)

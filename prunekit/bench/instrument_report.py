@@ -544,9 +544,9 @@ def _mean_curve(curves: Sequence[dict[str, Any]]) -> tuple[list[float], list[flo
 
 
 def _figure(name: str, title: str, caption: str, fig: Any) -> Figure:
-    from prunekit.bench.report.plots import Figure, _save
+    from prunekit.bench.report.plots import Figure, figure_files
 
-    return Figure(name=name, title=title, caption=caption, files=_save(fig))
+    return Figure(name=name, title=title, caption=caption, files=figure_files(fig))
 
 
 def plot_gradient_norm(data: ReportData) -> Figure | None:
@@ -555,7 +555,7 @@ def plot_gradient_norm(data: ReportData) -> Figure | None:
     network's as a dashed reference."""
     import matplotlib as mpl
 
-    from prunekit.bench.report.plots import RC, _grid
+    from prunekit.bench.report.plots import RC, panel_grid
 
     curves: dict[tuple[GroupKey, float, str], list[dict[str, Any]]] = defaultdict(list)
     for row, entry in measured(data.rows, "gradient_flow"):
@@ -566,7 +566,7 @@ def plot_gradient_norm(data: ReportData) -> Figure | None:
     if not panels:
         return None
     with mpl.rc_context(RC):  # type: ignore[arg-type]
-        fig, axes = _grid(len(panels), 2, 5.2, 3.4)
+        fig, axes = panel_grid(len(panels), 2, 5.2, 3.4)
         for ax, (group, sparsity) in zip(axes, panels, strict=True):
             for (g, s, method), found in sorted(curves.items()):
                 if g != group or (s != sparsity and method != "dense"):
@@ -593,7 +593,7 @@ def plot_instability(data: ReportData) -> Figure | None:
     and the error barrier against the rewinding step where a sweep ran."""
     import matplotlib as mpl
 
-    from prunekit.bench.report.plots import RC, _grid
+    from prunekit.bench.report.plots import RC, panel_grid
 
     paths: dict[GroupKey, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     sweeps: dict[GroupKey, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -608,7 +608,7 @@ def plot_instability(data: ReportData) -> Figure | None:
     if not panels:
         return None
     with mpl.rc_context(RC):  # type: ignore[arg-type]
-        fig, axes = _grid(len(panels), 2, 5.2, 3.4)
+        fig, axes = panel_grid(len(panels), 2, 5.2, 3.4)
         for ax, (kind, group) in zip(axes, panels, strict=True):
             for label, found in sorted((paths if kind == "path" else sweeps)[group].items()):
                 xs, ys = _mean_curve(found)
@@ -637,7 +637,7 @@ def plot_winning_ticket(data: ReportData) -> Figure | None:
     """Final accuracy against the learning rate for the ticket and its two baselines."""
     import matplotlib as mpl
 
-    from prunekit.bench.report.plots import RC, _grid
+    from prunekit.bench.report.plots import RC, panel_grid
 
     panels = []
     for key, cells in _by_cell(measured(data.rows, "winning_ticket")).items():
@@ -649,7 +649,7 @@ def plot_winning_ticket(data: ReportData) -> Figure | None:
         return None
     labels = {"ticket": "ticket", "reinit": "mask re-initialised", "random_mask": "random mask, same ratios"}
     with mpl.rc_context(RC):  # type: ignore[arg-type]
-        fig, axes = _grid(len(panels), 3, 4.2, 3.2)
+        fig, axes = panel_grid(len(panels), 3, 4.2, 3.2)
         for ax, (key, method, sparsity, runs) in zip(axes, panels, strict=True):
             rates = sorted(runs)
             for label, text in labels.items():
@@ -682,7 +682,7 @@ def plot_mask_overlap(data: ReportData) -> Figure | None:
     """Method × method heat map of the mean Jaccard overlap of clean masks at the same seed."""
     import matplotlib as mpl
 
-    from prunekit.bench.report.plots import RC, _grid
+    from prunekit.bench.report.plots import RC, panel_grid
 
     panels = []
     for key, cells in _masks_by_cell(data).items():
@@ -694,7 +694,7 @@ def plot_mask_overlap(data: ReportData) -> Figure | None:
         return None
     size = max(len(p[2]) for p in panels)
     with mpl.rc_context(RC):  # type: ignore[arg-type]
-        fig, axes = _grid(len(panels), 2, 0.55 * size + 2.8, 0.5 * size + 1.8)
+        fig, axes = panel_grid(len(panels), 2, 0.55 * size + 2.8, 0.5 * size + 1.8)
         image = None
         for ax, (key, sparsity, methods, grid) in zip(axes, panels, strict=True):
             image = ax.imshow(np.ma.masked_invalid(grid), cmap="viridis", vmin=0.0, vmax=1.0)

@@ -283,9 +283,9 @@ def make_executor(name: str | Executor, jobs: int = 1, options: Mapping[str, Any
 def check_data(suite: Suite) -> DataBundle:
     """Load the suite's dataset once (the process keeps it): a missing dataset is its one-line
     error here, before anything is written or trained."""
-    from prunekit.cell import _data, _pairs
+    from prunekit.cell import load_data_once, option_pairs
 
-    return _data(suite.dataset, suite.data_root, _pairs(suite.dataset_options))
+    return load_data_once(suite.dataset, suite.data_root, option_pairs(suite.dataset_options))
 
 
 def check_trainer(suite: Suite) -> None:

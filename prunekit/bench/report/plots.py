@@ -60,7 +60,8 @@ def _new_figure(width: float, height: float) -> Any:
     return fig
 
 
-def _save(fig: Any) -> dict[str, bytes]:
+def figure_files(fig: Any) -> dict[str, bytes]:
+    """The figure rendered in every format of :data:`FIGURE_FORMATS`: ``{format: bytes}``."""
     out = {}
     for fmt in FIGURE_FORMATS:
         buf = io.BytesIO()
@@ -76,7 +77,8 @@ def _save(fig: Any) -> dict[str, bytes]:
     return out
 
 
-def _grid(count: int, ncols: int, width: float, height: float) -> tuple[Any, list[Any]]:
+def panel_grid(count: int, ncols: int, width: float, height: float) -> tuple[Any, list[Any]]:
+    """A figure of ``count`` panels, ``ncols`` a row, each ``width`` × ``height`` inches."""
     ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
     fig = _new_figure(width * ncols, height * nrows)
@@ -135,7 +137,7 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
     import matplotlib as mpl
 
     with mpl.rc_context(RC):  # type: ignore[arg-type]
-        fig, axes = _grid(len(groups), 2, 5.6, 3.6)
+        fig, axes = panel_grid(len(groups), 2, 5.6, 3.6)
         colour = method_colours(data)
         for ax, (key, ranks) in zip(axes, groups.items(), strict=True):
             by_method: dict[str, list[Rank]] = defaultdict(list)
@@ -195,7 +197,7 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
             ax.legend(
                 loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False
             )
-        files = _save(fig)
+        files = figure_files(fig)
     return Figure(
         name="accuracy_vs_sparsity",
         title="Accuracy against sparsity",
@@ -290,7 +292,7 @@ def plot_check_effects(data: ReportData) -> Figure | None:
         fig.legend(
             handles=marks, loc="outside lower center", ncols=3, frameon=False, title="verdict marks"
         )
-        files = _save(fig)
+        files = figure_files(fig)
     return Figure(
         name="check_effects",
         title="Check effects",
@@ -327,7 +329,7 @@ def plot_layer_density(data: ReportData) -> Figure | None:
     if not profiles:
         return None
     with mpl.rc_context(RC):  # type: ignore[arg-type]
-        fig, axes = _grid(len(profiles), 2, 5.6, 3.4)
+        fig, axes = panel_grid(len(profiles), 2, 5.6, 3.4)
         colour = method_colours(data)
         for ax, ((protocol, model, dataset, sparsity), methods) in zip(
             axes, sorted(profiles.items()), strict=True
@@ -377,7 +379,7 @@ def plot_layer_density(data: ReportData) -> Figure | None:
             ax.legend(
                 loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False
             )
-        files = _save(fig)
+        files = figure_files(fig)
     return Figure(
         name="layer_density",
         title="Per-layer density",
