@@ -18,13 +18,13 @@ import os
 import time
 
 import torch
-from prunekit_plugins.batched import fit_many
-from prunekit_plugins.sgd import SGDTrainer
 from torch import nn
 
 from prunekit.interfaces import TrainConfig
 from prunekit.masks import Masks
 from prunekit.pipeline import build_model, load_dataset
+from prunekit_plugins.batched import fit_many
+from prunekit_plugins.sgd import SGDTrainer
 
 
 def magnitude_masks(model: nn.Module, keep: float = 0.1) -> Masks:

@@ -42,7 +42,10 @@ AGREEMENT_GOAL = 0.999
 
 
 CLOCK: Callable[[], float] = time.perf_counter
-SYNC: Callable[[], None] = lambda: None
+
+
+def SYNC() -> None:  # rebound to torch.cuda.synchronize on a GPU
+    """Wait for the device (nothing to wait for on the CPU)."""
 
 
 def _time(fn: Callable[[], object]) -> float:
@@ -86,13 +89,13 @@ def bench_model(
 ) -> list[tuple[str, float, float, float]]:
     """Rows ``(label, seconds, floor seconds, ratio)`` of one model (see the module doc)."""
     import timm
+
+    from prunekit.plugins import get_plugins
+    from prunekit.selection import select_top
     from prunekit_plugins.grasp import Grasp
     from prunekit_plugins.schedules import Global
     from prunekit_plugins.snip import Snip
     from prunekit_plugins.synflow import SynFlow
-
-    from prunekit.plugins import get_plugins
-    from prunekit.selection import select_top
 
     get_plugins()
     dev = torch.device(device)
@@ -181,9 +184,8 @@ def synflow_lockstep(name: str, sparsity: float, rounds: int = 100, seed: int = 
     """Round by round along the float64 path: (lowest fraction of positions where the float32
     and float64 scores select the same global top-k in one round, positions that differed
     over all rounds). Free of the cascade that makes whole runs drift apart after one swap."""
-    from prunekit_plugins.synflow import SynFlow
-
     from prunekit.pipeline import build_model
+    from prunekit_plugins.synflow import SynFlow
 
     model = build_model(name, _shaped_data(), seed)
     ctx = _context(model, None, torch.device("cpu"))
@@ -252,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'model':<16} {'scorer':<24} {'time s':>9} {'floor s':>9} {'ratio':>7} {'target':>7}")
     for name in args.models:
         for label, t, base, ratio in bench_model(name, args.repeats, args.rounds, args.synflow_repeats, args.device):
-            target = TARGETS.get(label.replace(f"x{args.rounds}", "x100"), None)
+            target = TARGETS.get(label.replace(f"x{args.rounds}", "x100"))
             flag = "" if target is None else ("ok" if ratio <= target else "MISSED")
             tgt = f"≤{target:g}" if target is not None else ""
             print(f"{name:<16} {label:<24} {t:9.3f} {base:9.3f} {ratio:7.2f} {tgt:>7} {flag}", flush=True)

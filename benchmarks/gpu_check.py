@@ -160,7 +160,7 @@ def scorer_agreement(s: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Masks of snip, grasp and synflow at 90% sparsity pruned on the CPU and on the device from
     the same initial weights and scoring batch: the fraction of equal positions."""
     if device.type != "cuda":
-        return {name: NOT_MEASURED for name in ("snip", "grasp", "synflow")} | {"model": s["agree_model"]}
+        return dict.fromkeys(("snip", "grasp", "synflow"), NOT_MEASURED) | {"model": s["agree_model"]}
     import attrs
 
     from prunekit.pipeline import build_model, prune, resolve_method

@@ -58,7 +58,7 @@ def _spreads(db: Path) -> list[str]:
 
 
 def _verdicts(payload: dict[str, Any]) -> list[str]:
-    verdicts = [v for v in payload.get("verdicts", [])]
+    verdicts = list(payload.get("verdicts", []))
     counts = Counter(v["verdict"] for v in verdicts)
     decided = sum(counts[v] for v in DECIDED)
     seeds = [max(v.get("seeds_used") or [0]) for v in verdicts]

@@ -303,8 +303,9 @@ class SmartRatio(RatioSchedule):
     def uses_vgg(self, layers: Sequence[PrunableLayer]) -> bool:
         return is_plain_chain(layers) if self.vgg is None else bool(self.vgg)
 
-    def _q(self, l: int, big_l: int, vgg: bool) -> float:
-        k = big_l - l + 1
+    def _q(self, layer: int, depth: int, vgg: bool) -> float:
+        """The unnormalised keep ratio of the ``layer``-th of ``depth`` layers (l and L)."""
+        k = depth - layer + 1
         if self.variant == "quadratic":
             q = float(k * k + k)
         elif self.variant == "linear":
@@ -312,10 +313,10 @@ class SmartRatio(RatioSchedule):
         elif self.variant == "cubic":
             q = float(k**3)
         elif self.variant == "ascending":
-            q = float(l * l + l)
+            q = float(layer * layer + layer)
         else:  # balanced
             return 1.0
-        return q / (l * l) if vgg else q
+        return q / (layer * layer) if vgg else q
 
     def plan(self, layers: Sequence[PrunableLayer], density: float) -> tuple[dict[str, float], dict[str, int]]:
         """(keep fraction p_l after the carry, keep count) of every layer."""

@@ -451,7 +451,7 @@ def _homogeneous(node: Any, modules: dict[str, nn.Module]) -> bool:
         if node.target in _SUMS:
             return all(isinstance(a, torch.fx.Node) for a in node.args) and "alpha" not in node.kwargs
         if node.target in _SCALINGS:
-            a, b = (node.args + (None, None))[:2]
+            a, b = (*node.args, None, None)[:2]
             if node.target is operator.truediv:
                 return isinstance(a, torch.fx.Node) and isinstance(b, (int, float))
             return sum(isinstance(v, torch.fx.Node) for v in (a, b)) == 1 and any(

@@ -107,6 +107,8 @@ _SUBMODULES = frozenset({"scoring"})
 
 # every name above, and the submodules (a test keeps the three lists in step)
 __all__ = [
+    "FAMILIES",
+    "HOOKSPEC_VERSION",
     "ArrayData",
     "Curve",
     "DataBundle",
@@ -115,9 +117,7 @@ __all__ = [
     "Dataset",
     "DivergedError",
     "Executor",
-    "FAMILIES",
     "Family",
-    "HOOKSPEC_VERSION",
     "Instrument",
     "InstrumentContext",
     "MaskEnforcer",

@@ -18,7 +18,15 @@ from prunekit.data import DataBundle
 from prunekit.dense import DenseCache
 from prunekit.errors import PrunekitError
 from prunekit.identity import canonical, noop_field
-from prunekit.interfaces import Method, RatioSchedule, SanityCheck, Scorer, TrainConfig, Trainer, TrainResult
+from prunekit.interfaces import (
+    Method,
+    RatioSchedule,
+    SanityCheck,
+    Scorer,
+    TrainConfig,
+    Trainer,
+    TrainResult,
+)
 from prunekit.masks import Masks
 from prunekit.pipeline import TicketCache
 from prunekit.plugins import get_plugins
@@ -246,7 +254,7 @@ def prepare_cell(
         reuse_key=[
             spec.model, canonical(model_options), spec.dataset, canonical(plain_options(spec.dataset_options)),
             spec.data_root, canonical(spec.protocol), spec.trainer,
-        ],  # fmt: skip
+        ],
     )
     start_step = final_start_step(resolved.method, len(data.train), spec.protocol)
     instruments = None

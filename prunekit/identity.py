@@ -94,7 +94,7 @@ def _distribution_version(module: str) -> tuple[str, str]:
     """(distribution, version) that ships ``module`` (its top-level package's distribution)."""
     from importlib import metadata
 
-    top = module.split(".")[0]
+    top = module.split(".", maxsplit=1)[0]
     if top in ("prunekit", "prunekit_plugins"):
         from prunekit import __version__
 

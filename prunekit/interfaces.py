@@ -300,7 +300,7 @@ class Trainer(abc.ABC):
         start_step: int = 0,
     ) -> TrainResult: ...
 
-    def validate(self, config: TrainConfig) -> None:
+    def validate(self, config: TrainConfig) -> None:  # noqa: B027 - optional: accepts every protocol
         """Raise a one-line :class:`~prunekit.errors.PrunekitError` when this trainer cannot
         run ``config``, before any work is done (the default accepts every protocol)."""
 

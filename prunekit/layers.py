@@ -194,7 +194,7 @@ def prunable_layers(model: nn.Module, policy: PrunablePolicy | None = None) -> l
         categories = _categories(owner[n], modules[owner[n]], i, classifier, attention)
         if all(policy.keeps_category(c) for c in categories):
             chosen[n] = categories[0]
-    for n, p in params:
+    for n, _ in params:
         if n in chosen or n in weights:
             continue
         if policy.positional_embeddings and any(fnmatch.fnmatchcase(n, pat) for pat in _POSITIONAL):

@@ -36,7 +36,13 @@ from prunekit.interfaces import (
 from prunekit.layers import PrunableLayer, PrunablePolicy, prunable_layers
 from prunekit.masks import Masks
 from prunekit.plugins import get_plugins
-from prunekit.selection import TieStats, check_scores, exclude_pruned, select_top_with_stats, zero_fraction
+from prunekit.selection import (
+    TieStats,
+    check_scores,
+    exclude_pruned,
+    select_top_with_stats,
+    zero_fraction,
+)
 
 
 # ------------------------------------------------------------------------- names -> objects
@@ -575,7 +581,7 @@ def _find_ticket(
         data, scorer.data_request(model, data), seed, device, pruning_train, augment=method.scoring_augment
     )
     log = SelectionLog()
-    select = dict(seed=seed, device=device, batches=batches, scorer=scorer, schedule=schedule, check=check, check_rng=check_rng, log=log)
+    select = {"seed": seed, "device": device, "batches": batches, "scorer": scorer, "schedule": schedule, "check": check, "check_rng": check_rng, "log": log}
     names = [layer.name for layer in layers]
     if not method.pretrain:
         unpruned = _prunable_copy(model, names)

@@ -241,7 +241,7 @@ def load_plugins(
         models_before = _timm_models()
         try:
             plugin = loader()
-        except (Exception, SystemExit) as err:  # a broken plugin must not stop the others
+        except (Exception, SystemExit) as err:  # noqa: BLE001 - reported: a broken plugin must not stop the others
             info.errors.append(f"failed to import: {_error_text(err)}; fix or uninstall {dist}")
             continue
         info.errors.extend(_replaced_models(models_before, _timm_models()))
@@ -260,7 +260,7 @@ def load_plugins(
             if unknown:
                 pm.unregister(plugin)
                 raise PluginError(f"implements unknown hooks {[h.name for h in unknown]}")
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - reported: a broken plugin must not stop the others
             info.errors.append(f"cannot be registered: {_error_text(err)}")
             continue
         info.hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
@@ -295,7 +295,7 @@ def load_plugins(
 
             try:
                 impl.function(register=register)
-            except (Exception, SystemExit) as err:
+            except (Exception, SystemExit) as err:  # noqa: BLE001 - reported, like a failed import
                 info.errors.append(f"hook {hook_name} raised {_error_text(err)}")
 
     plugins = Plugins(manager=pm, registries=registries, info=list(infos.values()))

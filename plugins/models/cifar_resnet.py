@@ -145,19 +145,19 @@ default_cfgs = generate_default_cfgs(
 @register_model
 def cifar_resnet20(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet20 for CIFAR: 3 × 3 BasicBlocks, widths 16 / 32 / 64."""
-    model_args = dict(depth=20, width=1)
+    model_args = {"depth": 20, "width": 1}
     return _create_cifar_resnet("cifar_resnet20", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cifar_resnet32(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet32 at 2× width (Su et al., GraSP): 3 × 5 BasicBlocks, widths 32 / 64 / 128."""
-    model_args = dict(depth=32, width=2)
+    model_args = {"depth": 32, "width": 2}
     return _create_cifar_resnet("cifar_resnet32", pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def cifar_resnet56(pretrained: bool = False, **kwargs: Any) -> CifarResNet:
     """ResNet56 for CIFAR: 3 × 9 BasicBlocks, widths 16 / 32 / 64."""
-    model_args = dict(depth=56, width=1)
+    model_args = {"depth": 56, "width": 1}
     return _create_cifar_resnet("cifar_resnet56", pretrained, **dict(model_args, **kwargs))

@@ -125,9 +125,9 @@ def bench(
         run_until_decided,
     )
     from prunekit.bench.store import check_db_path
-    from prunekit.validate import check_output_dir
     from prunekit.bench.suite import resolve_suite
     from prunekit.cli import resolve_device
+    from prunekit.validate import check_output_dir
 
     suite = resolve_suite(suite_name)
     if data_root is not None:
@@ -176,9 +176,9 @@ def bench(
                 style="yellow",
                 highlight=False,
             )
-    run_options: dict[str, Any] = dict(
-        executor=executor, device=dev, progress=not as_json, wandb=sink, bench_id=bench_id, argv=sys.argv
-    )
+    run_options: dict[str, Any] = {
+        "executor": executor, "device": dev, "progress": not as_json, "wandb": sink, "bench_id": bench_id, "argv": sys.argv
+    }
     design = None
     if until_decided:
         summary, design = run_until_decided(

@@ -102,7 +102,12 @@ def report(
     as_json: bool,
 ) -> None:
     """Regenerate reports and plots from the results store without re-running any cell."""
-    from prunekit.bench.report import build_report, print_terminal_report, report_payload, write_reports
+    from prunekit.bench.report import (
+        build_report,
+        print_terminal_report,
+        report_payload,
+        write_reports,
+    )
 
     if not 0.0 < confidence < 1.0:
         raise PrunekitError(f"--confidence must lie strictly between 0 and 1, got {confidence}")

@@ -141,7 +141,7 @@ class Executor(abc.ABC):
         self.cell_timeout = cell_timeout  # seconds a cell may run (None: no limit)
         self.options = options
 
-    def connect(self) -> None:
+    def connect(self) -> None:  # noqa: B027 - optional: most executors have nothing to open
         """Open what the executor needs before any cell is claimed (a connection to a cluster).
         :func:`~prunekit.bench.runner.run_bench` calls it before it opens the store, so that a
         connection that fails leaves the store untouched; raise a one-line

@@ -126,14 +126,14 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
     cells: list[CellSpec] = []
     not_applicable: list[tuple[CellSpec, str]] = []
     for model in suite.models:
-        common = dict(
-            dataset=suite.dataset,
-            protocol=suite.protocol,
-            trainer=suite.trainer,
-            data_root=suite.data_root,
-            model_options=suite.options_for_model(model),
-            dataset_options=suite.dataset_options,
-        )
+        common = {
+            "dataset": suite.dataset,
+            "protocol": suite.protocol,
+            "trainer": suite.trainer,
+            "data_root": suite.data_root,
+            "model_options": suite.options_for_model(model),
+            "dataset_options": suite.dataset_options,
+        }
         for seed in seeds:
             if (DENSE, CLEAN) in pairs:
                 cells.append(

@@ -289,7 +289,7 @@ def winning_ticket_tables(data: ReportData) -> list[Table]:
     tables = []
     for key, cells in _by_cell(measured(data.rows, "winning_ticket")).items():
         rows = []
-        for (method, check, sparsity), found in cells.items():
+        for (method, _check, sparsity), found in cells.items():
             for lr, runs in sorted(_lr_runs(found).items()):
                 ticket, reinit, random = runs.get("ticket", {}), runs.get("reinit", {}), runs.get("random_mask", {})
                 vs_reinit = _paired(ticket, reinit, margin, alpha)

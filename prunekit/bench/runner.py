@@ -118,21 +118,21 @@ def _row(
 ) -> ResultRow:
     metrics: dict[str, Any] = {}
     if result is not None:
-        metrics = dict(
-            final_accuracy=result.final_accuracy,
-            best_accuracy=result.best_accuracy,
-            final_loss=result.final_loss,
-            achieved_sparsity=result.sparsity,
-            effective_sparsity=result.effective_sparsity,
-            wall_time=result.wall_time,
-            layer_density=dict(result.layer_density),
-            history=[dict(h) for h in result.history],
-            mask_hash=result.mask_hash,
-            dense_accuracy=result.dense_accuracy,
-            tie_fraction=result.tie_fraction,
-            warnings=list(result.warnings),
-            instruments=dict(result.instruments),
-        )
+        metrics = {
+            "final_accuracy": result.final_accuracy,
+            "best_accuracy": result.best_accuracy,
+            "final_loss": result.final_loss,
+            "achieved_sparsity": result.sparsity,
+            "effective_sparsity": result.effective_sparsity,
+            "wall_time": result.wall_time,
+            "layer_density": dict(result.layer_density),
+            "history": [dict(h) for h in result.history],
+            "mask_hash": result.mask_hash,
+            "dense_accuracy": result.dense_accuracy,
+            "tie_fraction": result.tie_fraction,
+            "warnings": list(result.warnings),
+            "instruments": dict(result.instruments),
+        }
     return ResultRow(
         key=ident.key,
         suite=suite.name,

@@ -25,13 +25,16 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from prunekit.bench.records import ResultRow
 from prunekit.errors import PrunekitError
 from prunekit.validate import on_pseudo_fs
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 DEFAULT_DB = "prunekit-results.db"
 # 2: started/finished timestamps; 3: mask hash, dense accuracy, ties, warnings, spec, identity,
@@ -126,7 +129,7 @@ class ResultStore:
             self._db.close()
             self._db = None
 
-    def __enter__(self) -> ResultStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
