@@ -39,7 +39,7 @@ def test_docs_example_runs_verbatim(
     assert blocks
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {"__name__": "__main__"}
-    exec(compile("\n".join(blocks), str(DOC), "exec"), namespace)  # noqa: S102 - the documented example
+    exec(compile("\n".join(blocks), str(DOC), "exec"), namespace)  # the documented example
     out = capsys.readouterr().out
     assert "layers pruned to sparsity 0.900" in out
     masks = namespace["masks"]

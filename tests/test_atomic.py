@@ -54,10 +54,9 @@ def test_error_inside_the_block_keeps_the_old_file_and_no_temporary(tmp_path: Pa
     """An exception while writing leaves the previous content and no temporary file."""
     target = tmp_path / "masks.safetensors"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError, match="half-way"):
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(b"new but incomplete")
-            raise RuntimeError("half-way")
+    with pytest.raises(RuntimeError, match="half-way"), atomic_path(target) as tmp:
+        tmp.write_bytes(b"new but incomplete")
+        raise RuntimeError("half-way")
     assert target.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["masks.safetensors"]
 

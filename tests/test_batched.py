@@ -8,8 +8,6 @@ import copy
 import attrs
 import pytest
 import torch
-from prunekit_plugins.batched import fit_many
-from prunekit_plugins.sgd import SGDTrainer
 from torch import nn
 
 from prunekit.data import ArrayData, DataBundle
@@ -17,6 +15,8 @@ from prunekit.errors import DivergedError, PrunekitError
 from prunekit.interfaces import TrainConfig
 from prunekit.masks import Masks
 from prunekit.pipeline import build_model, load_dataset
+from prunekit_plugins.batched import fit_many
+from prunekit_plugins.sgd import SGDTrainer
 
 QUICK = TrainConfig(
     epochs=4, batch_size=64, lr=0.05, weight_decay=5e-4, lr_schedule="cosine", milestones=()

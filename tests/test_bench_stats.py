@@ -133,7 +133,7 @@ def test_fails_is_tost_with_the_margin() -> None:
     (effect,) = check_effects(from_diffs(base), margin=1.0)
     assert effect.verdict == "fails" and effect.margin == 1.0
     assert effect.ci_low is not None and effect.ci_high is not None
-    assert -1.0 < effect.ci_low and effect.ci_high < 1.0
+    assert effect.ci_low > -1.0 and effect.ci_high < 1.0
     (strict,) = check_effects(from_diffs(base), margin=0.9)
     assert strict.verdict == "inconclusive"
 

@@ -453,9 +453,9 @@ def test_reinit_redraws_from_init_distribution() -> None:
     assert kept.numel() > 800
     assert abs(kept.std().item() / expected - 1) < 0.15
     assert clean_p[BIG][masks[BIG]].std().item() > 1.3 * expected  # what a no-op would leave
-    for name in p:
+    for name, value in p.items():
         if name.endswith("bias"):
-            assert torch.equal(p[name], clean_p[name]), name
+            assert torch.equal(value, clean_p[name]), name
 
 
 @pytest.mark.parametrize("name", ["layerwise_rearrange", "layerwise_weight_shuffle", "reinit"])
@@ -463,7 +463,7 @@ def test_ticket_checks_are_determined_by_the_seed(name: str) -> None:
     """The same run seed gives the same perturbed ticket bit for bit; another seed another."""
     a_model, a = prune_ticket(name, seed=0)
     b_model, b = prune_ticket(name, seed=0)
-    c_model, c = prune_ticket(name, seed=1)
+    c_model, _ = prune_ticket(name, seed=1)
     sa, sb, sc = a_model.state_dict(), b_model.state_dict(), c_model.state_dict()
     assert all(torch.equal(a[n], b[n]) for n in a)
     assert all(torch.equal(sa[k], sb[k]) for k in sa)

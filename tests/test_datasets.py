@@ -71,7 +71,7 @@ def test_synthetic_is_deterministic_and_shaped_as_requested() -> None:
     every class is present; another seed gives other images."""
     from prunekit.pipeline import instantiate
 
-    opts = dict(channels=1, height=8, width=12, num_classes=3, train_size=30, test_size=9)
+    opts = {"channels": 1, "height": 8, "width": 12, "num_classes": 3, "train_size": 30, "test_size": 9}
     a = instantiate("dataset", "synthetic", opts).load(None)
     b = instantiate("dataset", "synthetic", opts).load(None)
     c = instantiate("dataset", "synthetic", {**opts, "seed": 1}).load(None)
@@ -420,8 +420,8 @@ def test_digits_test_fraction_is_a_stratified_split_of_all_images() -> None:
         torch.cat([data.train.y, data.test.y]), minlength=10
     ).float()
     assert torch.all((counts - 0.5).abs() < 0.02)
-    train_rows = {tuple(x.flatten().tolist()) + (int(y),) for x, y in zip(data.train.x, data.train.y)}
-    test_rows = [tuple(x.flatten().tolist()) + (int(y),) for x, y in zip(data.test.x, data.test.y)]
+    train_rows = {(*tuple(x.flatten().tolist()), int(y)) for x, y in zip(data.train.x, data.train.y)}
+    test_rows = [(*tuple(x.flatten().tolist()), int(y)) for x, y in zip(data.test.x, data.test.y)]
     # digits has a few duplicate images; the split is by index, so at most those can repeat
     assert sum(r in train_rows for r in test_rows) <= 20
     with pytest.raises(PrunekitError, match="test_fraction"):

@@ -154,7 +154,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Venv]:
     yield env
 
 
-OUTER_SITE_DIRS = [p for p in dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"]])]
+OUTER_SITE_DIRS = list(dict.fromkeys([*site.getsitepackages(), sysconfig.get_paths()["purelib"]]))
 
 
 def child_site_packages(env: Venv) -> Path:

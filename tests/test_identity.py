@@ -25,9 +25,9 @@ QUICK = TrainConfig(epochs=4, batch_size=64, lr=0.05, weight_decay=5e-4, lr_sche
 
 def spec(**changes: Any) -> CellSpec:
     """A cell of the quick suite (digits_cnn on digits, 90% sparsity, seed 0)."""
-    fields: dict[str, Any] = dict(
-        model="digits_cnn", dataset="digits", method="snip", check="none", sparsity=0.9, seed=0, protocol=QUICK
-    )
+    fields: dict[str, Any] = {
+        "model": "digits_cnn", "dataset": "digits", "method": "snip", "check": "none", "sparsity": 0.9, "seed": 0, "protocol": QUICK
+    }
     fields.update(changes)
     return CellSpec(**fields)
 

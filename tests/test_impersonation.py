@@ -116,7 +116,7 @@ def test_sys_exit_at_import_is_a_reported_problem(plugin_dir: Path, capsys: pyte
     reason, and the other commands work."""
     (plugin_dir / "exiting.py").write_text(EXITING)
     reset_plugins()
-    code, out, err = run_cli(["list", "methods"], capsys)
+    code, out, _ = run_cli(["list", "methods"], capsys)
     assert code == 0 and "snip" in out
     problems = _problems(capsys)
     assert any("sys.exit(3)" in e for e in problems["exiting"]), problems

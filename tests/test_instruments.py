@@ -16,7 +16,6 @@ import attrs
 import numpy as np
 import pytest
 import torch
-from prunekit_plugins.sgd import SGDTrainer
 from torch import nn
 
 from prunekit.bench.grid import expand
@@ -53,6 +52,7 @@ from prunekit.instruments import (
 from prunekit.interfaces import TrainConfig
 from prunekit.masks import Masks
 from prunekit.pipeline import build_model, load_dataset
+from prunekit_plugins.sgd import SGDTrainer
 
 CPU = torch.device("cpu")
 ALL = ("gradient_flow", "instability", "mask_stability", "winning_ticket")

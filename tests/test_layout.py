@@ -86,7 +86,11 @@ def test_scorers_import_only_public_modules() -> None:
     for name in ("basic_scorers", "snip", "grasp", "synflow"):
         path = ROOT / "plugins" / f"{name}.py"
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "prunekit":
-                if node.module not in PUBLIC_MODULES:
-                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}")
+            if (
+                isinstance(node, ast.ImportFrom)
+                and node.module
+                and node.module.split(".")[0] == "prunekit"
+                and node.module not in PUBLIC_MODULES
+            ):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}")
     assert found == []

@@ -265,7 +265,7 @@ def test_mismatched_masks_list_names_and_shapes(tmp_path: Path) -> None:
     with pytest.raises(MaskMismatchError, match=r"7\.weight \(4, 6\) vs \(7, 6\)"):
         masks.apply(other)
     extra = Masks({**masks, "nope.weight": torch.ones(2, dtype=torch.bool)})
-    with pytest.raises(MaskMismatchError, match="nope.weight"):
+    with pytest.raises(MaskMismatchError, match=r"nope.weight"):
         extra.check_fits(tiny_convnet())
 
 

@@ -7,9 +7,10 @@ import math
 import pytest
 import timm
 import torch
+from torch import nn
+
 from prunekit_plugins import models
 from prunekit_plugins.models import MODEL_NAMES
-from torch import nn
 
 DIGITS = {"digits_cnn", "digits_mlp"}
 # Conv + Linear layers: VGG convs + 1; ResNet (depth − 1) convs + 2 projections + 1; digits nets.

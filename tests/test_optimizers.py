@@ -14,8 +14,6 @@ from typing import Any, ClassVar
 import attrs
 import pytest
 import torch
-from prunekit_plugins.optimizers import OPTIMIZERS, OptimizerFactory
-from prunekit_plugins.sgd import SGDTrainer
 from torch import nn
 
 from prunekit import testing
@@ -24,6 +22,8 @@ from prunekit.errors import PrunekitError
 from prunekit.interfaces import TrainConfig
 from prunekit.masks import Masks
 from prunekit.pipeline import instantiate
+from prunekit_plugins.optimizers import OPTIMIZERS, OptimizerFactory
+from prunekit_plugins.sgd import SGDTrainer
 
 BASE = testing.TRAINER_CONFIG
 

@@ -3,6 +3,7 @@ every cell is recorded exactly once, with the results of a local run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -21,8 +22,9 @@ from prunekit.bench.suite import load_suite
 from prunekit.cell import CellSpec
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")  # installed in CI by .ci/run
-from prunekit_plugins.ray_executor import RayExecutor
-from ray.cluster_utils import Cluster
+from ray.cluster_utils import Cluster  # noqa: E402 - after the skip when ray is missing
+
+from prunekit_plugins.ray_executor import RayExecutor  # noqa: E402 - imports ray
 
 GRID = """
 name = "ray_lost_node"
@@ -121,10 +123,9 @@ def test_grid_survives_losing_a_node(tmp_path: Path, one_thread: None) -> None:
                 seen.update(_children(head_raylet))
                 busy = any(cmd.startswith("ray::run_one") for cmd in running.values())
                 if busy and sum(executor.yielded.values()) >= 1:
-                    try:
+                    # its check for zombie processes can fail on a slow machine
+                    with contextlib.suppress(AssertionError):
                         cluster.remove_node(worker, allow_graceful=False)
-                    except AssertionError:  # its check for zombie processes, on a slow machine
-                        pass
                     if raylet_process.poll() is not None:
                         killed.set()
                     return

@@ -324,9 +324,9 @@ def test_smart_ratio_rounding(rounding: str) -> None:
     of its own fractions, within one weight per layer of the target; floor is the default
     (today's counts) and is left out of result identities."""
     import attrs
-    from prunekit_plugins.schedules import SmartRatio
 
     from prunekit.identity import NOOP_DEFAULT
+    from prunekit_plugins.schedules import SmartRatio
 
     layers = _layers("cifar_resnet32")
     rounder = {"floor": math.floor, "round": round, "ceil": math.ceil}[rounding]

@@ -4,6 +4,7 @@ input through the pipeline."""
 from __future__ import annotations
 
 import copy
+import itertools
 
 import pytest
 import timm
@@ -192,7 +193,7 @@ def _grasp_gradient(  # type: ignore[no-untyped-def]
     net: nn.Module, names: list[str], thetas: list[torch.Tensor], batches, temperature: float
 ) -> list[torch.Tensor]:
     """Σ over half batches of ∂L_h/∂θ at ``thetas`` (functional, so θ can be moved)."""
-    params = {n: t for n, t in zip(names, thetas)}
+    params = dict(zip(names, thetas))
     total = [torch.zeros_like(t) for t in thetas]
     for x, y in batches:
         n = x.shape[0] // 2
@@ -294,7 +295,7 @@ def test_grasp_pipeline_keeps_lowest_minus_theta_hg() -> None:
 def _chain(sizes: list[int], seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
     layers: list[nn.Module] = [nn.Flatten()]
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
         layers.append(nn.Linear(a, b, bias=False))
         if i < len(sizes) - 2:
             layers.append(nn.ReLU())
@@ -425,7 +426,7 @@ def test_grasp_fast_batch_norm_double_backward_matches_pytorch() -> None:
         u = torch.randn(4, 3, 5, 5, dtype=torch.float64, generator=g, requires_grad=True)
         v = torch.randn(4, 3, 5, 5, dtype=torch.float64, generator=g)
         results = []
-        for fn in (fast, lambda t: F.batch_norm(t, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)):
+        for fn in (fast, lambda t, bn=bn: F.batch_norm(t, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)):
             y = fn(x)
             (gx,) = torch.autograd.grad((y * u).sum(), x, create_graph=True)
             hx, hu = torch.autograd.grad((gx * v).sum(), (x, u))

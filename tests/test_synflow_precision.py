@@ -10,7 +10,6 @@ from collections.abc import Iterator
 import attrs
 import pytest
 import torch
-from prunekit_plugins.synflow import SynFlow, scaling_plan
 from torch import nn
 
 from prunekit.data import ArrayData, DataBundle
@@ -19,6 +18,7 @@ from prunekit.layers import prunable_layers
 from prunekit.masks import Masks
 from prunekit.pipeline import build_model, prune, resolve_method
 from prunekit.plugins import get_plugins
+from prunekit_plugins.synflow import SynFlow, scaling_plan
 
 FLOAT32_MAX = torch.finfo(torch.float32).max
 

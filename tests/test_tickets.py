@@ -102,8 +102,8 @@ def global_top(
 
 def assert_masks_equal(got: Masks, want: dict[str, torch.Tensor]) -> None:
     assert list(got) == list(want)
-    for n in want:
-        differ = int((got[n] != want[n]).sum())
+    for n, expected in want.items():
+        differ = int((got[n] != expected).sum())
         assert differ == 0, f"mask of {n} differs in {differ} positions"
 
 
@@ -252,7 +252,7 @@ def test_imp_densities_are_powers_of_0_8_and_it_retrains_between_rounds(
 def test_imp_to_a_target_between_powers_ends_at_the_target(data: DataBundle) -> None:
     """With a target that is not a power of 0.8 (density 0.55), the rounds are 0.8^k while above
     the target (0.8, 0.64), then one last round to the target itself."""
-    model, outcome = prune_with(data, "imp", 0.45)
+    _, outcome = prune_with(data, "imp", 0.45)
     total = outcome.masks.total()
     slack = len(outcome.masks) / total
     expected = [0.8**k for k in range(1, 4) if 0.8**k > 0.55] + [0.55]

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from prunekit_plugins.sgd import lr_factor
 
 from prunekit.data import ArrayData, Augment, DataBundle, augment_batch, make_generator
 from prunekit.interfaces import TrainConfig
 from prunekit.layers import prunable_layers
 from prunekit.masks import Masks
 from prunekit.pipeline import build_model, instantiate, load_dataset
+from prunekit_plugins.sgd import lr_factor
 
 FAST = TrainConfig(epochs=2, batch_size=64, lr=0.05, weight_decay=5e-4, lr_schedule="cosine")
 

@@ -17,11 +17,11 @@ from typing import Any, ClassVar
 
 import attrs
 import pytest
-from prunekit_plugins.sgd import SGDTrainer
 
 from prunekit.errors import PrunekitError
 from prunekit.hookspecs import hookimpl
 from prunekit.plugins import register_plugin, unregister_plugin
+from prunekit_plugins.sgd import SGDTrainer
 
 SUITE = """
 name = "wandb_tiny"
