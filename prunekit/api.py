@@ -399,12 +399,12 @@ def benchmark(
         chosen = suite_from_mapping(dict(suite), f"dict {suite.get('name', '?')!r}")
     else:
         chosen = resolve_suite(str(suite))
-    filters = Filters(  # mypy reads attrs' converter=tuple as a generic
+    filters = Filters(
         everything=everything,
-        methods=list(methods or ()),  # type: ignore[arg-type]
-        checks=list(checks or ()),  # type: ignore[arg-type]
-        sparsities=[float(s) for s in sparsities or ()],  # type: ignore[misc]
-        seeds=[int(s) for s in seeds or ()],  # type: ignore[misc]
+        methods=list(methods or ()),
+        checks=list(checks or ()),
+        sparsities=[float(s) for s in sparsities or ()],
+        seeds=[int(s) for s in seeds or ()],
     )
     summary = run_bench(
         chosen, db=db, filters=filters, executor=executor, jobs=jobs, device=device,

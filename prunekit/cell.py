@@ -17,7 +17,7 @@ import torch
 from prunekit.data import DataBundle
 from prunekit.dense import DenseCache
 from prunekit.errors import PrunekitError
-from prunekit.identity import canonical, noop_field
+from prunekit.identity import NOOP, canonical
 from prunekit.interfaces import (
     Method,
     RatioSchedule,
@@ -76,11 +76,11 @@ class CellSpec:
     protocol: TrainConfig = TrainConfig()
     trainer: str = "sgd"
     data_root: str | None = attrs.field(default=None, eq=False)  # where the files are: not the result
-    model_options: tuple[tuple[str, Any], ...] = noop_field((), converter=option_pairs)
-    method_options: tuple[tuple[str, Any], ...] = noop_field((), converter=option_pairs)
-    check_options: tuple[tuple[str, Any], ...] = noop_field((), converter=option_pairs)
-    dataset_options: tuple[tuple[str, Any], ...] = noop_field((), converter=option_pairs)
-    instruments: tuple[tuple[str, Any], ...] = noop_field((), converter=_instrument_pairs)
+    model_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=option_pairs, metadata=NOOP)
+    method_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=option_pairs, metadata=NOOP)
+    check_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=option_pairs, metadata=NOOP)
+    dataset_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=option_pairs, metadata=NOOP)
+    instruments: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_instrument_pairs, metadata=NOOP)
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -148,7 +148,7 @@ class CellResult:
     best_accuracy: float
     final_loss: float
     sparsity: float
-    effective_sparsity: float
+    effective_sparsity: float | None  # None where it cannot be computed for the model
     layer_density: dict[str, float]
     collapsed_layers: tuple[str, ...]
     history: tuple[dict[str, float], ...]
@@ -234,7 +234,7 @@ def prepare_cell(
 
     def build(seed: int) -> torch.nn.Module:
         if model_options:
-            return pipeline.build_model(spec.model, data, seed, options=model_options)  # type: ignore[call-arg]
+            return pipeline.build_model(spec.model, data, seed, options=model_options)
         return pipeline.build_model(spec.model, data, seed)
 
     model = build(spec.seed)
@@ -346,10 +346,11 @@ def run_cell(
     the final weights), e.g. to keep them as artifacts."""
     prepared = prepare_cell(spec, device=device, cache=cache)
     start = prepared.start_step
+    # trainers written before start_step keep working: it is passed only when not 0
+    resume: dict[str, Any] = {"start_step": start} if start else {}
     result = prepared.trainer.fit(
         prepared.model, prepared.data, prepared.spec.protocol, masks=prepared.masks, seed=spec.seed,
-        device=torch.device(device), progress=progress,
-        **({"start_step": start} if start else {}),  # trainers written before start_step keep working
+        device=torch.device(device), progress=progress, **resume,
     )  # fmt: skip
     if trained is not None:
         trained(prepared)

@@ -756,10 +756,11 @@ def train(
     given_options = pipeline.parse_model_options(model_option)
     model_options = _model_options_from_file(given_options, _recorded_model_options(meta), str(masks_path))
     net = pipeline.build_model(model_name, data, seed, model_options)
-    if masks is not None:
+    if masks is not None and masks_path is not None:  # masks come from a file
         masks.check_fits(net, source=f"masks in {masks_path}")
-        if meta.get("weights"):
-            _load_weights(net, Path(masks_path).parent / meta["weights"])  # type: ignore[arg-type]
+        weights = meta.get("weights")
+        if weights:
+            _load_weights(net, Path(masks_path).parent / weights)
         masks.apply(net)
 
     with progress(f"train {model_name}", config.epochs, unit="epochs", enabled=not as_json) as bar:

@@ -167,7 +167,7 @@ class _PositiveProbe(TorchFunctionMode):
     is left as it is.
     """
 
-    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         if func in _ACTIVATIONS and args and torch.is_tensor(args[0]):
             return args[0]
@@ -256,7 +256,7 @@ def _probe(
                 total = torch.stack([o.sum() for o in outputs]).sum()
                 if not torch.isfinite(total) or (dtype != torch.float64 and float(total.detach().abs()) < TINY):
                     return None
-                grads = list(torch.autograd.grad(total, probes, allow_unused=True))
+                grads: list[torch.Tensor | None] = list(torch.autograd.grad(total, probes, allow_unused=True))
         finally:
             for hook in hooks:
                 hook.remove()

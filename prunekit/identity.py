@@ -27,6 +27,9 @@ if TYPE_CHECKING:
     from prunekit.cell import CellSpec
 
 NOOP_DEFAULT = "prunekit.noop_default"
+# the metadata of a noop field: ``attrs.field(default=..., converter=..., metadata=NOOP)`` is
+# :func:`noop_field` written out, which type checkers read (they see the converter's input type)
+NOOP: Mapping[str, bool] = {NOOP_DEFAULT: True}
 
 
 def noop_field(default: Any, **kwargs: Any) -> Any:
@@ -35,7 +38,7 @@ def noop_field(default: Any, **kwargs: Any) -> Any:
     Use it for every option added after results exist, e.g.
     ``precision: str = noop_field("fp32", validator=...)``.
     """
-    metadata = {**kwargs.pop("metadata", {}), NOOP_DEFAULT: True}
+    metadata = {**kwargs.pop("metadata", {}), **NOOP}
     return attrs.field(default=default, metadata=metadata, **kwargs)
 
 
@@ -72,11 +75,12 @@ def canonical(value: Any) -> Any:
 
 
 def _is_default(field: attrs.Attribute, value: Any) -> bool:
-    default = field.default
-    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-        default = default.factory()  # type: ignore[call-arg]
-    if field.converter is not None and not isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-        default = field.converter(default)  # type: ignore[operator]
+    default: Any = field.default
+    from_factory = isinstance(default, attrs.Factory)  # type: ignore[arg-type]  # a class, stubbed as a function
+    if from_factory:
+        default = default.factory()
+    if field.converter is not None and not from_factory:
+        default = field.converter(default)  # type: ignore[operator]  # stubs: a Converter is not callable
     try:
         return bool(default == value)
     except Exception:  # noqa: BLE001 - values without a plain equality count as set
@@ -206,10 +210,11 @@ def cell_identity(spec: CellSpec, *, device_type: str = "cpu") -> Identity:
         "device": device_type,
     }
     if resolved.scorer is not None:
+        assert method.scorer is not None  # resolved from it
         payload["scorer"] = {
             "name": method.scorer,
             "options": canonical(resolved.scorer),
-            "origin": _origin("scorer", method.scorer),  # type: ignore[arg-type]
+            "origin": _origin("scorer", method.scorer),
             **_revision(resolved.scorer),
         }
         payload["schedule"] = {

@@ -196,7 +196,7 @@ def instantiate_instrument(name: str, options: Mapping[str, Any] | None = None) 
     """The registered instrument ``name`` built with ``options`` (one-line errors)."""
     from prunekit.pipeline import instantiate
 
-    return instantiate("instrument", name, options)  # type: ignore[no-any-return]
+    return instantiate("instrument", name, options)
 
 
 def applies(instrument: Instrument, method: Method, check: str) -> bool:

@@ -469,7 +469,8 @@ def _score(scorer: Scorer, model: nn.Module, ctx: ScoringContext, method: Method
         ) from None
     changed = [name for name, value in state_checksums(model).items() if before.get(name) != value]
     if changed:
-        origin = get_plugins().registry("scorer").entry(method.scorer).origin  # type: ignore[arg-type]
+        assert method.scorer is not None  # it has just scored
+        origin = get_plugins().registry("scorer").entry(method.scorer).origin
         raise PrunekitError(
             f"scorer {method.scorer!r} ({origin}) changed the model's {changed[0]}"
             f"{f' and {len(changed) - 1} more tensors' if len(changed) > 1 else ''} while scoring; "
@@ -568,7 +569,8 @@ def _find_ticket(
 ) -> tuple[Masks, dict[str, torch.Tensor], dict[str, Any]]:
     """Score, select and rewind: the ticket before any ticket check, with its unpruned
     weights and what to record about it."""
-    scorer = instantiate("scorer", method.scorer, dict(method.scorer_options))  # type: ignore[arg-type]
+    assert method.scorer is not None  # a method without a scorer keeps its dense masks
+    scorer = instantiate("scorer", method.scorer, dict(method.scorer_options))
     schedule = instantiate("ratio_schedule", method.schedule, dict(method.schedule_options))
     meta: dict[str, Any] = {
         "scorer_options": attrs.asdict(scorer) if attrs.has(type(scorer)) else {},
@@ -585,7 +587,7 @@ def _find_ticket(
     names = [layer.name for layer in layers]
     if not method.pretrain:
         unpruned = _prunable_copy(model, names)
-        masks = _score_and_select(model, data, method, layers, masks, density, **select)  # type: ignore[arg-type]
+        masks = _score_and_select(model, data, method, layers, masks, density, **select)
         meta.update(tie_fraction=log.tie_fraction, zero_score_fraction=log.zero_fraction, warnings=log.warnings(method.scorer, model))
         masks.apply(model)
         return masks, unpruned, meta
@@ -603,7 +605,7 @@ def _find_ticket(
     meta["round_densities"] = []
     for i, round_density in enumerate(densities):
         model.load_state_dict(trained)
-        masks = _score_and_select(model, data, method, layers, masks, round_density, **select)  # type: ignore[arg-type]
+        masks = _score_and_select(model, data, method, layers, masks, round_density, **select)
         meta["round_densities"].append(masks.density())
         _rewind(model, method, dense, k, trained, data, init_model, seed)
         unpruned = _prunable_copy(model, names)
@@ -719,7 +721,8 @@ def prune(
         ticket = TicketContext(
             model=model, masks=masks, unpruned=unpruned, generator=check_rng, init_model=init_model
         )
-        masks = check.perturb_ticket(ticket)  # type: ignore[union-attr]
+        assert check is not None  # only a check has stages
+        masks = check.perturb_ticket(ticket)
         masks.apply(model)
     per_layer = masks.layer_kept()
     kept, total = sum(per_layer.values()), masks.total()

@@ -16,6 +16,7 @@ Environment switches:
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
@@ -150,7 +151,7 @@ def _candidates(
     from prunekit_plugins import BUILTIN_PLUGINS
 
     for module_name in BUILTIN_PLUGINS:
-        yield module_name, "prunekit", __version__, True, lambda m=module_name: importlib.import_module(m)
+        yield module_name, "prunekit", __version__, True, functools.partial(importlib.import_module, module_name)
     if autoload:
         for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if ep.value in BUILTIN_PLUGINS:  # listed too, but always loaded above
@@ -171,9 +172,13 @@ def _candidates(
             yield str(folder), "-", "-", False, _missing_dir(folder)
         else:
             for file in sorted(folder.glob("*.py")):
-                yield file.stem, f"file:{file}", "local", False, lambda f=file: _load_file(f)
+                yield file.stem, f"file:{file}", "local", False, functools.partial(_load_file, file)
     for plugin, name in _runtime:
-        yield name, "runtime", "local", False, lambda p=plugin: p
+        yield name, "runtime", "local", False, functools.partial(_same, plugin)
+
+
+def _same(plugin: object) -> object:
+    return plugin
 
 
 def _missing_dir(folder: Path) -> Callable[[], object]:

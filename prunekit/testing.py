@@ -1573,7 +1573,7 @@ class Conformance:
 try:
     import pytest
 except ImportError:  # the checks work without pytest
-    pytest = None  # type: ignore[assignment]
+    pytest = None  # type: ignore[assignment]  # the module or None: the checks need no pytest
 
 if pytest is not None:
 

@@ -86,11 +86,10 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     """Raise :class:`CellTimeoutError` in this thread after ``seconds`` (POSIX timers, main
     thread only: elsewhere, or on a platform without SIGALRM, no limit is enforced)."""
     usable = (
-        seconds is not None
-        and hasattr(signal, "setitimer")
+        hasattr(signal, "setitimer")
         and threading.current_thread() is threading.main_thread()
     )
-    if not usable:
+    if seconds is None or not usable:
         yield
         return
 
@@ -98,7 +97,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
         raise CellTimeoutError(f"the cell ran longer than its limit of {seconds:g} s (--cell-timeout)")
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, float(seconds))  # type: ignore[arg-type]
+    signal.setitimer(signal.ITIMER_REAL, float(seconds))
     try:
         yield
     finally:

@@ -7,7 +7,7 @@ cells it would have had, so the store and the reports can show them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import attrs
@@ -33,6 +33,18 @@ class Skipped:
     reason: str
 
 
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _floats(values: Iterable[float]) -> tuple[float, ...]:
+    return tuple(values)
+
+
+def _ints(values: Iterable[int]) -> tuple[int, ...]:
+    return tuple(values)
+
+
 @attrs.frozen(kw_only=True)
 class Filters:
     """What the command line narrows a suite to (empty = the suite's own lists).
@@ -42,10 +54,10 @@ class Filters:
     """
 
     everything: bool = False
-    methods: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    checks: tuple[str, ...] = attrs.field(default=(), converter=tuple)
-    sparsities: tuple[float, ...] = attrs.field(default=(), converter=tuple)
-    seeds: tuple[int, ...] = attrs.field(default=(), converter=tuple)
+    methods: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    checks: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    sparsities: tuple[float, ...] = attrs.field(default=(), converter=_floats)
+    seeds: tuple[int, ...] = attrs.field(default=(), converter=_ints)
 
 
 @attrs.frozen(kw_only=True)
@@ -87,13 +99,13 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
     elif filters.everything or suite.methods == ALL:
         method_names = plugins.registry("method").names()
     else:
-        method_names = _validated("method", suite.methods)  # type: ignore[arg-type]
+        method_names = _validated("method", suite.methods)
     if filters.checks:
         check_names = _validated("sanity_check", filters.checks)
     elif filters.everything or suite.checks == ALL:
         check_names = plugins.registry("sanity_check").names()
     else:
-        check_names = _validated("sanity_check", suite.checks)  # type: ignore[arg-type]
+        check_names = _validated("sanity_check", suite.checks)
     check_names = [CLEAN, *[c for c in check_names if c != CLEAN]]
     sparsities = [check_sparsity(s) for s in dict.fromkeys(filters.sparsities or suite.sparsities)]
     seeds = list(dict.fromkeys(filters.seeds or suite.seeds))
@@ -126,7 +138,7 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
     cells: list[CellSpec] = []
     not_applicable: list[tuple[CellSpec, str]] = []
     for model in suite.models:
-        common = {
+        common: dict[str, Any] = {
             "dataset": suite.dataset,
             "protocol": suite.protocol,
             "trainer": suite.trainer,

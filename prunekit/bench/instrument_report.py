@@ -405,7 +405,7 @@ def _pairs_mean(values: Sequence[float]) -> str:
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float | None:
     """Spearman's rank correlation (scipy), non-finite scores left out; None when undefined."""
-    from scipy import stats as scipy_stats  # type: ignore[import-untyped]
+    from scipy import stats as scipy_stats
 
     keep = np.isfinite(a) & np.isfinite(b)
     if keep.sum() < 3 or np.ptp(a[keep]) == 0 or np.ptp(b[keep]) == 0:
@@ -565,7 +565,7 @@ def plot_gradient_norm(data: ReportData) -> Figure | None:
     panels = sorted({(g, s) for g, s, m in curves if m != "dense"})
     if not panels:
         return None
-    with mpl.rc_context(RC):  # type: ignore[arg-type]
+    with mpl.rc_context(RC):
         fig, axes = panel_grid(len(panels), 2, 5.2, 3.4)
         for ax, (group, sparsity) in zip(axes, panels, strict=True):
             for (g, s, method), found in sorted(curves.items()):
@@ -607,7 +607,7 @@ def plot_instability(data: ReportData) -> Figure | None:
     panels = [("path", g) for g in sorted(paths)] + [("sweep", g) for g in sorted(sweeps)]
     if not panels:
         return None
-    with mpl.rc_context(RC):  # type: ignore[arg-type]
+    with mpl.rc_context(RC):
         fig, axes = panel_grid(len(panels), 2, 5.2, 3.4)
         for ax, (kind, group) in zip(axes, panels, strict=True):
             for label, found in sorted((paths if kind == "path" else sweeps)[group].items()):
@@ -648,7 +648,7 @@ def plot_winning_ticket(data: ReportData) -> Figure | None:
     if not panels:
         return None
     labels = {"ticket": "ticket", "reinit": "mask re-initialised", "random_mask": "random mask, same ratios"}
-    with mpl.rc_context(RC):  # type: ignore[arg-type]
+    with mpl.rc_context(RC):
         fig, axes = panel_grid(len(panels), 3, 4.2, 3.2)
         for ax, (key, method, sparsity, runs) in zip(axes, panels, strict=True):
             rates = sorted(runs)
@@ -693,7 +693,7 @@ def plot_mask_overlap(data: ReportData) -> Figure | None:
     if not panels:
         return None
     size = max(len(p[2]) for p in panels)
-    with mpl.rc_context(RC):  # type: ignore[arg-type]
+    with mpl.rc_context(RC):
         fig, axes = panel_grid(len(panels), 2, 0.55 * size + 2.8, 0.5 * size + 1.8)
         image = None
         for ax, (key, sparsity, methods, grid) in zip(axes, panels, strict=True):

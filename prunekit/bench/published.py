@@ -153,7 +153,7 @@ class Comparison:
         return attrs.asdict(self)
 
 
-def mean_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """The two-sided Student-t confidence interval of the mean of ``values`` (≥ 2 of them)."""
     x = np.asarray(values, dtype=float)
     mean, n = float(x.mean()), len(x)

@@ -26,7 +26,7 @@ import torch
 from prunekit import __version__, identity
 from prunekit.bench.executors import Executor
 from prunekit.bench.grid import CLEAN, Filters, Grid, expand
-from prunekit.bench.records import ResultRow
+from prunekit.bench.records import ResultRow, Status
 from prunekit.bench.stats import SequentialDesign
 from prunekit.bench.store import ResultStore, check_db_path
 from prunekit.bench.suite import Suite
@@ -110,7 +110,7 @@ def _row(
     spec: CellSpec,
     suite: Suite,
     ident: Identity,
-    status: str,
+    status: Status,
     bench_id: str,
     env: Mapping[str, Any],
     result: CellResult | None = None,
@@ -143,7 +143,7 @@ def _row(
         sparsity=spec.sparsity,
         seed=spec.seed,
         protocol=suite.fingerprint(),
-        status=status,  # type: ignore[arg-type]
+        status=status,
         error=error,
         environment=dict(env),
         bench_id=bench_id,
@@ -164,7 +164,8 @@ def spec_from_payload(payload: Mapping[str, Any], data_root: str | None = None) 
     from prunekit.interfaces import TrainConfig
 
     fields = dict(payload)
-    fields["protocol"] = TrainConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields["protocol"].items()})
+    protocol: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields["protocol"].items()}
+    fields["protocol"] = TrainConfig(**protocol)
     for name in ("model_options", "method_options", "check_options", "dataset_options", "instruments"):
         if name in fields:
             fields[name] = _from_canonical(fields[name])
@@ -256,7 +257,7 @@ def _run_claimed(
             wandb.log_cell(row)
 
 
-def _status(error: str | None) -> str:
+def _status(error: str | None) -> Status:
     """A cell's status from its error text: ``done``, ``diverged`` (training blew up: a finding
     about the method, kept out of rankings) or ``failed``."""
     if error is None:

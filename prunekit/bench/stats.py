@@ -49,7 +49,7 @@ from typing import Any, Literal, TypeVar
 
 import attrs
 import numpy as np
-from scipy import special, stats  # type: ignore[import-untyped]
+from scipy import special, stats
 
 from prunekit.bench.records import ResultRow
 

@@ -86,7 +86,7 @@ def _wandb_knows_login(wandb: Any, base_url: str) -> bool:
     """wandb's own credential lookup (env, netrc, settings files), where this version offers a
     non-interactive, network-free one (wandb >= 0.22: ``wbauth.authenticate_session``)."""
     try:
-        from wandb.sdk.lib import wbauth  # type: ignore[import-not-found]
+        from wandb.sdk.lib import wbauth
 
         auth = wbauth.authenticate_session(
             host=base_url, source="prunekit bench", prompt=False, verify=False, update_session=False

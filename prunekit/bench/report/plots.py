@@ -12,7 +12,7 @@ import io
 import math
 from collections import defaultdict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -21,9 +21,12 @@ from prunekit.bench.stats import DENSE_METHOD, MIN_SEEDS, REFERENCE_METHOD, Effe
 from .data import ReportData
 from .tables import VERDICT_MARKS, pct
 
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
+
 FIGURE_FORMATS = ("png", "svg", "pdf")
 PNG_DPI = 200
-RC: dict[str, Any] = {
+RC: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",
     "svg.hashsalt": "prunekit",
     "pdf.fonttype": 42,
@@ -136,7 +139,7 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
     ranges = _seed_ranges(data)
     import matplotlib as mpl
 
-    with mpl.rc_context(RC):  # type: ignore[arg-type]
+    with mpl.rc_context(RC):
         fig, axes = panel_grid(len(groups), 2, 5.6, 3.6)
         colour = method_colours(data)
         for ax, (key, ranks) in zip(axes, groups.items(), strict=True):
@@ -164,7 +167,7 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
                     ax.axhspan(low, high, color="black", alpha=0.08, linewidth=0)
                     continue
                 xs = [100 * (r.sparsity or 0.0) for r in points]
-                ys = [float(r.mean) for r in points]  # type: ignore[arg-type]
+                ys = [math.nan if r.mean is None else float(r.mean) for r in points]  # never None in a board
                 bands = [_band(r, ranges, r.sparsity or 0.0) for r in points]
                 lows, highs = [b[0] for b in bands], [b[1] for b in bands]
                 if method == REFERENCE_METHOD:
@@ -236,7 +239,7 @@ def plot_check_effects(data: ReportData) -> Figure | None:
         [abs(e.mean) for g in groups.values() for e in g if e.mean is not None]
         + [2 * data.margin, 1.0]
     )
-    with mpl.rc_context(RC):  # type: ignore[arg-type]
+    with mpl.rc_context(RC):
         heights = [max(1.6, 0.32 * len(rows) + 1.2) for _, _, rows, _ in layouts]
         width = max(6.0, 1.1 * max(len(cols) for *_, cols in layouts) + 4.5)
         fig = _new_figure(width, sum(heights) + 0.9)
@@ -328,7 +331,7 @@ def plot_layer_density(data: ReportData) -> Figure | None:
             )
     if not profiles:
         return None
-    with mpl.rc_context(RC):  # type: ignore[arg-type]
+    with mpl.rc_context(RC):
         fig, axes = panel_grid(len(profiles), 2, 5.6, 3.4)
         colour = method_colours(data)
         for ax, ((protocol, model, dataset, sparsity), methods) in zip(
