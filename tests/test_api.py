@@ -211,3 +211,17 @@ def test_facade_holds_the_plugin_contract() -> None:
     assert set(pk.__all__) == checked | {"__version__"} == set(pk._EXPORTS) | pk._SUBMODULES | {"__version__"}
     for name in pk.__all__:
         assert getattr(pk, name) is not None, name
+
+
+def test_plugin_guide_one_page_scorer_passes_the_kit() -> None:
+    """The whole scorer plugin on the first page of docs/plugins.md, built only from the facade
+    and prunekit.scoring, runs as written and passes the conformance kit."""
+    from prunekit.testing import check_scorer
+
+    text = (DOC.parent / "plugins.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "class Sensitivity" in b]
+    namespace: dict[str, object] = {"__name__": "prunekit_doc_plugin"}
+    exec(compile(block, "docs/plugins.md", "exec"), namespace)  # the documented plugin
+    scorer = namespace["Sensitivity"]
+    assert isinstance(scorer, type)
+    check_scorer(scorer())
