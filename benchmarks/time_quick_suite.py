@@ -75,9 +75,12 @@ def _verdicts(payload: dict[str, Any]) -> list[str]:
 def _leaderboard(payload: dict[str, Any]) -> list[str]:
     lines = []
     per_sparsity = [e for e in payload.get("leaderboard", []) if e.get("sparsity") is not None]
+    # the payload's leaderboard holds accuracies as fractions; printed here in percent
     for entry in sorted(per_sparsity, key=lambda e: (e["sparsity"], -(e["mean"] or 0))):
-        sd = f" ± {entry['sd']:.1f}" if entry.get("sd") is not None else ""
-        lines.append(f"  sparsity {entry['sparsity']:g}  {entry['method']:<24} {entry['mean']:5.1f}{sd}  (n={entry['n']})")
+        sd = f" ± {100 * entry['sd']:.1f}" if entry.get("sd") is not None else ""
+        lines.append(
+            f"  sparsity {entry['sparsity']:g}  {entry['method']:<24} {100 * entry['mean']:5.1f}{sd}  (n={entry['n']})"
+        )
     return lines
 
 
