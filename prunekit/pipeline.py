@@ -36,6 +36,7 @@ from prunekit.interfaces import (
 from prunekit.layers import PrunableLayer, PrunablePolicy, prunable_layers
 from prunekit.masks import Masks
 from prunekit.plugins import get_plugins
+from prunekit.scoring import preserved
 from prunekit.selection import (
     TieStats,
     check_scores,
@@ -174,10 +175,9 @@ def _check_input(model: nn.Module, name: str, data: DataBundle, options: Mapping
     import inspect
 
     c, h, w = data.input_shape
-    modes = [(m, m.training) for m in model.modules()]
     try:
-        model.eval()
-        with torch.no_grad():
+        with preserved(model), torch.no_grad():
+            model.eval()
             model(torch.zeros((1, c, h, w)))
     except Exception as err:  # noqa: BLE001 — any failure of the dry run is a mismatch to report in one line
         cfg = getattr(model, "pretrained_cfg", None) or {}
@@ -194,9 +194,6 @@ def _check_input(model: nn.Module, name: str, data: DataBundle, options: Mapping
             f"{name} cannot run on {c}x{h}x{w} input{default}: {_first_line(err)}; pick a model "
             "for this input size or set the model option that sizes its input"
         ) from None
-    finally:
-        for m, mode in modes:
-            m.training = mode
 
 
 def resolve_method(
