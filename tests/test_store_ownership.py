@@ -125,3 +125,35 @@ def test_report_leaves_the_store_byte_identical_and_reads_a_read_only_copy(
         assert sorted(p.name for p in folder.iterdir()) == ["r.db"]
     finally:
         os.chmod(folder, stat.S_IRWXU)
+
+
+def _open_at(path: str, barrier: object, results: object) -> None:
+    barrier.wait()  # type: ignore[attr-defined]
+    try:
+        ResultStore(path).close()
+        results.put("ok")  # type: ignore[attr-defined]
+    except PrunekitError as err:
+        results.put(str(err))  # type: ignore[attr-defined]
+
+
+def test_benches_creating_one_new_store_together_all_open_it(tmp_path: Path) -> None:
+    """Six processes open the same new file at once, twenty times over: each one sets it up or
+    finds it set up. None sees a half-made store (a meta table without cells, or no schema
+    version yet) and refuses it as foreign, and none fails on the switch to WAL."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    failures = []
+    for attempt in range(20):
+        path = str(tmp_path / f"s{attempt}.db")
+        barrier, results = ctx.Barrier(6), ctx.Queue()
+        procs = [ctx.Process(target=_open_at, args=(path, barrier, results)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join()
+        failures += [o for o in outcomes if o != "ok"]
+        with ResultStore(path, create=False) as store:
+            assert store.schema() == SCHEMA_VERSION and store.count() == 0
+    assert failures == []

@@ -97,17 +97,7 @@ class ResultStore:
         try:
             if create:
                 self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
-                _check_owned(self._db, self.path)
-                self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.executescript(_SCHEMA)
-                have = _columns(self._db)
-                for column in (*_COLUMNS, *_TIMES):
-                    if column not in have:  # a store written by an older prunekit
-                        self._db.execute(f'ALTER TABLE cells ADD COLUMN "{column}"')
-                if "settings" not in {r[1] for r in self._db.execute("PRAGMA table_info(benches)")}:
-                    self._db.execute("ALTER TABLE benches ADD COLUMN settings TEXT")
-                self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                _set_up(self._db, self.path)
             else:
                 self._db = _connect_readonly(self.path)
                 _check_owned(self._db, self.path, reading=True)
@@ -285,6 +275,50 @@ class ResultStore:
 
     def count(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM cells").fetchone()[0])
+
+
+def _set_up(db: sqlite3.Connection, path: Path) -> None:
+    """Check that ``path`` is ours and bring its schema up to date, as one transaction.
+
+    Benches started together on one new file each run this: the write lock is taken before the
+    check, so one sets the file up whole while the others wait, and none ever sees a half-made
+    store (a ``meta`` table without ``cells``) and refuses it as foreign.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        _check_owned(db, path)
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                db.execute(statement)
+        have = _columns(db)
+        for column in (*_COLUMNS, *_TIMES):
+            if column not in have:  # a store written by an older prunekit
+                db.execute(f'ALTER TABLE cells ADD COLUMN "{column}"')
+        if "settings" not in {r[1] for r in db.execute("PRAGMA table_info(benches)")}:
+            db.execute("ALTER TABLE benches ADD COLUMN settings TEXT")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    _use_wal(db)
+
+
+def _use_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Switch the file to WAL (outside a transaction, as SQLite requires). The switch needs the
+    file to itself and SQLite does not wait for it, so while another process sets up the same
+    new store this waits, up to ``wait`` seconds, like every other statement here."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _columns(db: sqlite3.Connection) -> set[str]:
