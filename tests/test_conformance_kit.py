@@ -726,6 +726,14 @@ def _alias_snapshot(fit, model, data, config, **kw):  # type: ignore[no-untyped-
     return attrs.evolve(result, snapshots={**result.snapshots, 0: model.state_dict()})
 
 
+_SEEDS = itertools.count(1)
+
+
+def _unseeded(fit, model, data, config, seed=0, **kw):  # type: ignore[no-untyped-def]
+    """Ignores the seed it is given: every fit draws another data order."""
+    return fit(model, data, config, seed=next(_SEEDS), **kw)
+
+
 _BROKEN_TRAINERS = [
     (
         _broken_trainer("no_enforcement", lambda fit, m, d, c, masks=None, **kw: fit(m, d, c, **kw)),
@@ -759,14 +767,49 @@ _BROKEN_TRAINERS = [
         ),
         ["TrainResult.steps is 0 but 6 optimizer steps ran"],
     ),
+    (
+        _broken_trainer(
+            "one_epoch", lambda fit, m, d, c, **kw: fit(m, d, attrs.evolve(c, epochs=1), **kw)
+        ),
+        [
+            "3 optimizer steps ran for 2 epochs of 48 images in batches of 16",
+            "expected 6 steps: one per batch, every epoch (config.epochs)",
+        ],
+    ),
+    (
+        _broken_trainer("unseeded", _unseeded),
+        [
+            "two fits of the same model and masks with seed 0 gave different weights of",
+            "Seed every generator from fit()'s seed",
+        ],
+    ),
+    (
+        _broken_trainer(
+            "nan_accuracy",
+            lambda fit, *a, **kw: attrs.evolve(fit(*a, **kw), final_accuracy=float("nan")),
+        ),
+        ["TrainResult.final_accuracy is nan", "expected a float in [0, 1]"],
+    ),
+    (
+        _broken_trainer(
+            "infinite_loss",
+            lambda fit, *a, **kw: attrs.evolve(fit(*a, **kw), final_loss=float("inf")),
+        ),
+        ["TrainResult.final_loss is inf", "expected a finite float"],
+    ),
+    (
+        _broken_trainer("not_a_result", lambda fit, *a, **kw: {"result": fit(*a, **kw)}),
+        ["fit() returned a dict", "expected a prunekit.interfaces.TrainResult"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("cls, fragments", _by_name(*_BROKEN_TRAINERS))
 def test_kit_catches_broken_trainer(cls: type, fragments: list[str]) -> None:
     """Each broken trainer (no enforcement, weights but not optimizer state, masks read from
-    w != 0, snapshots ignored or aliased, best < final, wrong step count) fails the trainer
-    contract with a message naming the problem."""
+    w != 0, snapshots ignored or aliased, best < final, wrong step count, epochs ignored, seed
+    ignored, non-finite accuracy or loss, no TrainResult) fails the trainer contract with a
+    message naming the problem."""
     with pytest.raises(ConformanceError) as err:
         check_trainer(cls)
     message = str(err.value)
@@ -782,3 +825,4 @@ def test_kit_trainer_check_passes_the_healthy_base() -> None:
 
     check_trainer(SGDTrainer)
     check_trainer("sgd")
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from prunekit.data import DataBundle
-from prunekit.interfaces import TrainConfig, Trainer
+from prunekit.interfaces import TrainConfig, Trainer, TrainResult
 from prunekit.layers import prunable_layers
 from prunekit.masks import Masks
 from prunekit.testing.fixtures import (
@@ -150,10 +151,15 @@ def check_trainer(
       weight's shape are exactly zero at pruned positions (seen through torch's global
       optimizer-step hooks, so it needs a ``torch.optim.Optimizer``);
     * a kept weight that starts at exactly 0 still trains (masks are not ``w != 0`` tests);
-    * ``TrainResult`` has finite final and best accuracies in [0, 1], best >= final, and the
-      final one is the trained model's test accuracy (fp32); ``steps`` counts the steps taken;
+    * fit() returns a :class:`~prunekit.interfaces.TrainResult` with finite final and best
+      accuracies in [0, 1], best >= final, a finite final loss, and the final accuracy is the
+      trained model's test accuracy (fp32); ``steps`` counts the steps taken;
+    * ``config.epochs`` is honoured: one optimizer step per batch of every epoch (the last
+      short batch may be dropped or kept);
     * ``snapshot_steps`` are honoured: the state before training at 0 (a copy, untouched by
-      training) and the weights right after step k at k.
+      training) and the weights right after step k at k;
+    * training is deterministic for a seed: a second fit of the same model, masks and data
+      with seed 0 gives bit-for-bit the same weights and accuracy (on the CPU).
 
     On the CPU, and on CUDA too when it is available. Returns what was watched on the last
     device: ``{"steps": n, "optimizers": [class names], "state": [state keys checked]}``.
@@ -162,14 +168,10 @@ def check_trainer(
     config = config if config is not None else TRAINER_CONFIG
     data = tiny_data()
     exact_steps = config.precision != "fp16"  # a gradient scaler may skip steps
+    first: tuple[nn.Module, Any] | None = None  # the CPU run: model and result
     for device in kit_devices():
         where = f"on the kit's conv net ({device.type}; {_config_text(config)})"
-        model = tiny_convnet()
-        layers = prunable_layers(model)
-        masks = random_half_masks(model, layers, seed=1)
-        masks.apply(model)
-        layer = layers[1].name
-        position = _survivor(model, masks, data, layer)
+        model, masks, layer, position = _masked_model(data)
         initial = {n: p.detach().clone() for n, p in model.named_parameters()}
         watch = _StepWatch(model, masks, TRAINER_SNAPSHOTS)
         fit = functools.partial(
@@ -212,11 +214,57 @@ def check_trainer(
             )
         _check_train_result(subject, where, trainer, model, data, config, result, watch, exact_steps)
         _check_snapshots(subject, where, result, initial, masks, watch, exact_steps)
+        if first is None:
+            first = (model, result)
+    assert first is not None  # the CPU is always among the kit's devices
+    _check_determinism(subject, trainer, config, data, *first)
     return {
         "steps": watch.steps,
         "optimizers": sorted({type(o).__name__ for o in watch.optimizers}),
         "state": sorted(watch.state_keys),
     }
+
+
+def _masked_model(data: DataBundle) -> tuple[nn.Module, Masks, str, int]:
+    """The kit's conv net with half of every layer pruned, and one kept weight set to 0:
+    (model, masks, that weight's layer, its position)."""
+    model = tiny_convnet()
+    layers = prunable_layers(model)
+    masks = random_half_masks(model, layers, seed=1)
+    masks.apply(model)
+    layer = layers[1].name
+    return model, masks, layer, _survivor(model, masks, data, layer)
+
+
+def _check_determinism(
+    subject: str,
+    trainer: Trainer,
+    config: TrainConfig,
+    data: DataBundle,
+    model: nn.Module,
+    result: TrainResult,
+) -> None:
+    """A second CPU fit with the same seed gives the same weights and accuracy."""
+    where = f"on the kit's conv net (cpu; {_config_text(config)})"
+    again, masks, _, _ = _masked_model(data)
+    fit = functools.partial(trainer.fit, masks=masks, seed=0, device=torch.device("cpu"))
+    second = call_plugin(subject, where, fit, again, data, config)
+    weights, other = dict(model.named_parameters()), dict(again.named_parameters())
+    changed = [n for n in weights if not identical(weights[n].detach().cpu(), other[n].detach().cpu())]
+    if changed or getattr(second, "final_accuracy", None) != result.final_accuracy:
+        what = (
+            f"different weights of {', '.join(changed[:3])}"
+            if changed
+            else f"final accuracy {second.final_accuracy} after {result.final_accuracy}"
+        )
+        fail(
+            subject,
+            f"{where}: two fits of the same model and masks with seed 0 gave {what}",
+            "the same training for the same seed (the data order, augmentation and any "
+            "randomness drawn from generators seeded by `seed`)",
+            "Seed every generator from fit()'s seed (prunekit.data.make_generator); never "
+            "draw from torch's global RNG unseeded.",
+        )
 
 
 def _check_train_result(
@@ -230,6 +278,12 @@ def _check_train_result(
     watch: _StepWatch,
     exact_steps: bool,
 ) -> None:
+    if not isinstance(result, TrainResult):
+        fail(
+            subject,
+            f"{where}: fit() returned a {type(result).__name__}",
+            "a prunekit.interfaces.TrainResult",
+        )
     for label in ("final_accuracy", "best_accuracy"):
         value = getattr(result, label, None)
         if not isinstance(value, float) or not 0.0 <= value <= 1.0:
@@ -239,6 +293,18 @@ def _check_train_result(
             subject,
             f"{where}: best accuracy {result.best_accuracy} < final {result.final_accuracy}",
             "the best epoch's accuracy to be at least the final one",
+        )
+    if not isinstance(result.final_loss, float) or not math.isfinite(result.final_loss):
+        fail(subject, f"{where}: TrainResult.final_loss is {result.final_loss!r}", "a finite float")
+    n, batch = len(data.train), config.batch_size
+    low, high = config.epochs * (n // batch), config.epochs * math.ceil(n / batch)
+    if exact_steps and not low <= watch.steps <= high:
+        fail(
+            subject,
+            f"{where}: {watch.steps} optimizer steps ran for {config.epochs} epochs of {n} "
+            f"images in batches of {batch}",
+            f"{low if low == high else f'{low}..{high}'} steps: one per batch, every epoch "
+            "(config.epochs)",
         )
     if exact_steps and result.steps != watch.steps:
         fail(
