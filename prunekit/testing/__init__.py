@@ -1,5 +1,5 @@
-"""Conformance kit: does a plugin's scorer, schedule, check, method or trainer keep the
-contract?
+"""Conformance kit: does a plugin's scorer, schedule, check, method, trainer or dataset keep
+the contract?
 
 Plugin authors call these from their own tests; each raises :class:`ConformanceError` (an
 ``AssertionError``) whose message says what was wrong, where (which layer, which tiny model,
@@ -23,7 +23,7 @@ of 8×8 images, and runs the object the way :func:`prunekit.pipeline.prune` does
 
 One module per contract (:mod:`~prunekit.testing.scorer`, :mod:`~prunekit.testing.schedule`,
 :mod:`~prunekit.testing.check`, :mod:`~prunekit.testing.method`,
-:mod:`~prunekit.testing.trainer`), what they share in
+:mod:`~prunekit.testing.trainer`, :mod:`~prunekit.testing.dataset`), what they share in
 :mod:`~prunekit.testing.fixtures`, a whole plugin in :mod:`~prunekit.testing.plugin`. The
 names below load on first use, so importing this package imports neither torch nor plugins.
 """
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from prunekit.testing.check import STAGES, check_sanity_check
+    from prunekit.testing.dataset import check_dataset
     from prunekit.testing.fixtures import (
         IMAGE_SHAPE,
         NUM_CLASSES,
@@ -67,6 +68,7 @@ _HOME = {
     "check_trainer": "trainer",
     "TRAINER_CONFIG": "trainer",
     "TRAINER_SNAPSHOTS": "trainer",
+    "check_dataset": "dataset",
     "check_plugin": "plugin",
     "Conformance": "plugin",
 }
@@ -81,6 +83,7 @@ __all__ = [
     "TRAINER_SNAPSHOTS",
     "Conformance",
     "ConformanceError",
+    "check_dataset",
     "check_method",
     "check_plugin",
     "check_sanity_check",

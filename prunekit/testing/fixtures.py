@@ -18,7 +18,7 @@ from torch import nn
 
 from prunekit.data import ArrayData, DataBundle, channel_stats, make_generator
 from prunekit.errors import PrunekitError
-from prunekit.interfaces import RatioSchedule, SanityCheck, Scorer, Trainer
+from prunekit.interfaces import Dataset, RatioSchedule, SanityCheck, Scorer, Trainer
 from prunekit.layers import PrunableLayer
 from prunekit.masks import Masks
 from prunekit.plugins import get_plugins
@@ -142,12 +142,14 @@ _INTERFACES: dict[str, type] = {
     "ratio_schedule": RatioSchedule,
     "sanity_check": SanityCheck,
     "trainer": Trainer,
+    "dataset": Dataset,
 }
 _LABEL = {
     "scorer": "scorer",
     "ratio_schedule": "schedule",
     "sanity_check": "check",
     "trainer": "trainer",
+    "dataset": "dataset",
 }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from prunekit.plugins import get_plugins, register_plugin, unregister_plugin
 from prunekit.testing.check import check_sanity_check
+from prunekit.testing.dataset import check_dataset
 from prunekit.testing.fixtures import ConformanceError, fail, single_threaded
 from prunekit.testing.method import check_method
 from prunekit.testing.schedule import check_schedule
@@ -19,14 +20,15 @@ _CHECKS: dict[str, Callable[[str], Any]] = {
     "sanity_check": check_sanity_check,
     "method": check_method,
     "trainer": check_trainer,
+    "dataset": check_dataset,
 }
 
 
 @single_threaded
 def check_plugin(name: str) -> dict[str, list[str]]:
     """Check a loaded plugin: it loaded without problems, registered something, and every
-    scorer, schedule, check, method and trainer it registered passes its check (default
-    options).
+    scorer, schedule, check, method, trainer and dataset it registered passes its check
+    (default options).
     Returns what it registered, ``{kind: [names]}``."""
     loaded = get_plugins()
     info = next((p for p in loaded.info if p.name == name), None)
@@ -68,6 +70,7 @@ class Conformance:
     check_sanity_check = staticmethod(check_sanity_check)
     check_method = staticmethod(check_method)
     check_trainer = staticmethod(check_trainer)
+    check_dataset = staticmethod(check_dataset)
     check_plugin = staticmethod(check_plugin)
     ConformanceError = ConformanceError
 

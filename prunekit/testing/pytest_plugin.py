@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 @pytest.fixture
 def prunekit_conformance() -> Iterator[Conformance]:
     """The conformance kit (``check_scorer``, ``check_schedule``, ``check_sanity_check``,
-    ``check_method``, ``check_trainer``, ``check_plugin``) and
+    ``check_method``, ``check_trainer``, ``check_dataset``, ``check_plugin``) and
     ``register(plugin, name)`` for this test (the plugin is removed afterwards)."""
     from prunekit.testing.plugin import Conformance
 
