@@ -18,7 +18,7 @@ from torch import nn
 
 from prunekit.data import ArrayData, DataBundle, channel_stats, make_generator
 from prunekit.errors import PrunekitError
-from prunekit.interfaces import Dataset, RatioSchedule, SanityCheck, Scorer, Trainer
+from prunekit.kinds import BY_NAME
 from prunekit.layers import PrunableLayer
 from prunekit.masks import Masks
 from prunekit.plugins import get_plugins
@@ -137,26 +137,11 @@ def kit_devices() -> list[torch.device]:
     return [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
 
 # ------------------------------------------------------------------------ name -> object
-_INTERFACES: dict[str, type] = {
-    "scorer": Scorer,
-    "ratio_schedule": RatioSchedule,
-    "sanity_check": SanityCheck,
-    "trainer": Trainer,
-    "dataset": Dataset,
-}
-_LABEL = {
-    "scorer": "scorer",
-    "ratio_schedule": "schedule",
-    "sanity_check": "check",
-    "trainer": "trainer",
-    "dataset": "dataset",
-}
-
-
 def resolve(kind: str, name_or_cls: Any, options: Mapping[str, Any]) -> tuple[str, Any]:
     """(subject for messages, instance) of a registered name, a class or an instance."""
-    label = _LABEL[kind]
-    interface = _INTERFACES[kind]
+    label = BY_NAME[kind].label
+    interface = BY_NAME[kind].interface_class()
+    assert interface is not None, f"{kind} objects are names, not classes"
     registered: str | None = None
     if isinstance(name_or_cls, str):
         registered = name_or_cls

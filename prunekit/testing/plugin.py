@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
+from prunekit.kinds import BY_NAME
 from prunekit.plugins import get_plugins, register_plugin, unregister_plugin
 from prunekit.testing.check import check_sanity_check
 from prunekit.testing.dataset import check_dataset
@@ -13,15 +11,6 @@ from prunekit.testing.method import check_method
 from prunekit.testing.schedule import check_schedule
 from prunekit.testing.scorer import check_scorer
 from prunekit.testing.trainer import check_trainer
-
-_CHECKS: dict[str, Callable[[str], Any]] = {
-    "scorer": check_scorer,
-    "ratio_schedule": check_schedule,
-    "sanity_check": check_sanity_check,
-    "method": check_method,
-    "trainer": check_trainer,
-    "dataset": check_dataset,
-}
 
 
 @single_threaded
@@ -55,9 +44,10 @@ def check_plugin(name: str) -> dict[str, list[str]]:
             "register_* hooks marked with @prunekit.hookimpl that call register(...)",
         )
     for kind, names in info.registered.items():
+        check = BY_NAME[kind].contract_check()  # the kind's contract, if the kit has one
         for entry in names:
-            if kind in _CHECKS:
-                _CHECKS[kind](entry)
+            if check is not None:
+                check(entry)
     return dict(info.registered)
 
 
