@@ -22,19 +22,14 @@ import click
 from prunekit import __version__
 from prunekit.completion import complete_models, complete_names
 from prunekit.errors import PluginError, PrunekitError
-from prunekit.plugins import KINDS, PluginInfo, get_plugins, reset_plugins
+from prunekit.kinds import ALIASES, BY_NAME
+from prunekit.kinds import kind as find_kind
+from prunekit.plugins import PluginInfo, get_plugins, reset_plugins
 
 if TYPE_CHECKING:
     import torch
 
-KIND_ALIASES = {
-    **{k: k for k in KINDS},
-    **{f"{k}s": k for k in KINDS},
-    "schedule": "ratio_schedule",
-    "schedules": "ratio_schedule",
-    "check": "sanity_check",
-    "checks": "sanity_check",
-}
+KIND_ALIASES = ALIASES  # the words of `prunekit list KIND` (prunekit.kinds); api.names reads it here
 
 
 def _fail(message: str, code: int = 1) -> NoReturn:
@@ -293,9 +288,7 @@ def plugins(as_json: bool) -> None:
 def list_(kind: str | None, as_json: bool) -> None:
     """Registered objects of one KIND (scorers, schedules, checks, methods, models, ...) or all."""
     loaded = get_plugins()
-    if kind is not None and kind not in KIND_ALIASES:
-        raise PrunekitError(f"unknown kind {kind!r}; kinds: {', '.join(sorted(KINDS))}")
-    kinds = [KIND_ALIASES[kind]] if kind else list(KINDS)
+    kinds = [find_kind(kind).name] if kind else list(BY_NAME)
     rows = [
         {"kind": k, "name": e.name, "description": e.description, "plugin": str(e.origin)}
         for k in kinds

@@ -1,5 +1,6 @@
-"""Shell completion of the names prunekit knows: methods, checks, scorers, schedules, trainers,
-datasets, suites, executors (from the plugins) and models (timm's registry, prunekit's models
+"""Shell completion of the names prunekit knows: the registered names of every kind of
+:mod:`prunekit.kinds` (methods, checks, scorers, schedules, trainers, datasets, suites,
+executors, instruments, from the plugins) and models (timm's registry, prunekit's models
 included).
 
 Completing a command or an option name loads nothing; completing one of these values loads the
@@ -12,9 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from prunekit.kinds import kind as find_kind
+
 
 def complete_names(kind: str) -> Callable[[Any, Any, str], list[Any]]:
-    """A click ``shell_complete`` callback offering the registered names of ``kind``."""
+    """A click ``shell_complete`` callback offering the registered names of ``kind`` (a kind's
+    name or any word ``prunekit list`` accepts for it; an unknown one fails at once)."""
+    kind = find_kind(kind).name
 
     def complete(ctx: Any, param: Any, incomplete: str) -> list[Any]:
         from click.shell_completion import CompletionItem

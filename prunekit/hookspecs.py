@@ -12,6 +12,10 @@ as classes (instruments too); methods as :class:`~prunekit.interfaces.Method` in
 Models are registered into timm's own registry (``timm.models.register_model``) when the
 plugin module is imported; ``register_models`` reports their names so prunekit can list them.
 
+Every ``register_*`` hook but ``register_commands`` belongs to one kind of
+:data:`prunekit.kinds.KINDS` (its registry, interface, CLI words and conformance check); a new
+hook needs its Kind there.
+
 A plugin module may set ``PRUNEKIT_HOOKSPEC_VERSION`` to the major version it was built for;
 a plugin whose major version differs from :data:`HOOKSPEC_VERSION` is reported, not loaded.
 """

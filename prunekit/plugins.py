@@ -30,25 +30,14 @@ from typing import Any
 import attrs
 import pluggy
 
-from prunekit import hookspecs
+from prunekit import hookspecs, kinds
 from prunekit.errors import DuplicateNameError, PluginError
 from prunekit.registry import Origin, Registry
 
 ENTRY_POINT_GROUP = "prunekit"
 
-# kind -> hook name
-KINDS: dict[str, str] = {
-    "scorer": "register_scorers",
-    "ratio_schedule": "register_ratio_schedules",
-    "sanity_check": "register_sanity_checks",
-    "trainer": "register_trainers",
-    "method": "register_methods",
-    "dataset": "register_datasets",
-    "suite": "register_suites",
-    "executor": "register_executors",
-    "instrument": "register_instruments",
-    "model": "register_models",
-}
+# kind name -> Kind (the table is prunekit.kinds.KINDS; prunekit.api.names reads this view)
+KINDS = kinds.BY_NAME
 
 
 @attrs.define(kw_only=True)
@@ -270,8 +259,9 @@ def load_plugins(
             continue
         info.hooks = sorted(h.name for h in pm.get_hookcallers(plugin) or [])
 
-    registries: dict[str, Registry[Any]] = {kind: Registry(kind.replace("_", " ")) for kind in KINDS}
-    for kind, hook_name in KINDS.items():
+    registries: dict[str, Registry[Any]] = {k.name: Registry(k.title) for k in kinds.KINDS}
+    for k in kinds.KINDS:
+        kind, hook_name = k.name, k.hook
         hook = getattr(pm.hook, hook_name)
         for impl in hook.get_hookimpls():  # registration order: built-ins first
             info = infos[impl.plugin_name]

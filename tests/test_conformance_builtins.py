@@ -1,4 +1,5 @@
-"""Every built-in scorer, schedule, sanity check, method and trainer passes the conformance kit.
+"""Every built-in scorer, schedule, sanity check, method, trainer and dataset passes the
+conformance kit.
 
 Parametrized over the registries themselves (as timm's tests run over its model registry),
 so a new built-in is checked without touching this file.
@@ -52,7 +53,15 @@ def test_builtin_trainer_conforms(name: str) -> None:
     testing.check_trainer(name)
 
 
+@pytest.mark.parametrize("name", _names("dataset"))
+def test_builtin_dataset_conforms(name: str) -> None:
+    """A dataset that needs no files loads matching train/test splits with labels in range,
+    finite normalisation and the same split every time; one that reads files refuses a missing
+    --data-root (and an empty folder) with one line."""
+    testing.check_dataset(name)
+
+
 def test_every_kind_is_covered() -> None:
     """The parametrization is not silently empty: the built-ins register objects of each kind."""
-    kinds = ("scorer", "ratio_schedule", "sanity_check", "method", "trainer")
+    kinds = ("scorer", "ratio_schedule", "sanity_check", "method", "trainer", "dataset")
     assert all(_names(kind) for kind in kinds)

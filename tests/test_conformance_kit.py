@@ -7,6 +7,7 @@ expected. The healthy variants at the end pass.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import sys
 import types
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -22,6 +24,7 @@ from torch import nn
 
 from prunekit import hookimpl, plugins
 from prunekit.data import ArrayData
+from prunekit.errors import DataNotFoundError
 from prunekit.interfaces import (
     Method,
     RatioSchedule,
@@ -36,6 +39,7 @@ from prunekit.masks import Masks
 from prunekit.testing import (
     Conformance,
     ConformanceError,
+    check_dataset,
     check_method,
     check_plugin,
     check_sanity_check,
@@ -726,6 +730,14 @@ def _alias_snapshot(fit, model, data, config, **kw):  # type: ignore[no-untyped-
     return attrs.evolve(result, snapshots={**result.snapshots, 0: model.state_dict()})
 
 
+_SEEDS = itertools.count(1)
+
+
+def _unseeded(fit, model, data, config, seed=0, **kw):  # type: ignore[no-untyped-def]
+    """Ignores the seed it is given: every fit draws another data order."""
+    return fit(model, data, config, seed=next(_SEEDS), **kw)
+
+
 _BROKEN_TRAINERS = [
     (
         _broken_trainer("no_enforcement", lambda fit, m, d, c, masks=None, **kw: fit(m, d, c, **kw)),
@@ -759,14 +771,49 @@ _BROKEN_TRAINERS = [
         ),
         ["TrainResult.steps is 0 but 6 optimizer steps ran"],
     ),
+    (
+        _broken_trainer(
+            "one_epoch", lambda fit, m, d, c, **kw: fit(m, d, attrs.evolve(c, epochs=1), **kw)
+        ),
+        [
+            "3 optimizer steps ran for 2 epochs of 48 images in batches of 16",
+            "expected 6 steps: one per batch, every epoch (config.epochs)",
+        ],
+    ),
+    (
+        _broken_trainer("unseeded", _unseeded),
+        [
+            "two fits of the same model and masks with seed 0 gave different weights of",
+            "Seed every generator from fit()'s seed",
+        ],
+    ),
+    (
+        _broken_trainer(
+            "nan_accuracy",
+            lambda fit, *a, **kw: attrs.evolve(fit(*a, **kw), final_accuracy=float("nan")),
+        ),
+        ["TrainResult.final_accuracy is nan", "expected a float in [0, 1]"],
+    ),
+    (
+        _broken_trainer(
+            "infinite_loss",
+            lambda fit, *a, **kw: attrs.evolve(fit(*a, **kw), final_loss=float("inf")),
+        ),
+        ["TrainResult.final_loss is inf", "expected a finite float"],
+    ),
+    (
+        _broken_trainer("not_a_result", lambda fit, *a, **kw: {"result": fit(*a, **kw)}),
+        ["fit() returned a dict", "expected a prunekit.interfaces.TrainResult"],
+    ),
 ]
 
 
 @pytest.mark.parametrize("cls, fragments", _by_name(*_BROKEN_TRAINERS))
 def test_kit_catches_broken_trainer(cls: type, fragments: list[str]) -> None:
     """Each broken trainer (no enforcement, weights but not optimizer state, masks read from
-    w != 0, snapshots ignored or aliased, best < final, wrong step count) fails the trainer
-    contract with a message naming the problem."""
+    w != 0, snapshots ignored or aliased, best < final, wrong step count, epochs ignored, seed
+    ignored, non-finite accuracy or loss, no TrainResult) fails the trainer contract with a
+    message naming the problem."""
     with pytest.raises(ConformanceError) as err:
         check_trainer(cls)
     message = str(err.value)
@@ -782,3 +829,137 @@ def test_kit_trainer_check_passes_the_healthy_base() -> None:
 
     check_trainer(SGDTrainer)
     check_trainer("sgd")
+
+
+# ---------------------------------------------------------------------------------- datasets
+def _broken_dataset(name: str, load: Any, *, needs_root: bool = False) -> type:
+    """The built-in synthetic dataset with ``load`` replaced by ``load(super_load, root)``."""
+    from prunekit_plugins.datasets import Synthetic
+
+    def method(self, root=None, *, download=False):  # type: ignore[no-untyped-def]
+        return load(functools.partial(super(cls, self).load, download=download), root)
+
+    namespace = {"name": name, "description": f"broken: {name}", "needs_root": needs_root, "load": method}
+    cls = attrs.frozen(kw_only=True)(type(name, (Synthetic,), namespace))
+    return cls
+
+
+SMALL = {"train_size": 40, "test_size": 12, "height": 8, "width": 8}
+
+
+def _reshuffled(load, root):  # type: ignore[no-untyped-def]
+    bundle = load(root)
+    return bundle.with_train(bundle.train.subset(torch.randperm(len(bundle.train))))
+
+
+def _raises(error: BaseException) -> Any:
+    def load(super_load, root):  # type: ignore[no-untyped-def]
+        if root is None or not any(Path(root).iterdir()):
+            raise error
+        return super_load(root)
+
+    return load
+
+
+_BROKEN_DATASETS = [
+    (
+        _broken_dataset("reshuffled", _reshuffled),
+        ["two loads gave different train splits", "a generator of a fixed seed"],
+    ),
+    (
+        _broken_dataset("too_few_classes", lambda load, root: attrs.evolve(load(root), num_classes=2)),
+        ["train split: labels lie in 0..9", "expected labels in 0..1 (num_classes 2)"],
+    ),
+    (
+        _broken_dataset(
+            "cropped_test",
+            lambda load, root: (b := load(root)) and attrs.evolve(b, test=ArrayData(x=b.test.x[:, :, :4], y=b.test.y)),
+        ),
+        ["train images are (3, 8, 8) (C, H, W) but test images (3, 4, 8)", "the same image shape in both splits"],
+    ),
+    (
+        _broken_dataset("zero_std", lambda load, root: attrs.evolve(load(root), std=(0.0, 0.0, 0.0))),
+        ["its std is (0.0, 0.0, 0.0)", "3 finite positive float(s), one per channel"],
+    ),
+    (
+        _broken_dataset(
+            "float_labels",
+            lambda load, root: (b := load(root)) and b.with_train(ArrayData(x=b.train.x, y=b.train.y.float())),
+        ),
+        ["train split: the labels are torch.float32", "expected int64 (N,)"],
+    ),
+    (
+        _broken_dataset("root_ignored", lambda load, root: load(root), needs_root=True),
+        ["without --data-root (load(None)): load() returned data", "Set needs_root = False"],
+    ),
+    (
+        _broken_dataset(
+            "two_lines", _raises(DataNotFoundError("no files\npass --data-root DIR")), needs_root=True
+        ),
+        ["without --data-root (load(None)): the error is", "expected one line"],
+    ),
+    (
+        _broken_dataset("vague", _raises(DataNotFoundError("files are missing")), needs_root=True),
+        ["does not mention --data-root", "tells the user to pass --data-root DIR"],
+    ),
+    (
+        _broken_dataset("wrong_error", _raises(FileNotFoundError("data")), needs_root=True),
+        ["load() raised FileNotFoundError: data", "expected a prunekit.errors.DataNotFoundError"],
+    ),
+]
+
+
+@pytest.mark.parametrize("cls, fragments", _by_name(*_BROKEN_DATASETS))
+def test_kit_catches_broken_dataset(cls: type, fragments: list[str]) -> None:
+    """Each broken dataset (a split that changes between loads, labels past num_classes, test
+    images of another shape, a zero std, float labels; and, for a dataset that reads files,
+    loading without --data-root, an error of two lines, one that does not name --data-root or
+    that is not a PrunekitError) fails the dataset contract, saying what was wrong."""
+    with pytest.raises(ConformanceError) as err:
+        check_dataset(cls, **SMALL)
+    message = str(err.value)
+    assert message.startswith(f"dataset {cls.name!r}")
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+
+
+def _write_image_folder(root: Path) -> None:
+    """train/ and val/ of two classes of 4x6 RGB PNGs."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 2)):
+        for cls in ("ant", "bee"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (4, 6, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+
+
+def test_kit_dataset_check_passes_healthy_datasets(tmp_path: Path) -> None:
+    """Controls: the synthetic dataset the broken ones derive from (as a class with options)
+    and imagefolder from a folder of images pass; so does cifar10, which reads files, by name
+    with no root (only its refusals are checked). Every built-in dataset is checked by name in
+    test_conformance_builtins."""
+    from prunekit_plugins.datasets import Synthetic
+
+    check_dataset(Synthetic, **SMALL)
+    _write_image_folder(tmp_path)
+    check_dataset("imagefolder", root=tmp_path)
+    check_dataset("cifar10")
+
+
+def test_check_plugin_checks_the_datasets_and_trainers_it_registered(
+    prunekit_conformance: Conformance,
+) -> None:
+    """check_plugin runs the dataset and trainer contracts on what a plugin registered."""
+    reshuffled = _broken_dataset("reshuffled_plugin", _reshuffled)
+    module = types.SimpleNamespace(register_datasets=hookimpl(lambda register: register(reshuffled)))
+    prunekit_conformance.register(module, "dataset_plugin")
+    with pytest.raises(ConformanceError, match=r"dataset 'reshuffled_plugin' loaded: two loads gave different"):
+        prunekit_conformance.check_plugin("dataset_plugin")
+    one_epoch = _BROKEN_TRAINERS[-5][0]
+    assert one_epoch.name == "one_epoch"
+    module = types.SimpleNamespace(register_trainers=hookimpl(lambda register: register(one_epoch)))
+    prunekit_conformance.register(module, "trainer_plugin")
+    with pytest.raises(ConformanceError, match=r"trainer 'one_epoch'.*3 optimizer steps ran for 2 epochs"):
+        prunekit_conformance.check_plugin("trainer_plugin")
