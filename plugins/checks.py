@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from prunekit import (
+    CLEAN_CHECK,
     FAMILIES,
     ArrayData,
     Masks,
@@ -71,7 +72,7 @@ def _one_of(*values: str) -> Any:
 class NoCheck(SanityCheck):
     """The clean run every perturbed run is compared with."""
 
-    name: ClassVar[str] = "none"
+    name: ClassVar[str] = CLEAN_CHECK
     description: ClassVar[str] = "no perturbation: the clean reference"
     stage: ClassVar[Stage] = "ticket"
     applies_to: ClassVar[frozenset[str]] = frozenset(FAMILIES)

@@ -17,19 +17,21 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import attrs
 import torch
 from torch import nn
 
 from prunekit.data import ArrayData, DataBundle
+from prunekit.defaults import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULE
 from prunekit.identity import noop_field
 from prunekit.layers import PrunableLayer
 from prunekit.masks import Masks
+from prunekit.sentinels import DENSE_METHOD
 
 Family = Literal["initial", "partially_trained", "random", "hybrid", "dense"]
-FAMILIES: tuple[str, ...] = ("initial", "partially_trained", "random", "hybrid", "dense")
+FAMILIES: tuple[str, ...] = get_args(Family)  # the dense reference's family is DENSE_METHOD
 
 
 # ---------------------------------------------------------------------------------- scoring
@@ -132,7 +134,7 @@ class SanityCheck(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     stage: ClassVar[Stage]
-    applies_to: ClassVar[frozenset[str]] = frozenset(FAMILIES) - {"dense"}
+    applies_to: ClassVar[frozenset[str]] = frozenset(FAMILIES) - {DENSE_METHOD}
 
     def stages(self) -> frozenset[str]:
         """Every stage this check acts on (a composed check may act on several)."""
@@ -242,7 +244,7 @@ class TrainConfig:
     milestones: tuple[float, ...] = attrs.field(default=(0.5, 0.75), converter=tuple)  # fractions of epochs
     gamma: float = 0.1
     warmup_epochs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    optimizer: str = noop_field("sgd", validator=attrs.validators.min_len(1))
+    optimizer: str = noop_field(DEFAULT_OPTIMIZER, validator=attrs.validators.min_len(1))
     betas: tuple[float, ...] = noop_field((0.9, 0.999), converter=_floats, validator=_betas)
     grad_clip_norm: float = noop_field(0.0, converter=float, validator=attrs.validators.ge(0))
     accumulation_steps: int = noop_field(1, validator=_accumulation)
@@ -372,12 +374,12 @@ class Method:
     citation: str = ""
     scorer: str | None = None
     scorer_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_options)
-    schedule: str = "global"
+    schedule: str = DEFAULT_SCHEDULE
     schedule_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_options)
     rounds: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     pretrain: bool = False
     rewind: Rewind = attrs.field(
-        default="init", validator=attrs.validators.in_(("init", "step", "trained", "reinit"))
+        default="init", validator=attrs.validators.in_(get_args(Rewind))
     )
     rewind_point: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
     prune_fraction: float = attrs.field(

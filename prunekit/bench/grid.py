@@ -18,10 +18,9 @@ from prunekit.errors import PrunekitError
 from prunekit.interfaces import Method
 from prunekit.pipeline import check_sparsity, instantiate, uses_data
 from prunekit.plugins import get_plugins
+from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
-CLEAN = "none"
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range
-DENSE = "dense"
 
 
 @attrs.frozen(kw_only=True)
@@ -80,7 +79,7 @@ def estimate_seconds(cells: Sequence[CellSpec], cell_seconds: float | None) -> f
 def _validated(kind: str, names: Sequence[str]) -> list[str]:
     registry = get_plugins().registry(kind)
     for name in names:
-        if kind == "sanity_check" and name == CLEAN:
+        if kind == "sanity_check" and name == CLEAN_CHECK:
             continue
         registry.get(name)  # unknown names: one line with suggestions
     return list(dict.fromkeys(names))
@@ -106,7 +105,7 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
         check_names = plugins.registry("sanity_check").names()
     else:
         check_names = _validated("sanity_check", suite.checks)
-    check_names = [CLEAN, *[c for c in check_names if c != CLEAN]]
+    check_names = [CLEAN_CHECK, *[c for c in check_names if c != CLEAN_CHECK]]
     sparsities = [check_sparsity(s) for s in dict.fromkeys(filters.sparsities or suite.sparsities)]
     seeds = list(dict.fromkeys(filters.seeds or suite.seeds))
     for seed in seeds:
@@ -125,7 +124,7 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
         method = resolve_method_options(plugins.registry("method").get(m), suite.options_for_method(m))
         methods[m] = method
         for c in check_names:
-            if c == CLEAN:
+            if c == CLEAN_CHECK:
                 pairs.append((m, c))
                 continue
             check = instantiate("sanity_check", c, suite.check_options.get(c, {}))
@@ -147,18 +146,18 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
             "dataset_options": suite.dataset_options,
         }
         for seed in seeds:
-            if (DENSE, CLEAN) in pairs:
+            if (DENSE_METHOD, CLEAN_CHECK) in pairs:
                 cells.append(
                     CellSpec(
-                        model=model, method=DENSE, check=CLEAN, sparsity=0.0, seed=seed,
-                        method_options=suite.options_for_method(DENSE),
-                        instruments=measure(methods[DENSE], CLEAN), **common,
+                        model=model, method=DENSE_METHOD, check=CLEAN_CHECK, sparsity=0.0, seed=seed,
+                        method_options=suite.options_for_method(DENSE_METHOD),
+                        instruments=measure(methods[DENSE_METHOD], CLEAN_CHECK), **common,
                     )
                 )
             for sparsity in sparsities:
                 # one (method, sparsity, seed) after another, so a ticket is reused by its checks
                 for m, c in pairs:
-                    if m != DENSE:
+                    if m != DENSE_METHOD:
                         cells.append(
                             CellSpec(
                                 model=model, method=m, check=c, sparsity=sparsity, seed=seed,
@@ -168,14 +167,14 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
                             )
                         )
                 for s in skipped:
-                    if s.method != DENSE:
+                    if s.method != DENSE_METHOD:
                         spec = CellSpec(
                             model=model, method=s.method, check=s.check, sparsity=sparsity, seed=seed, **common
                         )
                         not_applicable.append((spec, s.reason))
             for s in skipped:
-                if s.method == DENSE:
-                    spec = CellSpec(model=model, method=DENSE, check=s.check, sparsity=0.0, seed=seed, **common)
+                if s.method == DENSE_METHOD:
+                    spec = CellSpec(model=model, method=DENSE_METHOD, check=s.check, sparsity=0.0, seed=seed, **common)
                     not_applicable.append((spec, s.reason))
     if not cells:
         raise PrunekitError(

@@ -32,7 +32,8 @@ import numpy as np
 from scipy import stats
 
 from prunekit.bench.records import ResultRow
-from prunekit.bench.stats import CLEAN_CHECK, collect, sparsity_key
+from prunekit.bench.stats import collect, sparsity_key
+from prunekit.sentinels import CLEAN_CHECK
 
 SU2020 = "Su et al. 2020, Table 1"
 WANG2020 = "Wang et al. 2020 (GraSP paper), as transcribed"

@@ -52,6 +52,8 @@ import numpy as np
 from scipy import special, stats
 
 from prunekit.bench.records import ResultRow
+from prunekit.defaults import REFERENCE_METHOD
+from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
 ACCURACY_POINTS = 100.0  # fraction -> percentage points
 DEFAULT_MARGIN = 1.0  # equivalence margin, points
@@ -59,9 +61,6 @@ DEFAULT_TOLERANCE = DEFAULT_MARGIN  # the name `prunekit report --tolerance` use
 DEFAULT_ALPHA = 0.05  # error rate of each verdict
 DEFAULT_CONFIDENCE = 0.95  # leaderboard intervals
 MIN_SEEDS = 3  # no test and no interval from fewer seeds
-CLEAN_CHECK = "none"
-DENSE_METHOD = "dense"
-REFERENCE_METHOD = "random_ticket"
 SEEDS_NEEDED_LIMIT = 100_000  # beyond this we say "not within reach" (None)
 _ZERO_SD = 1e-9  # relative: differences of accuracies equal up to float rounding
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from prunekit.defaults import DEFAULT_TRAINER
 from prunekit.errors import PrunekitError
 from prunekit.identity import canonical
 from prunekit.interfaces import TrainConfig
@@ -57,7 +58,7 @@ class Suite:
     checks: tuple[str, ...] | str = attrs.field(default=ALL, converter=_names)
     protocol: TrainConfig = TrainConfig()
     scoring: Mapping[str, int] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
-    trainer: str = "sgd"
+    trainer: str = DEFAULT_TRAINER
     # options of the recipe's parts, each entering the identity of the cells that use them:
     # timm.create_model options for every model ([model]) or one ([model.<name>]), overrides of
     # a method's fields ([method_options.<method>]) and a check's options ([check_options.<check>])

@@ -37,6 +37,8 @@ from prunekit.bench.stats import (
     ranking,
     verdict_matrix,
 )
+from prunekit.defaults import ADAMW_OPTIMIZER, DEFAULT_OPTIMIZER, SGD_OPTIMIZER
+from prunekit.sentinels import DENSE_METHOD
 
 DASH = "–"
 UNITS = {
@@ -156,13 +158,13 @@ def train_config(protocol: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _optimiser_text(p: Mapping[str, Any]) -> str:
-    name = str(p.get("optimizer", "sgd"))
+    name = str(p.get("optimizer", DEFAULT_OPTIMIZER))
     wd = p.get("weight_decay")
     decay = f", weight decay {_g(wd)}" if wd is not None else ""
-    if name == "sgd":
+    if name == SGD_OPTIMIZER:
         nesterov = ", Nesterov" if p.get("nesterov") else ""
         return f"SGD, momentum {_g(p.get('momentum', 0.0))}{nesterov}{decay}"
-    if name == "adamw":
+    if name == ADAMW_OPTIMIZER:
         betas = ", ".join(_g(b) for b in p.get("betas", ()))
         return f"AdamW, betas ({betas}), decoupled{decay}"
     return name + decay
@@ -293,7 +295,7 @@ def protocol_groups(
         settings += [
             ("methods", _joined(sorted({r.method for r in ran}))),
             ("checks", _joined(sorted({r.check for r in ran}))),
-            ("sparsities asked", _pct_list(r.sparsity for r in ran if r.method != "dense") or DASH),
+            ("sparsities asked", _pct_list(r.sparsity for r in ran if r.method != DENSE_METHOD) or DASH),
             ("seeds", _seed_text([r for r in ran if r.status == "done"] or ran)),
             (
                 "verdicts",

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from prunekit.bench.stats import DENSE_METHOD, MIN_SEEDS, REFERENCE_METHOD, Effect, Rank
+from prunekit.bench.stats import MIN_SEEDS, REFERENCE_METHOD, Effect, Rank
+from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
 from .data import ReportData
 from .tables import VERDICT_MARKS, pct
@@ -108,7 +109,7 @@ def _seed_ranges(data: ReportData) -> dict[tuple[str, str, str, str, float], tup
     for r in data.rows:
         if (
             r.status == "done"
-            and r.check == "none"
+            and r.check == CLEAN_CHECK
             and r.final_accuracy is not None
             and math.isfinite(r.final_accuracy)
         ):
@@ -322,7 +323,7 @@ def plot_layer_density(data: ReportData) -> Figure | None:
     for r in data.rows:
         if (
             r.status == "done"
-            and r.check == "none"
+            and r.check == CLEAN_CHECK
             and r.method != DENSE_METHOD
             and r.layer_density
         ):

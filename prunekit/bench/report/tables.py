@@ -18,6 +18,7 @@ from prunekit.bench.stats import (
     Rank,
     VerdictSummary,
 )
+from prunekit.sentinels import CLEAN_CHECK
 
 from .data import (
     ACCURACY_BOUNDS,
@@ -368,7 +369,7 @@ def leaderboard_tables(data: ReportData) -> list[Table]:
         rows = []
         for r in board:
             asked = 0.0 if r.reference else sparsity
-            achieved, effective = _achieved(data, protocol, model, dataset, r.method, "none", asked)
+            achieved, effective = _achieved(data, protocol, model, dataset, r.method, CLEAN_CHECK, asked)
             rows.append(
                 (
                     "ref" if r.reference else _rank_text(r.rank),
@@ -445,7 +446,7 @@ def effect_tables(data: ReportData) -> list[Table]:
         rows = []
         for e in effects:
             _, clean_eff = _achieved(
-                data, e.protocol, e.model, e.dataset, e.method, "none", e.sparsity
+                data, e.protocol, e.model, e.dataset, e.method, CLEAN_CHECK, e.sparsity
             )
             achieved, check_eff = _achieved(
                 data, e.protocol, e.model, e.dataset, e.method, e.check, e.sparsity
