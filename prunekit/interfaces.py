@@ -71,7 +71,9 @@ class Scorer(abc.ABC):
 
     Implement :meth:`score`. Set ``needs_data = False`` for data-free scorers (they get no
     batches and sanity checks on the pruning data do not apply to them) and override
-    :meth:`data_request` to change the scoring batch. A scorer must not change the model's
+    :meth:`data_request` to change the scoring batch. Set ``random = True`` for a scorer whose
+    scores are drawn at random, from neither the weights nor the data (checks that transform
+    scores do not apply to it). Checks read these traits, never a scorer's name. A scorer must not change the model's
     weights or masks (work on a copy if it has to), and must return finite float tensors of the
     layers' shapes, on any device.
     """
@@ -79,6 +81,7 @@ class Scorer(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     needs_data: ClassVar[bool] = True
+    random: ClassVar[bool] = False
 
     def data_request(self, model: nn.Module, data: DataBundle) -> DataRequest | None:
         return DataRequest() if self.needs_data else None
