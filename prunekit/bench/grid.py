@@ -14,7 +14,7 @@ import attrs
 
 from prunekit.bench.suite import ALL, ALL_METHODS, Suite
 from prunekit.cell import CellSpec, resolve_method_options
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, UnknownNameError
 from prunekit.interfaces import Method
 from prunekit.pipeline import check_sparsity, instantiate, uses_data
 from prunekit.plugins import get_plugins
@@ -85,6 +85,16 @@ def _validated(kind: str, names: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def check_reference_method(suite: Suite) -> None:
+    """The suite's ``reference_method`` names an installed method: one line naming the key and
+    the file otherwise (a suite loads before the plugins are all known, so it is checked here,
+    with the rest of the grid's names)."""
+    try:
+        get_plugins().registry("method").get(suite.reference_method)
+    except UnknownNameError as err:
+        raise PrunekitError(f"invalid suite {suite.source or suite.name}: 'reference_method': {err}") from None
+
+
 def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
     """The cells of ``suite``, narrowed by ``filters``.
 
@@ -93,6 +103,7 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
     whose check does not apply to the method are listed as skipped, with their reason.
     """
     plugins = get_plugins()
+    check_reference_method(suite)
     if filters.methods:
         method_names = _validated("method", filters.methods)
     elif filters.everything or suite.methods == ALL:

@@ -12,7 +12,6 @@ from prunekit.bench.records import ResultRow
 from prunekit.bench.stats import (
     COMBINATION_RULE,
     MIN_SEEDS,
-    REFERENCE_METHOD,
     Delta,
     Effect,
     Rank,
@@ -181,8 +180,8 @@ def glossary(data: ReportData) -> list[tuple[str, str]]:
             ),
         ),
         (
-            "Δ vs random_ticket",
-            f"method − random ticket at the same sparsity, paired by seed, with its {conf} t interval.",
+            f"Δ vs {data.reference_method}",
+            f"method − {data.reference_label} at the same sparsity, paired by seed, with its {conf} t interval.",
         ),
         (
             CLIPPED,
@@ -391,7 +390,7 @@ def leaderboard_tables(data: ReportData) -> list[Table]:
                     "seeds",
                     f"final acc. % (mean ± {conf} CI)",
                     "rank interval",
-                    f"Δ vs {REFERENCE_METHOD}, points [{conf} CI]",
+                    f"Δ vs {data.reference_method}, points [{conf} CI]",
                     "achieved sparsity %",
                     "effective sparsity %",
                 ),
