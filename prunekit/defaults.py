@@ -11,8 +11,10 @@ from __future__ import annotations
 # defaults of the recipe and the protocol
 DEFAULT_TRAINER = "sgd"  # prunekit_plugins.sgd: the trainer of suites, `prunekit prune` and `train`
 DEFAULT_OPTIMIZER = "sgd"  # prunekit_plugins.optimizers: TrainConfig.optimizer
-DEFAULT_SCHEDULE = "global"  # prunekit_plugins.schedules: Method.schedule (one threshold over all scores)
-REFERENCE_METHOD = "random_ticket"  # prunekit_plugins.methods: Suite.reference_method, the Δ of the leaderboards
+# prunekit_plugins.schedules: Method.schedule (one threshold over all scores)
+DEFAULT_SCHEDULE = "global"
+# prunekit_plugins.methods: Suite.reference_method, what the leaderboards' Δ is against
+REFERENCE_METHOD = "random_ticket"
 
 # built-in optimizers whose settings the report's protocol table spells out
 SGD_OPTIMIZER = "sgd"
