@@ -31,6 +31,7 @@ class Random(Scorer):
     name: ClassVar[str] = "random"
     description: ClassVar[str] = "i.i.d. uniform random scores from the run seed"
     needs_data: ClassVar[bool] = False
+    random: ClassVar[bool] = True
 
     def score(self, model: nn.Module, ctx: ScoringContext) -> dict[str, torch.Tensor]:
         out = {}

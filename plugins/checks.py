@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from prunekit import (
+    CLEAN_CHECK,
     FAMILIES,
     ArrayData,
     Masks,
@@ -47,6 +48,7 @@ from prunekit import (
 )
 from prunekit.data import stratified_split
 from prunekit.identity import noop_field
+from prunekit.plugins import get_plugins
 
 STAGE_ORDER: tuple[str, ...] = ("pruning_data", "scores", "ticket")
 DATA_DEPENDENT: frozenset[str] = frozenset({"initial", "partially_trained", "hybrid"})
@@ -71,7 +73,7 @@ def _one_of(*values: str) -> Any:
 class NoCheck(SanityCheck):
     """The clean run every perturbed run is compared with."""
 
-    name: ClassVar[str] = "none"
+    name: ClassVar[str] = CLEAN_CHECK
     description: ClassVar[str] = "no perturbation: the clean reference"
     stage: ClassVar[Stage] = "ticket"
     applies_to: ClassVar[frozenset[str]] = frozenset(FAMILIES)
@@ -201,8 +203,8 @@ class ScoreInversion(SanityCheck):
     prunes the highest scores under the global threshold, ``--prune_highest``). For schedules
     whose budgets ignore the scores (``uniform``, ``erk``, ``smart_ratio``) the two agree.
 
-    Meaningless for random scores (inverting i.i.d. noise is noise), so methods whose scorer is
-    ``random`` are refused, as are dense methods.
+    Meaningless for random scores (inverting i.i.d. noise is noise), so methods whose scorer
+    declares the ``random`` trait are refused, as are dense methods.
     """
 
     name: ClassVar[str] = "score_inversion"
@@ -221,7 +223,7 @@ class ScoreInversion(SanityCheck):
             return reason
         if method.scorer is None:
             return f"{method.name} computes no scores, so there is nothing to invert"
-        if method.scorer == "random":
+        if _random_scorer(method.scorer):
             return f"{method.name} scores at random, and inverted random scores are random scores"
         return None
 
@@ -229,6 +231,13 @@ class ScoreInversion(SanityCheck):
         self, scores: dict[str, torch.Tensor], generator: torch.Generator
     ) -> dict[str, torch.Tensor]:
         return {name: torch.neg(s) for name, s in scores.items()}
+
+
+def _random_scorer(name: str) -> bool:
+    """Whether the registered scorer ``name`` declares the ``random`` trait (False for a name
+    not registered: the method's own resolution reports it)."""
+    scorers = get_plugins().registry("scorer")
+    return name in scorers and bool(getattr(scorers.get(name), "random", False))
 
 
 # ------------------------------------------------------------------------------------ ticket

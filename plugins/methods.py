@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prunekit import Method, hookimpl
+from prunekit import DENSE_METHOD, Method, hookimpl
 
 SNIP = "Lee, Ajanthan, Torr. SNIP: Single-shot Network Pruning based on Connection Sensitivity. ICLR 2019."
 GRASP = "Wang, Zhang, Grosse. Picking Winning Tickets Before Training by Preserving Gradient Flow. ICLR 2020."
@@ -18,7 +18,7 @@ FRANKLE = (
 EVCI = "Evci, Gale, Menick, Castro, Elsen. Rigging the Lottery: Making All Tickets Winners. ICML 2020."
 
 METHODS: tuple[Method, ...] = (
-    Method(name="dense", description="no pruning: the dense reference", family="dense"),
+    Method(name=DENSE_METHOD, description="no pruning: the dense reference", family=DENSE_METHOD),
     Method(
         name="snip",
         description="SNIP: |θ·∂L/∂θ| on a class-balanced batch, global threshold",

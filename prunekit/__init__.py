@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     )
     from prunekit.layers import PrunableLayer, prunable_layers
     from prunekit.masks import MaskEnforcer, Masks
+    from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
 # public name -> the module that defines it (the TYPE_CHECKING imports above say the same)
 _EXPORTS: dict[str, str] = {
@@ -90,6 +91,8 @@ _EXPORTS: dict[str, str] = {
     "Family": "prunekit.interfaces",
     "FAMILIES": "prunekit.interfaces",
     "Rewind": "prunekit.interfaces",
+    "CLEAN_CHECK": "prunekit.sentinels",
+    "DENSE_METHOD": "prunekit.sentinels",
     "InstrumentContext": "prunekit.instruments",
     "Measurement": "prunekit.instruments",
     "Curve": "prunekit.instruments",
@@ -107,6 +110,8 @@ _SUBMODULES = frozenset({"scoring"})
 
 # every name above, and the submodules (a test keeps the three lists in step)
 __all__ = [
+    "CLEAN_CHECK",
+    "DENSE_METHOD",
     "FAMILIES",
     "HOOKSPEC_VERSION",
     "ArrayData",

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from prunekit.data import ArrayData, DataBundle
+from prunekit.defaults import DEFAULT_TRAINER
 from prunekit.errors import PrunekitError
 from prunekit.interfaces import TrainConfig
 from prunekit.masks import Masks
@@ -202,7 +203,7 @@ def prune(
     num_classes: int | None = None,
     input_shape: Sequence[int] | None = None,
     train: TrainConfig | None = None,
-    trainer: str = "sgd",
+    trainer: str = DEFAULT_TRAINER,
     init_model: Callable[[int], nn.Module] | None = None,
     scorer_options: Mapping[str, Any] | None = None,
     schedule_options: Mapping[str, Any] | None = None,

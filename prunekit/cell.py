@@ -15,6 +15,7 @@ import attrs
 import torch
 
 from prunekit.data import DataBundle
+from prunekit.defaults import DEFAULT_TRAINER
 from prunekit.dense import DenseCache
 from prunekit.errors import PrunekitError
 from prunekit.identity import NOOP, canonical
@@ -30,6 +31,7 @@ from prunekit.interfaces import (
 from prunekit.masks import Masks
 from prunekit.pipeline import TicketCache
 from prunekit.plugins import get_plugins
+from prunekit.sentinels import CLEAN_CHECK
 
 
 def option_pairs(value: Mapping[str, Any] | Sequence[tuple[str, Any]] | None) -> tuple[tuple[str, Any], ...]:
@@ -70,11 +72,11 @@ class CellSpec:
     model: str
     dataset: str
     method: str
-    check: str = "none"
+    check: str = CLEAN_CHECK
     sparsity: float
     seed: int
     protocol: TrainConfig = TrainConfig()
-    trainer: str = "sgd"
+    trainer: str = DEFAULT_TRAINER
     data_root: str | None = attrs.field(default=None, eq=False)  # where the files are: not the result
     model_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=option_pairs, metadata=NOOP)
     method_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=option_pairs, metadata=NOOP)
@@ -264,7 +266,7 @@ def prepare_cell(
         def dense(steps: Sequence[int] = ()) -> Any:
             return pipeline.dense_run(
                 build(spec.seed), data, resolved.method, training, seed=spec.seed,
-                pruning_train=data.train, check_name="none", extra_steps=steps,
+                pruning_train=data.train, check_name=CLEAN_CHECK, extra_steps=steps,
             )  # fmt: skip
 
         instruments = start_instruments(

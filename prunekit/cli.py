@@ -21,10 +21,12 @@ import click
 
 from prunekit import __version__
 from prunekit.completion import complete_models, complete_names
+from prunekit.defaults import DEFAULT_SCHEDULE, DEFAULT_TRAINER, EXAMPLE_SCORER
 from prunekit.errors import PluginError, PrunekitError
 from prunekit.kinds import ALIASES, BY_NAME
 from prunekit.kinds import kind as find_kind
 from prunekit.plugins import PluginInfo, get_plugins, reset_plugins
+from prunekit.sentinels import CLEAN_CHECK
 
 if TYPE_CHECKING:
     import torch
@@ -472,8 +474,8 @@ def check_composition(method: str | None, **flags: Any) -> None:
     if method is not None and given:
         raise PrunekitError(
             f"--method {method} is a named recipe and {' '.join(given)} composes another; give "
-            f"either --method, or --scorer with --schedule (e.g. --scorer {flags.get('scorer') or 'snip'} "
-            f"--schedule {flags.get('schedule') or 'global'})"
+            f"either --method, or --scorer with --schedule (e.g. --scorer {flags.get('scorer') or EXAMPLE_SCORER} "
+            f"--schedule {flags.get('schedule') or DEFAULT_SCHEDULE})"
         )
 
 
@@ -488,9 +490,9 @@ def check_composition(method: str | None, **flags: Any) -> None:
 @click.option("--sparsity", type=float, required=True, help="Fraction of prunable weights removed, in [0, 1).")
 @_model_options
 @_prunable_options
-@click.option("--check", default="none", show_default=True, shell_complete=complete_names("sanity_check"), help="Sanity check (`prunekit list checks`).")
+@click.option("--check", default=CLEAN_CHECK, show_default=True, shell_complete=complete_names("sanity_check"), help="Sanity check (`prunekit list checks`).")
 @click.option("--allow-collapse", is_flag=True, help="Allow layers with no surviving weight.")
-@click.option("--trainer", default="sgd", show_default=True, shell_complete=complete_names("trainer"), help="Trainer for dense pre-training (lottery tickets).")
+@click.option("--trainer", default=DEFAULT_TRAINER, show_default=True, shell_complete=complete_names("trainer"), help="Trainer for dense pre-training (lottery tickets).")
 @click.option("--epochs", type=int, default=None, help="Dense pre-training epochs; default: the dataset's protocol.")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=".prunekit-cache", show_default=True, help="Where dense pre-training runs are cached.")
 @click.option("--out", type=click.Path(dir_okay=False), default="masks.safetensors", show_default=True)
@@ -681,7 +683,7 @@ def _model_options_from_file(given: dict[str, Any], recorded: dict[str, Any], ma
 @cli.command()
 @_data_options
 @click.option("--masks", "masks_path", type=click.Path(dir_okay=False), default=None, help="Mask file from `prunekit prune`; none trains dense.")
-@click.option("--trainer", default="sgd", show_default=True, shell_complete=complete_names("trainer"))
+@click.option("--trainer", default=DEFAULT_TRAINER, show_default=True, shell_complete=complete_names("trainer"))
 @click.option("--epochs", type=int, default=None, help="Default: the dataset's protocol.")
 @click.option("--batch-size", type=int, default=None)
 @click.option("--lr", type=float, default=None)

@@ -54,6 +54,7 @@ from prunekit.data import DataBundle, make_generator
 from prunekit.errors import DivergedError, PrunekitError
 from prunekit.interfaces import Method, TrainConfig, Trainer, TrainResult
 from prunekit.masks import Masks
+from prunekit.sentinels import CLEAN_CHECK
 
 if TYPE_CHECKING:
     from prunekit.cell import CellSpec
@@ -201,7 +202,7 @@ def instantiate_instrument(name: str, options: Mapping[str, Any] | None = None) 
 
 def applies(instrument: Instrument, method: Method, check: str) -> bool:
     """Whether ``instrument`` measures a cell of ``method`` under ``check``."""
-    if check != "none" and instrument.cells != "all":
+    if check != CLEAN_CHECK and instrument.cells != "all":
         return False
     return instrument.not_applicable(method) is None
 

@@ -17,19 +17,21 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import attrs
 import torch
 from torch import nn
 
 from prunekit.data import ArrayData, DataBundle
+from prunekit.defaults import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULE
 from prunekit.identity import noop_field
 from prunekit.layers import PrunableLayer
 from prunekit.masks import Masks
+from prunekit.sentinels import DENSE_METHOD
 
 Family = Literal["initial", "partially_trained", "random", "hybrid", "dense"]
-FAMILIES: tuple[str, ...] = ("initial", "partially_trained", "random", "hybrid", "dense")
+FAMILIES: tuple[str, ...] = get_args(Family)  # the dense reference's family is DENSE_METHOD
 
 
 # ---------------------------------------------------------------------------------- scoring
@@ -69,7 +71,9 @@ class Scorer(abc.ABC):
 
     Implement :meth:`score`. Set ``needs_data = False`` for data-free scorers (they get no
     batches and sanity checks on the pruning data do not apply to them) and override
-    :meth:`data_request` to change the scoring batch. A scorer must not change the model's
+    :meth:`data_request` to change the scoring batch. Set ``random = True`` for a scorer whose
+    scores are drawn at random, from neither the weights nor the data (checks that transform
+    scores do not apply to it). Checks read these traits, never a scorer's name. A scorer must not change the model's
     weights or masks (work on a copy if it has to), and must return finite float tensors of the
     layers' shapes, on any device.
     """
@@ -77,6 +81,7 @@ class Scorer(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     needs_data: ClassVar[bool] = True
+    random: ClassVar[bool] = False
 
     def data_request(self, model: nn.Module, data: DataBundle) -> DataRequest | None:
         return DataRequest() if self.needs_data else None
@@ -132,7 +137,7 @@ class SanityCheck(abc.ABC):
     name: ClassVar[str]
     description: ClassVar[str]
     stage: ClassVar[Stage]
-    applies_to: ClassVar[frozenset[str]] = frozenset(FAMILIES) - {"dense"}
+    applies_to: ClassVar[frozenset[str]] = frozenset(FAMILIES) - {DENSE_METHOD}
 
     def stages(self) -> frozenset[str]:
         """Every stage this check acts on (a composed check may act on several)."""
@@ -242,7 +247,7 @@ class TrainConfig:
     milestones: tuple[float, ...] = attrs.field(default=(0.5, 0.75), converter=tuple)  # fractions of epochs
     gamma: float = 0.1
     warmup_epochs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
-    optimizer: str = noop_field("sgd", validator=attrs.validators.min_len(1))
+    optimizer: str = noop_field(DEFAULT_OPTIMIZER, validator=attrs.validators.min_len(1))
     betas: tuple[float, ...] = noop_field((0.9, 0.999), converter=_floats, validator=_betas)
     grad_clip_norm: float = noop_field(0.0, converter=float, validator=attrs.validators.ge(0))
     accumulation_steps: int = noop_field(1, validator=_accumulation)
@@ -372,12 +377,12 @@ class Method:
     citation: str = ""
     scorer: str | None = None
     scorer_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_options)
-    schedule: str = "global"
+    schedule: str = DEFAULT_SCHEDULE
     schedule_options: tuple[tuple[str, Any], ...] = attrs.field(default=(), converter=_options)
     rounds: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     pretrain: bool = False
     rewind: Rewind = attrs.field(
-        default="init", validator=attrs.validators.in_(("init", "step", "trained", "reinit"))
+        default="init", validator=attrs.validators.in_(get_args(Rewind))
     )
     rewind_point: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))
     prune_fraction: float = attrs.field(

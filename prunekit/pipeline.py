@@ -20,6 +20,7 @@ from torch import nn
 
 from prunekit import __version__
 from prunekit.data import ArrayData, DataBundle, augment_batch, balanced_indices, make_generator
+from prunekit.defaults import DEFAULT_SCHEDULE
 from prunekit.dense import DenseCache, DenseRun, rewind_step
 from prunekit.errors import LayerCollapseError, PrunekitError, UnknownNameError
 from prunekit.identity import canonical
@@ -44,6 +45,7 @@ from prunekit.selection import (
     select_top_with_stats,
     zero_fraction,
 )
+from prunekit.sentinels import CLEAN_CHECK
 
 
 # ------------------------------------------------------------------------- names -> objects
@@ -212,8 +214,8 @@ def resolve_method(
         method = get_plugins().registry("method").get(name)
     else:
         method = Method(
-            name=f"{scorer}+{schedule or 'global'}",
-            description=f"{scorer} scores, {schedule or 'global'} budgets",
+            name=f"{scorer}+{schedule or DEFAULT_SCHEDULE}",
+            description=f"{scorer} scores, {schedule or DEFAULT_SCHEDULE} budgets",
             family="initial",
             scorer=scorer,
         )
@@ -253,7 +255,7 @@ def uses_data(method: Method) -> bool:
 
 def resolve_check(name: str | None, method: Method, options: Mapping[str, Any] | None = None) -> SanityCheck | None:
     """The check ``name`` for ``method``; an error when it does not apply to it."""
-    if name is None or name == "none":
+    if name is None or name == CLEAN_CHECK:
         return None
     check = instantiate("sanity_check", name, options)
     reason = check.not_applicable(method, uses_data(method))
@@ -593,7 +595,7 @@ def _find_ticket(
     dense = dense_run(
         model, data, method, training, seed=seed, pruning_train=pruning_train, check_name=pruning_check,
         # options such as half_dataset's fraction change the data: part of the cache key
-        check_options=canonical(check) if pruning_check != "none" and attrs.has(type(check)) else None,
+        check_options=canonical(check) if pruning_check != CLEAN_CHECK and attrs.has(type(check)) else None,
     )
     meta["dense_accuracy"] = dense.final_accuracy
     k = rewind_step(method.rewind_point, dense.steps) if method.rewind == "step" else 0
@@ -675,7 +677,7 @@ def prune(
     layers = tuple(prunable_layers(model, policy))
     masks = Masks.ones(model, [layer.name for layer in layers])
     density = 1.0 - sparsity
-    check_name = check.name if check is not None else "none"
+    check_name = check.name if check is not None else CLEAN_CHECK
     meta: dict[str, Any] = {
         "method": method.spec(),
         "sparsity": sparsity,
@@ -692,7 +694,7 @@ def prune(
     stages = check.stages() if check is not None else frozenset()
     check_rng = make_generator(seed, "check", check_name)
     # a check acting on the ticket only leaves everything before it as the clean run has it
-    before_ticket = check_name if stages - {"ticket"} else "none"
+    before_ticket = check_name if stages - {"ticket"} else CLEAN_CHECK
     key = None
     if reuse is not None and reuse_key is not None:
         key = json.dumps([reuse_key, method.spec(), sparsity, seed, before_ticket], sort_keys=True, default=str)
@@ -705,7 +707,7 @@ def prune(
         masks, unpruned, found_meta = _find_ticket(
             model, data, method, layers, masks, density,
             seed=seed, device=device, check=check, check_rng=check_rng,
-            pruning_check=check_name if "pruning_data" in stages else "none",
+            pruning_check=check_name if "pruning_data" in stages else CLEAN_CHECK,
             init_model=init_model, training=training,
         )
         meta.update(found_meta)

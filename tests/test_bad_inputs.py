@@ -98,6 +98,8 @@ CASES: list[tuple[str, list[str]]] = [
     ("bench-suite-bad-precision", ["bench", "--suite", "{d}/bad_precision.toml"]),
     ("bench-suite-unknown-method-table", ["bench", "--suite", "{d}/unknown_method_table.toml"]),
     ("bench-suite-unknown-method-option", ["bench", "--suite", "{d}/unknown_method_option.toml"]),
+    ("bench-suite-unknown-reference-method", ["bench", "--suite", "{d}/unknown_reference.toml"]),
+    ("bench-suite-bad-published-numbers", ["bench", "--suite", "{d}/bad_published.toml"]),
     ("bench-unknown-method", ["bench", "--suite", "{d}/ok.toml", "--methods", "snipp"]),
     ("bench-unknown-check", ["bench", "--suite", "{d}/ok.toml", "--checks", "nope"]),
     ("bench-sparsity-out-of-range", ["bench", "--suite", "{d}/ok.toml", "--sparsities", "1.5"]),
@@ -139,6 +141,12 @@ def _fixtures(folder: Path) -> None:
     (folder / "bad_precision.toml").write_text(SUITE_OK + 'precision = "fp8"\n')
     (folder / "unknown_method_table.toml").write_text(SUITE_OK + "[method_options.snipp]\nrounds = 2\n")
     (folder / "unknown_method_option.toml").write_text(SUITE_OK + "[method_options.snip]\nroundz = 2\n")
+    (folder / "unknown_reference.toml").write_text(
+        SUITE_OK.replace("[protocol]", 'reference_method = "random_tickt"\n[protocol]')
+    )
+    (folder / "bad_published.toml").write_text(
+        SUITE_OK + '[[published_numbers]]\nsource = "s"\nmodel = "digits_mlp"\nmethod = "snip"\nsparsities = [0.8]\naccuracies = []\n'
+    )
     (folder / "folder").mkdir()
     (folder / "broken_plugins").mkdir()
     (folder / "broken_plugins" / "broken.py").write_text("raise ImportError('this plugin is broken')\n")

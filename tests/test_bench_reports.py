@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from prunekit import atomic as atomic_module
-from prunekit.bench.published import PUBLISHED, compare_published, lookup
+from prunekit.bench.published import compare_published, lookup, published_numbers
 from prunekit.bench.records import ResultRow
 from prunekit.bench.report import MANIFEST, print_terminal_report, renderers, write_reports
 from prunekit.errors import PrunekitError
@@ -417,7 +417,8 @@ def test_terminal_report() -> None:
 
 # --------------------------------------------------------------------------- published
 def test_published_numbers_table() -> None:
-    """The paper-spec numbers are keyed by our names; SNIP/GraSP and dense are unconfirmed."""
+    """The paper-spec numbers (the paper suites' [[published_numbers]]) are keyed by our names;
+    SNIP/GraSP and dense are unconfirmed."""
     assert lookup("cifar10", "cifar_vgg19_bn", "random_ticket", 0.9).accuracy == 93.77  # type: ignore[union-attr]
     assert lookup("cifar100", "cifar_resnet32", "random_ticket", 0.98).accuracy == 60.11  # type: ignore[union-attr]
     snip = lookup("cifar100", "cifar_vgg19_bn", "snip", 0.98)
@@ -425,7 +426,7 @@ def test_published_numbers_table() -> None:
     dense = lookup("cifar10", "cifar_resnet32", "dense", 0.0)
     assert dense is not None and dense.accuracy == 94.80 and not dense.confirmed
     assert lookup("cifar10", "cifar_vgg19_bn", "synflow", 0.9) is None
-    assert len(PUBLISHED) == 2 * 6 + 4 * 6 + 4
+    assert len(published_numbers()) == 2 * 6 + 4 * 6 + 4
 
 
 def test_published_comparison_for_matching_rows() -> None:

@@ -489,6 +489,40 @@ def test_check_refused_for_registered_methods(check: str, method: str, reason: s
         resolve_check(check, m)
 
 
+class DiceScorer(Scorer):
+    """Random scores under a name other than the built-in's: only its trait says so."""
+
+    name: ClassVar[str] = "dice"
+    description: ClassVar[str] = "uniform noise, declared random"
+    needs_data: ClassVar[bool] = False
+    random: ClassVar[bool] = True
+
+    def score(self, model: nn.Module, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+        return {layer.name: torch.rand(layer.shape, generator=ctx.generator("dice", layer.name)) for layer in ctx.layers}
+
+
+class DicePlugin:
+    @hookimpl
+    def register_scorers(self, register):  # type: ignore[no-untyped-def]
+        register(DiceScorer)
+
+
+def test_score_inversion_reads_the_random_trait_not_the_name() -> None:
+    """score_inversion refuses a method whose scorer declares ``random = True`` whatever its
+    name, accepts one whose scorer does not, and the built-in random scorer declares the trait."""
+    assert get_plugins().registry("scorer").get("random").random is True
+    assert get_plugins().registry("scorer").get("magnitude").random is False
+    register_plugin(DicePlugin(), "dice_plugin")
+    try:
+        assert not get_plugins().problems
+        dice = Method(name="dice_uniform", description="d", family="initial", scorer="dice", schedule="uniform")
+        with pytest.raises(PrunekitError, match="scores at random"):
+            resolve_check("score_inversion", dice)
+        assert resolve_check("score_inversion", MAG_UNIFORM) is not None
+    finally:
+        unregister_plugin("dice_plugin")
+
+
 def test_check_applicability_refinements(spy: type[SpyScorer]) -> None:
     """score_inversion refuses a random scorer even in an initial-family method; half_dataset
     refuses initial tickets and accepts partially-trained ones; data checks accept a

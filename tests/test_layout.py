@@ -94,3 +94,110 @@ def test_scorers_import_only_public_modules() -> None:
             ):
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}")
     assert found == []
+
+
+# ------------------------------------------------------------------ no plugin names in the core
+# The core names a built-in plugin only through the one built-in list (prunekit/defaults.py)
+# and the sentinels it defines itself (prunekit/sentinels.py: the clean check, the dense method).
+NAME_HOMES = {"prunekit/defaults.py", "prunekit/sentinels.py"}
+# prunekit/testing.py (the conformance kit) is left out: it is being split into a package, and
+# its literals are handled with that package (prunekit/testing/ when it exists is left out too)
+NOT_SCANNED = ("prunekit/testing.py", "prunekit/testing/")
+NAME_KINDS = ("method", "sanity_check", "scorer", "ratio_schedule", "trainer")
+# string constants equal to a built-in name that are not plugin names: (file, literal) -> why.
+# An entry that no longer occurs fails the test, so the list stays as short as the code allows.
+NOT_PLUGIN_NAMES: dict[tuple[str, str], str] = {
+    # "none" as an English word in messages and tables, where a list or a count is empty
+    ("prunekit/bench/grid.py", "none"): "the message's empty method list reads 'none'",
+    ("prunekit/bench/instrument_report.py", "none"): "a table cell: no stable round was found",
+    ("prunekit/bench/report/data.py", "none"): "the protocol table's empty augmentation list",
+    ("prunekit/bench/status.py", "none"): "empty lists of benches and of cell counts in messages",
+    ("prunekit/bench/store.py", "none"): "a foreign SQLite file's empty table list in a message",
+    ("prunekit/pipeline.py", "none"): (
+        "an option list in a message, and the word a user types for a null option value "
+        "(parse_value reads 'none' / 'null' as None)"
+    ),
+    # matplotlib's own option values
+    ("prunekit/bench/report/plots.py", "none"): 'rcParams "svg.fonttype", linestyle and edgecolor "none"',
+    # the winning_ticket instrument's run labels (ticket / reinit / random_mask), not the check
+    ("prunekit/bench/instrument_report.py", "reinit"): "the winning_ticket instrument's run label",
+}
+
+
+def _builtin_names() -> dict[str, set[str]]:
+    """Every name the built-in plugins register, by name: methods, checks, scorers, schedules,
+    trainers, and the optimizers of the built-in trainers' tables."""
+    from prunekit.plugins import get_plugins
+
+    plugins = get_plugins()
+    names: dict[str, set[str]] = {}
+    for kind in NAME_KINDS:
+        for entry in plugins.registry(kind).entries():
+            if entry.origin.plugin.startswith("prunekit_plugins."):
+                names.setdefault(entry.name, set()).add(kind)
+                for optimizer in getattr(entry.obj, "optimizers", {}) if kind == "trainer" else ():
+                    names.setdefault(optimizer, set()).add("optimizer")
+    return names
+
+
+def _type_literals(tree: ast.AST) -> set[int]:
+    """ids of the string constants spelled inside ``Literal[...]``: a type must spell its values
+    (mypy reads no constants there); the value tuples beside them use the named constants."""
+    inside: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and (
+            (isinstance(node.value, ast.Name) and node.value.id == "Literal")
+            or (isinstance(node.value, ast.Attribute) and node.value.attr == "Literal")
+        ):
+            inside |= {id(n) for n in ast.walk(node.slice)}
+    return inside
+
+
+def _core_name_literals(names: dict[str, set[str]]) -> dict[tuple[str, str], list[int]]:
+    found: dict[tuple[str, str], list[int]] = {}
+    for path in _sources("prunekit"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in NAME_HOMES or rel.startswith(NOT_SCANNED):
+            continue
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        typed = _type_literals(tree)
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value in names
+                and id(node) not in typed
+            ):
+                found.setdefault((rel, node.value), []).append(node.lineno)
+    return found
+
+
+def test_the_core_names_no_builtin_plugin() -> None:
+    """No string constant of prunekit/ equals a built-in plugin's name (taken from the
+    registries), outside the built-in list, the sentinels and the commented exceptions; every
+    exception still occurs."""
+    names = _builtin_names()
+    assert {"none", "dense", "random_ticket", "sgd", "global", "random", "snip"} <= set(names)  # the scan sees them
+    found = _core_name_literals(names)
+    named = [
+        f"{path}:{','.join(map(str, lines))}: {value!r} ({'/'.join(sorted(names[value]))})"
+        for (path, value), lines in sorted(found.items())
+        if (path, value) not in NOT_PLUGIN_NAMES
+    ]
+    assert named == [], "use prunekit.defaults or prunekit.sentinels instead of these literals"
+    assert sorted(set(NOT_PLUGIN_NAMES) - set(found)) == [], "exceptions that no longer occur"
+
+
+def test_the_builtin_list_and_the_sentinels_name_registered_builtins() -> None:
+    """Every name of prunekit/defaults.py is registered by a built-in plugin; the clean check and
+    the dense method are registered under the sentinels (read from the facade)."""
+    import prunekit
+    from prunekit.plugins import get_plugins
+
+    names = _builtin_names()
+    tree = ast.parse((ROOT / "prunekit" / "defaults.py").read_text(encoding="utf-8"))
+    listed = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)][1:]
+    assert listed and [n for n in listed if n not in names] == []  # [1:]: the module docstring
+    plugins = get_plugins()
+    assert plugins.registry("sanity_check").entry(prunekit.CLEAN_CHECK).origin.plugin == "prunekit_plugins.checks"
+    assert plugins.registry("method").entry(prunekit.DENSE_METHOD).origin.plugin == "prunekit_plugins.methods"

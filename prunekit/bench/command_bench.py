@@ -189,7 +189,7 @@ def bench(
     rows = list(summary.rows)
     from prunekit.bench.report import print_terminal_report, write_reports
 
-    settings: dict[str, Any] = {"tolerance": suite.equivalence_margin, "design": design}
+    settings: dict[str, Any] = {"tolerance": suite.equivalence_margin, "design": design, "suites": (suite,)}
     files = write_reports(rows, out_dir, **settings)
     if sink is not None:
         sink.finish(rows, out_dir, **settings)

@@ -14,14 +14,13 @@ import attrs
 
 from prunekit.bench.suite import ALL, ALL_METHODS, Suite
 from prunekit.cell import CellSpec, resolve_method_options
-from prunekit.errors import PrunekitError
+from prunekit.errors import PrunekitError, UnknownNameError
 from prunekit.interfaces import Method
 from prunekit.pipeline import check_sparsity, instantiate, uses_data
 from prunekit.plugins import get_plugins
+from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
-CLEAN = "none"
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range
-DENSE = "dense"
 
 
 @attrs.frozen(kw_only=True)
@@ -80,10 +79,20 @@ def estimate_seconds(cells: Sequence[CellSpec], cell_seconds: float | None) -> f
 def _validated(kind: str, names: Sequence[str]) -> list[str]:
     registry = get_plugins().registry(kind)
     for name in names:
-        if kind == "sanity_check" and name == CLEAN:
+        if kind == "sanity_check" and name == CLEAN_CHECK:
             continue
         registry.get(name)  # unknown names: one line with suggestions
     return list(dict.fromkeys(names))
+
+
+def check_reference_method(suite: Suite) -> None:
+    """The suite's ``reference_method`` names an installed method: one line naming the key and
+    the file otherwise (a suite loads before the plugins are all known, so it is checked here,
+    with the rest of the grid's names)."""
+    try:
+        get_plugins().registry("method").get(suite.reference_method)
+    except UnknownNameError as err:
+        raise PrunekitError(f"invalid suite {suite.source or suite.name}: 'reference_method': {err}") from None
 
 
 def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
@@ -94,6 +103,7 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
     whose check does not apply to the method are listed as skipped, with their reason.
     """
     plugins = get_plugins()
+    check_reference_method(suite)
     if filters.methods:
         method_names = _validated("method", filters.methods)
     elif filters.everything or suite.methods == ALL:
@@ -106,7 +116,7 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
         check_names = plugins.registry("sanity_check").names()
     else:
         check_names = _validated("sanity_check", suite.checks)
-    check_names = [CLEAN, *[c for c in check_names if c != CLEAN]]
+    check_names = [CLEAN_CHECK, *[c for c in check_names if c != CLEAN_CHECK]]
     sparsities = [check_sparsity(s) for s in dict.fromkeys(filters.sparsities or suite.sparsities)]
     seeds = list(dict.fromkeys(filters.seeds or suite.seeds))
     for seed in seeds:
@@ -125,7 +135,7 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
         method = resolve_method_options(plugins.registry("method").get(m), suite.options_for_method(m))
         methods[m] = method
         for c in check_names:
-            if c == CLEAN:
+            if c == CLEAN_CHECK:
                 pairs.append((m, c))
                 continue
             check = instantiate("sanity_check", c, suite.check_options.get(c, {}))
@@ -147,18 +157,18 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
             "dataset_options": suite.dataset_options,
         }
         for seed in seeds:
-            if (DENSE, CLEAN) in pairs:
+            if (DENSE_METHOD, CLEAN_CHECK) in pairs:
                 cells.append(
                     CellSpec(
-                        model=model, method=DENSE, check=CLEAN, sparsity=0.0, seed=seed,
-                        method_options=suite.options_for_method(DENSE),
-                        instruments=measure(methods[DENSE], CLEAN), **common,
+                        model=model, method=DENSE_METHOD, check=CLEAN_CHECK, sparsity=0.0, seed=seed,
+                        method_options=suite.options_for_method(DENSE_METHOD),
+                        instruments=measure(methods[DENSE_METHOD], CLEAN_CHECK), **common,
                     )
                 )
             for sparsity in sparsities:
                 # one (method, sparsity, seed) after another, so a ticket is reused by its checks
                 for m, c in pairs:
-                    if m != DENSE:
+                    if m != DENSE_METHOD:
                         cells.append(
                             CellSpec(
                                 model=model, method=m, check=c, sparsity=sparsity, seed=seed,
@@ -168,14 +178,14 @@ def expand(suite: Suite, filters: Filters = Filters()) -> Grid:
                             )
                         )
                 for s in skipped:
-                    if s.method != DENSE:
+                    if s.method != DENSE_METHOD:
                         spec = CellSpec(
                             model=model, method=s.method, check=s.check, sparsity=sparsity, seed=seed, **common
                         )
                         not_applicable.append((spec, s.reason))
             for s in skipped:
-                if s.method == DENSE:
-                    spec = CellSpec(model=model, method=DENSE, check=s.check, sparsity=0.0, seed=seed, **common)
+                if s.method == DENSE_METHOD:
+                    spec = CellSpec(model=model, method=DENSE_METHOD, check=s.check, sparsity=0.0, seed=seed, **common)
                     not_applicable.append((spec, s.reason))
     if not cells:
         raise PrunekitError(

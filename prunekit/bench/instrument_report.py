@@ -37,6 +37,8 @@ import numpy as np
 
 from prunekit.bench.records import ResultRow
 from prunekit.bench.stats import MIN_SEEDS, PairedTest, paired_test
+from prunekit.defaults import RANDOM_MASK_CHECK, REINIT_CHECK
+from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
 if TYPE_CHECKING:
     from prunekit.bench.report.data import ReportData
@@ -103,7 +105,7 @@ def _table(**kwargs: Any) -> Table:
 
 
 def _sort_key(row: ResultRow) -> tuple[Any, ...]:
-    return (row.method == "dense", row.method, row.check != "none", row.check, row.sparsity)
+    return (row.method == DENSE_METHOD, row.method, row.check != CLEAN_CHECK, row.check, row.sparsity)
 
 
 # ---------------------------------------------------------------------------- errors
@@ -323,9 +325,9 @@ def check_winning_table(data: ReportData) -> Table | None:
     effects = {(e.protocol, e.model, e.dataset, e.method, e.sparsity, e.check): e for e in data.effects}
     rows = []
     for (protocol, model, dataset, method, sparsity, check), e in sorted(effects.items()):
-        if check != "reinit":
+        if check != REINIT_CHECK:
             continue
-        other = effects.get((protocol, model, dataset, method, sparsity, "layerwise_rearrange"))
+        other = effects.get((protocol, model, dataset, method, sparsity, RANDOM_MASK_CHECK))
         if other is None:
             continue
         tests = [PairedTest(n=x.n, mean=x.mean, sd=x.sd, ci_low=x.ci_low, ci_high=x.ci_high, p_lowers=x.p_lowers,
@@ -434,11 +436,11 @@ def _overlaps(a: dict[int, StoredMask], b: dict[int, StoredMask]) -> list[float]
 def method_overlap(cells: Cells, sparsity: float) -> tuple[list[str], np.ndarray]:
     """Methods of the clean cells at ``sparsity`` and their mean Jaccard at the same seed
     (NaN where no seed is shared)."""
-    methods = sorted(m for (m, c, s) in cells if c == "none" and s == sparsity)
+    methods = sorted(m for (m, c, s) in cells if c == CLEAN_CHECK and s == sparsity)
     grid = np.full((len(methods), len(methods)), np.nan)
     for i, a in enumerate(methods):
         for j, b in enumerate(methods):
-            values = _overlaps(cells[(a, "none", sparsity)], cells[(b, "none", sparsity)])
+            values = _overlaps(cells[(a, CLEAN_CHECK, sparsity)], cells[(b, CLEAN_CHECK, sparsity)])
             if values:
                 grid[i, j] = float(np.mean(values))
     return methods, grid
@@ -482,8 +484,8 @@ def mask_stability_tables(data: ReportData) -> list[Table]:
         ))  # fmt: skip
         checked = []
         for (method, check, sparsity), seeds in cells.items():
-            clean = cells.get((method, "none", sparsity))
-            if check == "none" or clean is None:
+            clean = cells.get((method, CLEAN_CHECK, sparsity))
+            if check == CLEAN_CHECK or clean is None:
                 continue
             values = _overlaps(seeds, clean)
             if values:
@@ -495,7 +497,7 @@ def mask_stability_tables(data: ReportData) -> list[Table]:
                 rows=tuple(checked),
                 caption="Same seed, same sparsity; 1 = the check left the mask as it was.",
             ))  # fmt: skip
-        for sparsity in sorted({s for (_, c, s) in cells if c == "none"}):
+        for sparsity in sorted({s for (_, c, s) in cells if c == CLEAN_CHECK}):
             methods, grid = method_overlap(cells, sparsity)
             if len(methods) < 2:
                 continue
@@ -560,19 +562,19 @@ def plot_gradient_norm(data: ReportData) -> Figure | None:
     curves: dict[tuple[GroupKey, float, str], list[dict[str, Any]]] = defaultdict(list)
     for row, entry in measured(data.rows, "gradient_flow"):
         curve = (entry.get("curves") or {}).get("grad_norm")
-        if curve and row.check == "none":
+        if curve and row.check == CLEAN_CHECK:
             curves[(_group(row), row.sparsity, row.method)].append(curve)
-    panels = sorted({(g, s) for g, s, m in curves if m != "dense"})
+    panels = sorted({(g, s) for g, s, m in curves if m != DENSE_METHOD})
     if not panels:
         return None
     with mpl.rc_context(RC):
         fig, axes = panel_grid(len(panels), 2, 5.2, 3.4)
         for ax, (group, sparsity) in zip(axes, panels, strict=True):
             for (g, s, method), found in sorted(curves.items()):
-                if g != group or (s != sparsity and method != "dense"):
+                if g != group or (s != sparsity and method != DENSE_METHOD):
                     continue
                 xs, ys = _mean_curve(found)
-                style = {"color": "black", "linestyle": "--", "label": "dense"} if method == "dense" else {"label": method}
+                style = {"color": "black", "linestyle": "--", "label": DENSE_METHOD} if method == DENSE_METHOD else {"label": method}
                 ax.plot(xs, ys, linewidth=1.1, **style)
             ax.set_yscale("log")
             ax.set_title(f"{_title(data, group)}, {_pct(sparsity)} sparse")
@@ -598,7 +600,7 @@ def plot_instability(data: ReportData) -> Figure | None:
     paths: dict[GroupKey, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     sweeps: dict[GroupKey, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for row, entry in measured(data.rows, "instability"):
-        label = row.method if row.method == "dense" else f"{row.method} @ {_pct(row.sparsity)}"
+        label = row.method if row.method == DENSE_METHOD else f"{row.method} @ {_pct(row.sparsity)}"
         c = entry.get("curves") or {}
         if "error_path" in c:
             paths[_group(row)][label].append(c["error_path"])
@@ -686,7 +688,7 @@ def plot_mask_overlap(data: ReportData) -> Figure | None:
 
     panels = []
     for key, cells in _masks_by_cell(data).items():
-        for sparsity in sorted({s for (_, c, s) in cells if c == "none"}):
+        for sparsity in sorted({s for (_, c, s) in cells if c == CLEAN_CHECK}):
             methods, grid = method_overlap(cells, sparsity)
             if len(methods) >= 2:
                 panels.append((key, sparsity, methods, grid))

@@ -1,11 +1,10 @@
-"""Published accuracies that the paper suites reproduce, and their comparison with our runs.
+"""Our runs beside the accuracies the papers publish for them.
 
-Numbers from ``paper-spec.md`` ("Published numbers"), test accuracy in percent, mean of the
-authors' runs, keyed by ``(dataset, model, method, sparsity)`` with our names:
-
-- Su et al. 2020, Table 1: random tickets (``random_ticket``) on VGG19-BN and ResNet32 (2×).
-- Wang et al. 2020 (GraSP paper): SNIP and GraSP — an *unconfirmed* transcription.
-- Dense baselines — *unconfirmed* (secondary source); listed with sparsity 0.0.
+The numbers are the suites' data (``[[published_numbers]]`` of a suite's TOML file, parsed into
+:attr:`~prunekit.bench.suite.Suite.published_numbers`; ``benchmarks/suites/`` holds the paper
+suites' numbers from ``paper-spec.md``, each with its source). A report compares its rows with
+the numbers of their own suites, then of every installed suite (:func:`published_numbers`),
+keyed by ``(dataset, model, method, sparsity)``.
 
 Like with like: every published number says which of our stored metrics it matches
 (``metric``). The authors' code of both papers logs the *best* test accuracy over the epochs
@@ -24,7 +23,7 @@ is reported beside it, for the reader.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -32,12 +31,11 @@ import numpy as np
 from scipy import stats
 
 from prunekit.bench.records import ResultRow
-from prunekit.bench.stats import CLEAN_CHECK, collect, sparsity_key
+from prunekit.bench.stats import collect, sparsity_key
+from prunekit.bench.suite import BEST, FINAL, PublishedNumber, Suite, resolve_suite
+from prunekit.errors import PrunekitError
+from prunekit.sentinels import CLEAN_CHECK
 
-SU2020 = "Su et al. 2020, Table 1"
-WANG2020 = "Wang et al. 2020 (GraSP paper), as transcribed"
-DENSE_SOURCE = "secondary source"
-BEST, FINAL = "best_accuracy", "final_accuracy"  # the stored metrics a published number can match
 CONFIDENCE = 0.95
 MIN_SEEDS = 3
 CONSISTENT = "consistent with published"
@@ -45,86 +43,43 @@ DIFFERS = "differs from published"
 TOO_FEW_SEEDS = "too few seeds"
 
 
-@attrs.frozen(kw_only=True)
-class PublishedNumber:
-    dataset: str
-    model: str
-    method: str
-    sparsity: float
-    accuracy: float  # percent
-    source: str
-    confirmed: bool
-    metric: str = attrs.field(default=BEST, validator=attrs.validators.in_((BEST, FINAL)))
-
-    def as_dict(self) -> dict[str, Any]:
-        return attrs.asdict(self)
+Key = tuple[str, str, str, float]  # (dataset, model, method, sparsity key)
 
 
-def _table(
-    source: str, confirmed: bool, table: dict[tuple[str, str], tuple[float, ...]]
-) -> list[PublishedNumber]:
-    """``{(model, method): (c10@90, c10@95, c10@98, c100@90, c100@95, c100@98)}``."""
+def _key(p: PublishedNumber) -> Key:
+    return (p.dataset, p.model, p.method, sparsity_key(p.sparsity))
+
+
+def installed_suites() -> list[Suite]:
+    """Every installed suite that loads (one that does not is reported where it is run)."""
+    from prunekit.plugins import get_plugins
+
     out = []
-    for (model, method), values in table.items():
-        cols = [(d, s) for d in ("cifar10", "cifar100") for s in (0.90, 0.95, 0.98)]
-        for (dataset, sparsity), acc in zip(cols, values, strict=True):
-            out.append(
-                PublishedNumber(
-                    dataset=dataset,
-                    model=model,
-                    method=method,
-                    sparsity=sparsity,
-                    accuracy=acc,
-                    source=source,
-                    confirmed=confirmed,
-                )
-            )
+    for name in get_plugins().registry("suite").names():
+        try:
+            out.append(resolve_suite(name))
+        except PrunekitError:
+            continue
     return out
 
 
-VGG, RESNET = "cifar_vgg19_bn", "cifar_resnet32"
-
-PUBLISHED_NUMBERS: tuple[PublishedNumber, ...] = (
-    *_table(
-        SU2020,
-        True,
-        {
-            (VGG, "random_ticket"): (93.77, 93.42, 92.45, 72.55, 71.37, 68.98),
-            (RESNET, "random_ticket"): (92.97, 91.60, 89.10, 69.70, 66.82, 60.11),
-        },
-    ),
-    *_table(
-        WANG2020,
-        False,
-        {
-            (VGG, "snip"): (93.63, 93.43, 92.05, 72.84, 71.83, 58.46),
-            (VGG, "grasp"): (93.30, 93.04, 92.19, 71.95, 71.23, 68.90),
-            (RESNET, "snip"): (92.59, 91.01, 87.51, 68.89, 65.22, 54.81),
-            (RESNET, "grasp"): (92.38, 91.39, 88.81, 69.24, 66.50, 58.43),
-        },
-    ),
-    *(
-        PublishedNumber(
-            dataset=dataset, model=model, method="dense", sparsity=0.0, accuracy=acc,
-            source=DENSE_SOURCE, confirmed=False,
-        )
-        for model, dataset, acc in (
-            (VGG, "cifar10", 94.23),
-            (VGG, "cifar100", 74.16),
-            (RESNET, "cifar10", 94.80),
-            (RESNET, "cifar100", 74.64),
-        )
-    ),
-)
-
-PUBLISHED: dict[tuple[str, str, str, float], PublishedNumber] = {
-    (p.dataset, p.model, p.method, sparsity_key(p.sparsity)): p for p in PUBLISHED_NUMBERS
-}
+def published_numbers(suites: Iterable[Suite] = ()) -> dict[Key, PublishedNumber]:
+    """The published numbers of ``suites``, then of every installed suite, by cell; where two
+    suites give one cell a number, the first suite's counts (``suites`` before the installed
+    ones, those in name order)."""
+    out: dict[Key, PublishedNumber] = {}
+    for suite in [*suites, *installed_suites()]:
+        for p in suite.published_numbers:
+            out.setdefault(_key(p), p)
+    return out
 
 
-def lookup(dataset: str, model: str, method: str, sparsity: float) -> PublishedNumber | None:
-    """The published number for this cell, if the papers report one."""
-    return PUBLISHED.get((dataset, model, method, sparsity_key(sparsity)))
+def lookup(
+    dataset: str, model: str, method: str, sparsity: float, numbers: Mapping[Key, PublishedNumber] | None = None
+) -> PublishedNumber | None:
+    """The published number for this cell among ``numbers`` (default: the installed suites')."""
+    numbers = published_numbers() if numbers is None else numbers
+    return numbers.get((dataset, model, method, sparsity_key(sparsity)))
 
 
 @attrs.frozen(kw_only=True)
@@ -161,17 +116,23 @@ def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = CONF
     return mean - half, mean + half
 
 
-def compare_published(rows: Sequence[ResultRow], confidence: float = CONFIDENCE) -> list[Comparison]:
+def compare_published(
+    rows: Sequence[ResultRow],
+    numbers: Mapping[Key, PublishedNumber] | None = None,
+    confidence: float = CONFIDENCE,
+) -> list[Comparison]:
     """One :class:`Comparison` per (protocol, model, dataset, method, sparsity) of clean done
-    runs that has a published number, each in the metric the number was published in (see the
-    module docstring for the verdict). The comparison is only meaningful for runs under the
-    paper's full protocol (the paper suites); the report says so."""
+    runs that has a published number among ``numbers`` (default: the installed suites', see
+    :func:`published_numbers`), each in the metric the number was published in (see the module
+    docstring for the verdict). The comparison is only meaningful for runs under the paper's
+    full protocol (the paper suites); the report says so."""
+    numbers = published_numbers() if numbers is None else numbers
     out = []
     for metric in (BEST, FINAL):
         for (protocol, model, dataset, method, check, sparsity), per_seed in collect(rows, metric).items():
             if check != CLEAN_CHECK:
                 continue
-            published = lookup(dataset, model, method, sparsity)
+            published = lookup(dataset, model, method, sparsity, numbers)
             if published is None or published.metric != metric:
                 continue
             values = np.asarray(list(per_seed.values()), dtype=float)

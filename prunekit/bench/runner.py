@@ -25,7 +25,7 @@ import torch
 
 from prunekit import __version__, identity
 from prunekit.bench.executors import Executor
-from prunekit.bench.grid import CLEAN, Filters, Grid, expand
+from prunekit.bench.grid import Filters, Grid, expand
 from prunekit.bench.records import ResultRow, Status
 from prunekit.bench.stats import SequentialDesign
 from prunekit.bench.store import ResultStore, check_db_path
@@ -35,6 +35,7 @@ from prunekit.data import DataBundle
 from prunekit.errors import PrunekitError
 from prunekit.identity import Identity, canonical
 from prunekit.plugins import get_plugins
+from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
 CACHE_DIR = ".prunekit-cache"
 FINISHED = ("done", "diverged")  # statuses reused on resume (diverging is a deterministic outcome)  # dense pre-training, beside the store
@@ -268,7 +269,7 @@ def _status(error: str | None) -> Status:
 def _na_identity(spec: CellSpec, device: str) -> Identity:
     """The identity of a cell that is not run because its check does not apply (the check is
     left unresolved, since resolving it is what refuses it)."""
-    base = cell_identity(attrs.evolve(spec, check="none", check_options={}), device)
+    base = cell_identity(attrs.evolve(spec, check=CLEAN_CHECK, check_options={}), device)
     payload = {**base.payload, "check": {"name": spec.check, "not_applicable": True}}
     return Identity(key=identity.digest(payload), payload=payload)
 
@@ -301,7 +302,7 @@ def check_trainer(suite: Suite) -> None:
 
 
 def _cell_text(spec: CellSpec) -> str:
-    at = "" if spec.method == "dense" else f" at {spec.sparsity:g}"
+    at = "" if spec.method == DENSE_METHOD else f" at {spec.sparsity:g}"
     return f"{spec.model} {spec.method} / {spec.check}{at}, seed {spec.seed}"
 
 
@@ -518,7 +519,7 @@ def run_until_decided(
             break
         cells: dict[CellSpec, None] = {}
         for _protocol, model, _dataset, method, check, sparsity in sorted(open_pairs):
-            for c in (CLEAN, check):
+            for c in (CLEAN_CHECK, check):
                 spec = base.get((model, method, c, sparsity))
                 if spec is not None:
                     cells[attrs.evolve(spec, seed=seed)] = None

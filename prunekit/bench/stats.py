@@ -52,6 +52,8 @@ import numpy as np
 from scipy import special, stats
 
 from prunekit.bench.records import ResultRow
+from prunekit.defaults import REFERENCE_METHOD
+from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
 ACCURACY_POINTS = 100.0  # fraction -> percentage points
 DEFAULT_MARGIN = 1.0  # equivalence margin, points
@@ -59,9 +61,6 @@ DEFAULT_TOLERANCE = DEFAULT_MARGIN  # the name `prunekit report --tolerance` use
 DEFAULT_ALPHA = 0.05  # error rate of each verdict
 DEFAULT_CONFIDENCE = 0.95  # leaderboard intervals
 MIN_SEEDS = 3  # no test and no interval from fewer seeds
-CLEAN_CHECK = "none"
-DENSE_METHOD = "dense"
-REFERENCE_METHOD = "random_ticket"
 SEEDS_NEEDED_LIMIT = 100_000  # beyond this we say "not within reach" (None)
 _ZERO_SD = 1e-9  # relative: differences of accuracies equal up to float rounding
 
@@ -887,6 +886,7 @@ def ranking(
     seed: int = 0,
     confidence: float = DEFAULT_CONFIDENCE,
     metric: str = "final_accuracy",
+    reference_method: str = REFERENCE_METHOD,
 ) -> list[Rank]:
     """Leaderboards of the clean runs (check "none") per (protocol, model, dataset, sparsity),
     then one overall per (protocol, model, dataset) by mean rank across sparsities.
@@ -894,7 +894,8 @@ def ranking(
     Rank intervals: ``n_boot`` bootstrap draws resampling each method's seeds with replacement
     (generator seeded by ``seed``), 2.5th and 97.5th percentiles of the rank — of the mean rank
     across sparsities for the overall board. ``vs_random_ticket`` is each method's difference to
-    ``random_ticket`` at the same sparsity (see :class:`Delta`). Order: group, sparsity
+    ``reference_method`` (a suite's ``reference_method``; the random ticket by default) at the
+    same sparsity (see :class:`Delta`). Order: group, sparsity
     ascending, best rank first, dense last; the overall boards after each group's sparsities.
     """
     if n_boot < 1:
@@ -939,7 +940,7 @@ def ranking(
                     axis=1,
                 )
                 boot = _average_ranks(draws)  # (n_boot, methods)
-                reference = methods.get(REFERENCE_METHOD)
+                reference = methods.get(reference_method)
                 for i, m in enumerate(names):
                     s = summarize(list(methods[m].values()), confidence, ACCURACY_BOUNDS)
                     point_ranks[m].append(float(point[i]))
@@ -963,14 +964,14 @@ def ranking(
                             rank_low=float(np.percentile(boot[:, i], 2.5)),
                             rank_high=float(np.percentile(boot[:, i], 97.5)),
                             vs_random_ticket=None
-                            if m == REFERENCE_METHOD or reference is None
+                            if m == reference_method or reference is None
                             else difference(methods[m], reference, confidence),
                         )
                     )
                 board.sort(key=lambda r: (r.rank, r.method))
             if group in dense:
                 s = summarize(list(dense[group].values()), confidence, ACCURACY_BOUNDS)
-                reference = methods.get(REFERENCE_METHOD)
+                reference = methods.get(reference_method)
                 board.append(
                     Rank(
                         protocol=protocol,

@@ -27,6 +27,7 @@ from typing import Any
 import attrs
 
 from prunekit.bench.store import ResultStore
+from prunekit.sentinels import DENSE_METHOD
 
 RECENT = 3  # finished cells shown
 FAILED_SHOWN = 5  # failed cells shown, with their errors
@@ -48,7 +49,7 @@ class CellLine:
     error: str | None = None
 
     def text(self) -> str:
-        at = "" if self.method == "dense" else f" at {self.sparsity:g}"
+        at = "" if self.method == DENSE_METHOD else f" at {self.sparsity:g}"
         return f"{self.model} {self.method} / {self.check}{at}, seed {self.seed}"
 
 

@@ -6,7 +6,12 @@ the training protocol (a ``[protocol]`` table with the fields of
 the trainer, and the options of models (``[model]``), methods (``[method_options.<name>]``) and
 checks (``[check_options.<name>]``) and the dataset (``[dataset_options]``), and the instruments
 that measure its cells (``instruments = [...]`` with ``[instrument_options.<name>]``). Unknown keys are an error that names the key and the file; a value of the wrong
-type or range is one line naming the key. :meth:`Suite.fingerprint` identifies the protocol:
+type or range is one line naming the key.
+
+Two settings are readings of the results, not part of them (they enter neither the protocol's
+fingerprint nor any cell's identity): ``reference_method``, the method every leaderboard
+measures the others against (Δ), and ``[[published_numbers]]``, the accuracies the papers
+report for this suite's cells, which the report puts beside ours (:class:`PublishedNumber`). :meth:`Suite.fingerprint` identifies the protocol:
 every result row carries it, so results of different protocols are never compared silently.
 """
 
@@ -15,12 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from prunekit.defaults import DEFAULT_TRAINER, REFERENCE_METHOD
 from prunekit.errors import PrunekitError
 from prunekit.identity import canonical
 from prunekit.interfaces import TrainConfig
@@ -34,6 +40,33 @@ ALL = "all"
 ALL_METHODS = "*"  # [method_options."*"]: overrides for every method of the suite
 DEVICES = ("cpu", "cuda")
 SCORING_KEYS = ("samples_per_class", "iterations")  # overrides of the scorers' data request
+
+
+BEST, FINAL = "best_accuracy", "final_accuracy"  # the stored metrics a published number can match
+
+
+@attrs.frozen(kw_only=True)
+class PublishedNumber:
+    """One accuracy a paper reports for a cell of ours: test accuracy in percent, the mean of
+    the authors' runs, under our names; ``metric`` is the stored metric it is comparable with
+    (the authors' code of Su et al. 2020 and GraSP logs the best epoch's, so ``best_accuracy``);
+    ``confirmed`` is false for a transcription or a secondary source."""
+
+    dataset: str
+    model: str
+    method: str
+    sparsity: float
+    accuracy: float  # percent
+    source: str
+    confirmed: bool
+    metric: str = attrs.field(default=BEST, validator=attrs.validators.in_((BEST, FINAL)))
+
+    def as_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self)
+
+
+def _numbers(values: Iterable[PublishedNumber]) -> tuple[PublishedNumber, ...]:
+    return tuple(values)
 
 
 def _names(value: Any) -> tuple[str, ...] | str:
@@ -57,7 +90,7 @@ class Suite:
     checks: tuple[str, ...] | str = attrs.field(default=ALL, converter=_names)
     protocol: TrainConfig = TrainConfig()
     scoring: Mapping[str, int] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
-    trainer: str = "sgd"
+    trainer: str = DEFAULT_TRAINER
     # options of the recipe's parts, each entering the identity of the cells that use them:
     # timm.create_model options for every model ([model]) or one ([model.<name>]), overrides of
     # a method's fields ([method_options.<method>]) and a check's options ([check_options.<check>])
@@ -71,6 +104,10 @@ class Suite:
     instrument_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, converter=lambda d: dict(sorted(dict(d).items())))
     device: str = attrs.field(default="cpu", validator=attrs.validators.in_(DEVICES))  # where it is meant to run
     published: str | None = None  # name of the published table it reproduces (for the reader)
+    # readings of the results, not parts of them (in no fingerprint, no cell identity): the
+    # leaderboards' reference (Δ vs it) and the papers' numbers for this suite's cells
+    reference_method: str = attrs.field(default=REFERENCE_METHOD, validator=attrs.validators.min_len(1))
+    published_numbers: tuple[PublishedNumber, ...] = attrs.field(default=(), converter=_numbers)
     # the verdicts' equivalence margin (accuracy points): how small a check's effect must be
     # for "fails"; a reading of the results, not a part of them (not in the fingerprint)
     equivalence_margin: float = attrs.field(default=1.0, validator=attrs.validators.gt(0))
@@ -151,9 +188,29 @@ _SUITE_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer": (lambda v: isinstance(v, str) and bool(v), "a trainer name (string)"),
     "device": (lambda v: v in DEVICES, " or ".join(f'"{d}"' for d in DEVICES)),
     "published": (lambda v: isinstance(v, str), "the name of a published table (string)"),
+    "reference_method": (lambda v: isinstance(v, str) and bool(v), "a method name (string)"),
     "estimated_cell_seconds": (lambda v: _is_number(v) and v > 0, "a number of seconds > 0"),
     "equivalence_margin": (lambda v: _is_number(v) and v > 0, "a number of accuracy points > 0"),
     "instruments": (_str_list, "a list of instrument names (prunekit list instrument)"),
+}
+_PUBLISHED = "published_numbers"  # [[published_numbers]]: an array of tables
+# key of a [[published_numbers]] entry -> (test, what it must be, required)
+_PUBLISHED_FIELDS: dict[str, tuple[Callable[[Any], bool], str, bool]] = {
+    "model": (lambda v: isinstance(v, str) and bool(v), "a model name (string)", True),
+    "method": (lambda v: isinstance(v, str) and bool(v), "a method name (string)", True),
+    "sparsities": (
+        lambda v: _list_of(lambda x: _is_number(x) and 0.0 <= x < 1.0)(v) and bool(v),
+        "a non-empty list of numbers in [0, 1), e.g. [0.9, 0.95]",
+        True,
+    ),
+    "accuracies": (
+        lambda v: _list_of(lambda x: _is_number(x) and 0.0 <= x <= 100.0)(v) and bool(v),
+        "a non-empty list of test accuracies in percent, one per sparsity",
+        True,
+    ),
+    "source": (lambda v: isinstance(v, str) and bool(v), "the citation of the numbers (string)", True),
+    "confirmed": (lambda v: isinstance(v, bool), "true or false", False),
+    "metric": (lambda v: v in (BEST, FINAL), f'"{BEST}" or "{FINAL}"', False),
 }
 _TABLES = ("protocol", "scoring", "model", "method_options", "check_options", "dataset_options", "instrument_options")
 _PROTOCOL_FIELDS = {f.name: f for f in attrs.fields(TrainConfig)}
@@ -229,9 +286,53 @@ def _check_protocol(protocol: Mapping[str, Any], source: str) -> None:
         raise bad("warmup_epochs", f"fewer than the {epochs} epochs of training")
 
 
+def _published_numbers(raw: Any, dataset: str, source: str) -> tuple[PublishedNumber, ...]:
+    """The ``[[published_numbers]]`` entries, one :class:`PublishedNumber` per sparsity, on
+    the suite's dataset; each mistake one line naming the entry's key."""
+    if not isinstance(raw, list) or not all(isinstance(e, Mapping) for e in raw):
+        raise _bad(source, _PUBLISHED, raw, "an array of tables ([[published_numbers]])")
+    out: list[PublishedNumber] = []
+    seen: set[tuple[str, str, float]] = set()
+    for i, entry in enumerate(raw):
+        where = f"{_PUBLISHED}[{i}]"
+        for key in entry:
+            if key not in _PUBLISHED_FIELDS:
+                raise _unknown(source, f"{where}.{key}", {f"{where}.{k}" for k in _PUBLISHED_FIELDS})
+        for key, (test, expected, required) in _PUBLISHED_FIELDS.items():
+            if key not in entry:
+                if required:
+                    raise PrunekitError(f"invalid suite {source}: the key {where}.{key!r} is missing")
+            elif not test(entry[key]):
+                raise _bad(source, f"{where}.{key}", entry[key], expected)
+        sparsities, accuracies = entry["sparsities"], entry["accuracies"]
+        if len(sparsities) != len(accuracies):
+            raise _bad(source, f"{where}.accuracies", accuracies, f"one accuracy per sparsity ({len(sparsities)})")
+        for sparsity, accuracy in zip(sparsities, accuracies, strict=True):
+            cell = (entry["model"], entry["method"], float(sparsity))
+            if cell in seen:
+                raise PrunekitError(
+                    f"invalid suite {source}: {where} gives {entry['method']} on {entry['model']} at "
+                    f"sparsity {sparsity:g} a second published number"
+                )
+            seen.add(cell)
+            out.append(
+                PublishedNumber(
+                    dataset=dataset,
+                    model=entry["model"],
+                    method=entry["method"],
+                    sparsity=float(sparsity),
+                    accuracy=float(accuracy),
+                    source=entry["source"],
+                    confirmed=entry.get("confirmed", False),
+                    metric=entry.get("metric", BEST),
+                )
+            )
+    return tuple(out)
+
+
 def suite_from_mapping(raw: Mapping[str, Any], source: str) -> Suite:
     """Build a suite from parsed TOML; one-line errors naming the key and the file."""
-    allowed = set(_SUITE_FIELDS) | set(_TABLES)
+    allowed = set(_SUITE_FIELDS) | set(_TABLES) | {_PUBLISHED}
     for key in raw:
         if key not in allowed:
             raise _unknown(source, key, allowed)
@@ -270,7 +371,8 @@ def suite_from_mapping(raw: Mapping[str, Any], source: str) -> Suite:
         protocol = TrainConfig(**tables["protocol"])
     except (TypeError, ValueError) as err:
         raise PrunekitError(f"invalid suite {source}: [protocol]: {err}") from None
-    fields = {k: v for k, v in raw.items() if k not in _TABLES}
+    published = _published_numbers(raw.get(_PUBLISHED, []), raw["dataset"], source)
+    fields = {k: v for k, v in raw.items() if k not in _TABLES and k != _PUBLISHED}
     try:
         return Suite(
             **fields,
@@ -281,6 +383,7 @@ def suite_from_mapping(raw: Mapping[str, Any], source: str) -> Suite:
             check_options=tables["check_options"],
             dataset_options=tables["dataset_options"],
             instrument_options=tables["instrument_options"],
+            published_numbers=published,
             source=source,
         )
     except (TypeError, ValueError) as err:  # pragma: no cover - the checks above come first

@@ -423,6 +423,7 @@ class WandbSink:
         tolerance: float | None = None,
         confidence: float | None = None,
         design: Any = None,
+        suites: Sequence[Any] = (),
     ) -> None:
         """Log the reused cells (with ``log_reused``), then one report run: the report's tables
         as W&B Tables, its figures as Images and its folder (``out_dir``, as listed by its
@@ -443,7 +444,7 @@ class WandbSink:
             "confidence": DEFAULT_CONFIDENCE if confidence is None else confidence,
             "design": design,
         }
-        data = report.build_report(rows, **settings)
+        data = report.build_report(rows, **settings, suites=suites)
         out_dir = Path(out_dir)
         listed = [out_dir / name for name in report.read_manifest(out_dir)] if out_dir.is_dir() else []
         listed = [p for p in listed if p.is_file()]

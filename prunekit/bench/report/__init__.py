@@ -16,6 +16,7 @@ from typing import Any
 
 from prunekit.bench.records import ResultRow
 from prunekit.bench.stats import DEFAULT_CONFIDENCE, DEFAULT_TOLERANCE, SequentialDesign
+from prunekit.bench.suite import Suite
 
 from .data import ReportData, build_report, failure_summary, status_line
 from .files import FILE_NAMES, FORMATS, MANIFEST, read_manifest, write_reports
@@ -37,15 +38,17 @@ def print_terminal_report(
     n_boot: int = 1000,
     seed: int = 0,
     design: SequentialDesign | None = None,
+    suites: Sequence[Suite] = (),
 ) -> None:
-    """The protocol, leaderboards (mean ± CI, rank interval, Δ vs random ticket, achieved
+    """The protocol, leaderboards (mean ± CI, rank interval, Δ vs the reference method, achieved
     sparsity), the verdict matrix, published numbers where they match, the verdict labels and
     one line on failed cells, on a rich console."""
     from .renderers import print_report
 
     data = build_report(
-        rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed, design=design
-    )
+        rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed, design=design,
+        suites=suites,
+    )  # fmt: skip
     print_report(data, console)
 
 

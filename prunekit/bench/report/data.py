@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from prunekit.bench.published import Comparison, compare_published
+from prunekit.bench.published import Comparison, compare_published, published_numbers
 from prunekit.bench.records import ResultRow
 from prunekit.bench.stats import (
     ACCURACY_POINTS,
@@ -37,6 +37,10 @@ from prunekit.bench.stats import (
     ranking,
     verdict_matrix,
 )
+from prunekit.bench.suite import Suite, resolve_suite
+from prunekit.defaults import ADAMW_OPTIMIZER, DEFAULT_OPTIMIZER, REFERENCE_METHOD, SGD_OPTIMIZER
+from prunekit.errors import PrunekitError
+from prunekit.sentinels import DENSE_METHOD
 
 DASH = "–"
 UNITS = {
@@ -156,13 +160,13 @@ def train_config(protocol: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _optimiser_text(p: Mapping[str, Any]) -> str:
-    name = str(p.get("optimizer", "sgd"))
+    name = str(p.get("optimizer", DEFAULT_OPTIMIZER))
     wd = p.get("weight_decay")
     decay = f", weight decay {_g(wd)}" if wd is not None else ""
-    if name == "sgd":
+    if name == SGD_OPTIMIZER:
         nesterov = ", Nesterov" if p.get("nesterov") else ""
         return f"SGD, momentum {_g(p.get('momentum', 0.0))}{nesterov}{decay}"
-    if name == "adamw":
+    if name == ADAMW_OPTIMIZER:
         betas = ", ".join(_g(b) for b in p.get("betas", ()))
         return f"AdamW, betas ({betas}), decoupled{decay}"
     return name + decay
@@ -293,7 +297,7 @@ def protocol_groups(
         settings += [
             ("methods", _joined(sorted({r.method for r in ran}))),
             ("checks", _joined(sorted({r.check for r in ran}))),
-            ("sparsities asked", _pct_list(r.sparsity for r in ran if r.method != "dense") or DASH),
+            ("sparsities asked", _pct_list(r.sparsity for r in ran if r.method != DENSE_METHOD) or DASH),
             ("seeds", _seed_text([r for r in ran if r.status == "done"] or ran)),
             (
                 "verdicts",
@@ -462,6 +466,12 @@ class ReportData:
     protocols: tuple[ProtocolGroup, ...] = ()
     software: tuple[Software, ...] = ()
     achieved: dict[CellGroup, Achieved] = attrs.field(factory=dict)
+    reference_method: str = REFERENCE_METHOD  # the leaderboards' Δ is against it (the suite's)
+
+    @property
+    def reference_label(self) -> str:
+        """The reference method in words, e.g. "random ticket"."""
+        return self.reference_method.replace("_", " ")
 
     @property
     def margin(self) -> float:
@@ -496,6 +506,33 @@ class ReportData:
         return {m: (d, n) for m, (d, n) in sorted(counts.items()) if d}
 
 
+def suites_of(rows: Sequence[ResultRow], suites: Sequence[Suite] = ()) -> list[Suite]:
+    """The suites the rows come from: ``suites`` (e.g. the one a bench just ran, which may be a
+    file), then each other suite the rows name that still resolves (installed, or a file)."""
+    out = list(suites)
+    known = {s.name for s in out}
+    for name in sorted({r.suite for r in rows} - known):
+        try:
+            out.append(resolve_suite(name))
+        except PrunekitError:
+            continue  # a suite that no longer resolves: its rows are read with the defaults
+    return out
+
+
+def reference_method_of(suites: Sequence[Suite]) -> str:
+    """The one reference method of ``suites`` (their ``reference_method``; the built-in
+    default without any); an error when they name different ones."""
+    named = {s.name: s.reference_method for s in suites}
+    methods = sorted(set(named.values()))
+    if len(methods) > 1:
+        listed = ", ".join(f"{name} ({method})" for name, method in sorted(named.items()))
+        raise PrunekitError(
+            f"the suites of these results rank against different reference methods: {listed}; "
+            "report one suite at a time (--suite)"
+        )
+    return methods[0] if methods else REFERENCE_METHOD
+
+
 def build_report(
     rows: Iterable[ResultRow],
     *,
@@ -505,18 +542,24 @@ def build_report(
     seed: int = 0,
     alpha: float = DEFAULT_ALPHA,
     design: SequentialDesign | None = None,
+    suites: Sequence[Suite] = (),
 ) -> ReportData:
     """``tolerance`` is the equivalence margin (points), ``alpha`` each verdict's error rate,
-    ``confidence`` the leaderboard intervals' level; ``design``: verdicts by the sequential rule."""
+    ``confidence`` the leaderboard intervals' level; ``design``: verdicts by the sequential rule.
+    The rows' suites (``suites``, then those the rows name: :func:`suites_of`) give the
+    leaderboards' reference method and the published numbers, with those of every installed
+    suite after them."""
     rows = tuple(rows)
+    known = suites_of(rows, suites)
+    reference = reference_method_of(known)
     effects = check_effects(rows, margin=tolerance, alpha=alpha, design=design)
     margin = tolerance if design is None else design.margin
     return ReportData(
         rows=rows,
-        ranks=tuple(ranking(rows, n_boot=n_boot, seed=seed, confidence=confidence)),
+        ranks=tuple(ranking(rows, n_boot=n_boot, seed=seed, confidence=confidence, reference_method=reference)),
         effects=tuple(effects),
         verdicts=tuple(verdict_matrix(effects)),
-        published=tuple(compare_published(rows)),
+        published=tuple(compare_published(rows, published_numbers(known))),
         tolerance=tolerance,
         confidence=confidence,
         n_boot=n_boot,
@@ -529,4 +572,5 @@ def build_report(
         ),
         software=software_versions(rows),
         achieved=sparsity_achieved(rows),
+        reference_method=reference,
     )

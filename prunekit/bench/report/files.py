@@ -21,6 +21,7 @@ from typing import Any
 from prunekit.atomic import atomic_write
 from prunekit.bench.records import ResultRow
 from prunekit.bench.stats import DEFAULT_CONFIDENCE, DEFAULT_TOLERANCE, SequentialDesign
+from prunekit.bench.suite import Suite
 from prunekit.errors import PrunekitError
 
 from . import plots as plots_module
@@ -86,6 +87,7 @@ def write_reports(
     n_boot: int = 1000,
     seed: int = 0,
     design: SequentialDesign | None = None,
+    suites: Sequence[Suite] = (),
 ) -> list[Path]:
     """Write the chosen report files (``report.md``, ``report.html``, ``results.csv``,
     ``report.json``) and, with ``plots``, every figure as PNG, SVG and PDF into ``out_dir``;
@@ -100,8 +102,9 @@ def write_reports(
         )
     rows = list(rows)
     data = build_report(
-        rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed, design=design
-    )
+        rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed, design=design,
+        suites=suites,
+    )  # fmt: skip
     figures = plots_module.render_figures(data) if plots else []
     files: dict[str, bytes] = {}
     for fig in figures:

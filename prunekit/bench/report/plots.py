@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from prunekit.bench.stats import DENSE_METHOD, MIN_SEEDS, REFERENCE_METHOD, Effect, Rank
+from prunekit.bench.stats import MIN_SEEDS, Effect, Rank
+from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
 from .data import ReportData
 from .tables import VERDICT_MARKS, pct
@@ -96,7 +97,7 @@ def method_colours(data: ReportData) -> dict[str, Any]:
     import matplotlib as mpl
 
     palette = mpl.colormaps["tab10"]
-    methods = sorted({r.method for r in data.rows} - {DENSE_METHOD, REFERENCE_METHOD})
+    methods = sorted({r.method for r in data.rows} - {DENSE_METHOD, data.reference_method})
     return {m: palette(i % palette.N) for i, m in enumerate(methods)}
 
 
@@ -108,7 +109,7 @@ def _seed_ranges(data: ReportData) -> dict[tuple[str, str, str, str, float], tup
     for r in data.rows:
         if (
             r.status == "done"
-            and r.check == "none"
+            and r.check == CLEAN_CHECK
             and r.final_accuracy is not None
             and math.isfinite(r.final_accuracy)
         ):
@@ -150,7 +151,7 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
                 {r.sparsity for r in ranks if not r.reference and r.sparsity is not None}
             )
             for method in sorted(
-                by_method, key=lambda m: (m in (DENSE_METHOD, REFERENCE_METHOD), m)
+                by_method, key=lambda m: (m in (DENSE_METHOD, data.reference_method), m)
             ):
                 points = sorted(by_method[method], key=lambda r: r.sparsity or 0.0)
                 if method == DENSE_METHOD:
@@ -170,12 +171,12 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
                 ys = [math.nan if r.mean is None else float(r.mean) for r in points]  # never None in a board
                 bands = [_band(r, ranges, r.sparsity or 0.0) for r in points]
                 lows, highs = [b[0] for b in bands], [b[1] for b in bands]
-                if method == REFERENCE_METHOD:
+                if method == data.reference_method:
                     style: dict[str, Any] = {
                         "color": "#444444",
                         "linestyle": ":",
                         "marker": "s",
-                        "label": "random ticket (reference)",
+                        "label": f"{data.reference_label} (reference)",
                     }
                 else:
                     style = {
@@ -208,7 +209,7 @@ def plot_accuracy_vs_sparsity(data: ReportData) -> Figure | None:
             "Mean final test accuracy (%) of the clean runs against the asked sparsity (% of prunable weights "
             f"removed). Bands and error bars: the {data.confidence:.0%} t interval of the mean over seeds, cut to "
             f"[0, 100]; with fewer than {MIN_SEEDS} seeds or no seed variance, the range of the seeds. Dashed: the "
-            "dense network (its band shaded); dotted: the random ticket."
+            f"dense network (its band shaded); dotted: the {data.reference_label}."
         ),
         files=files,
     )
@@ -322,7 +323,7 @@ def plot_layer_density(data: ReportData) -> Figure | None:
     for r in data.rows:
         if (
             r.status == "done"
-            and r.check == "none"
+            and r.check == CLEAN_CHECK
             and r.method != DENSE_METHOD
             and r.layer_density
         ):
@@ -338,15 +339,15 @@ def plot_layer_density(data: ReportData) -> Figure | None:
             axes, sorted(profiles.items()), strict=True
         ):
             layers = list(next(iter(methods.values()))[0])
-            for method in sorted(methods, key=lambda m: (m == REFERENCE_METHOD, m)):
+            for method in sorted(methods, key=lambda m: (m == data.reference_method, m)):
                 runs = methods[method]
                 ys = [
                     100 * sum(run.get(layer, math.nan) for run in runs) / len(runs)
                     for layer in layers
                 ]
                 style: dict[str, Any] = (
-                    {"color": "#444444", "linestyle": ":", "marker": "s", "label": "random ticket"}
-                    if method == REFERENCE_METHOD
+                    {"color": "#444444", "linestyle": ":", "marker": "s", "label": data.reference_label}
+                    if method == data.reference_method
                     else {
                         "color": colour.get(method, "C0"),
                         "linestyle": "-",

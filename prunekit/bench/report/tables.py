@@ -12,12 +12,12 @@ from prunekit.bench.records import ResultRow
 from prunekit.bench.stats import (
     COMBINATION_RULE,
     MIN_SEEDS,
-    REFERENCE_METHOD,
     Delta,
     Effect,
     Rank,
     VerdictSummary,
 )
+from prunekit.sentinels import CLEAN_CHECK
 
 from .data import (
     ACCURACY_BOUNDS,
@@ -180,8 +180,8 @@ def glossary(data: ReportData) -> list[tuple[str, str]]:
             ),
         ),
         (
-            "Δ vs random_ticket",
-            f"method − random ticket at the same sparsity, paired by seed, with its {conf} t interval.",
+            f"Δ vs {data.reference_method}",
+            f"method − {data.reference_label} at the same sparsity, paired by seed, with its {conf} t interval.",
         ),
         (
             CLIPPED,
@@ -368,7 +368,7 @@ def leaderboard_tables(data: ReportData) -> list[Table]:
         rows = []
         for r in board:
             asked = 0.0 if r.reference else sparsity
-            achieved, effective = _achieved(data, protocol, model, dataset, r.method, "none", asked)
+            achieved, effective = _achieved(data, protocol, model, dataset, r.method, CLEAN_CHECK, asked)
             rows.append(
                 (
                     "ref" if r.reference else _rank_text(r.rank),
@@ -390,7 +390,7 @@ def leaderboard_tables(data: ReportData) -> list[Table]:
                     "seeds",
                     f"final acc. % (mean ± {conf} CI)",
                     "rank interval",
-                    f"Δ vs {REFERENCE_METHOD}, points [{conf} CI]",
+                    f"Δ vs {data.reference_method}, points [{conf} CI]",
                     "achieved sparsity %",
                     "effective sparsity %",
                 ),
@@ -445,7 +445,7 @@ def effect_tables(data: ReportData) -> list[Table]:
         rows = []
         for e in effects:
             _, clean_eff = _achieved(
-                data, e.protocol, e.model, e.dataset, e.method, "none", e.sparsity
+                data, e.protocol, e.model, e.dataset, e.method, CLEAN_CHECK, e.sparsity
             )
             achieved, check_eff = _achieved(
                 data, e.protocol, e.model, e.dataset, e.method, e.check, e.sparsity
