@@ -27,3 +27,7 @@ RANDOM_MASK_CHECK = "layerwise_rearrange"  # a random mask with the ticket's lay
 
 # the example an error message suggests for composing a method on the command line
 EXAMPLE_SCORER = "snip"  # prunekit_plugins.snip
+
+# the scorers of the conformance kit's sample methods (data-free, so any check runs on them;
+# prunekit_plugins.basic_scorers)
+KIT_SAMPLE_SCORERS: tuple[str, ...] = ("magnitude", "random")

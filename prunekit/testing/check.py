@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from prunekit.data import ArrayData, make_generator
+from prunekit.defaults import KIT_SAMPLE_SCORERS
 from prunekit.interfaces import (
     FAMILIES,
     Method,
@@ -16,7 +17,7 @@ from prunekit.interfaces import (
 )
 from prunekit.layers import PrunableLayer, prunable_layers
 from prunekit.masks import Masks
-from prunekit.testing._names import CLEAN_CHECK, DENSE_FAMILY, SAMPLE_SCORERS
+from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 from prunekit.testing.fixtures import (
     IMAGE_SHAPE,
     NUM_CLASSES,
@@ -39,7 +40,7 @@ STAGES: tuple[str, ...] = ("pruning_data", "scores", "ticket")
 def _sample_methods() -> list[Method]:
     out = []
     for family in FAMILIES:
-        for scorer in (None,) if family == DENSE_FAMILY else (*SAMPLE_SCORERS, None):
+        for scorer in (None,) if family == DENSE_METHOD else (*KIT_SAMPLE_SCORERS, None):
             out.append(
                 Method(
                     name=f"kit_{family}_{scorer}",

@@ -6,6 +6,7 @@ from torch import nn
 
 from prunekit import pipeline
 from prunekit.data import DataBundle
+from prunekit.defaults import DEFAULT_TRAINER
 from prunekit.dense import DenseCache
 from prunekit.errors import PrunekitError
 from prunekit.interfaces import (
@@ -13,7 +14,6 @@ from prunekit.interfaces import (
     TrainConfig,
 )
 from prunekit.plugins import get_plugins
-from prunekit.testing._names import DEFAULT_TRAINER
 from prunekit.testing.fixtures import (
     ConformanceError,
     fail,
