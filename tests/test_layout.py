@@ -200,3 +200,20 @@ def test_the_builtin_list_and_the_sentinels_name_registered_builtins() -> None:
     plugins = get_plugins()
     assert plugins.registry("sanity_check").entry(prunekit.CLEAN_CHECK).origin.plugin == "prunekit_plugins.checks"
     assert plugins.registry("method").entry(prunekit.DENSE_METHOD).origin.plugin == "prunekit_plugins.methods"
+
+
+def test_every_package_folder_is_installed() -> None:
+    """A regular (non-editable) install ships exactly the packages pyproject lists: every folder
+    of prunekit/ and plugins/ with an __init__.py must be there, or `pip install .` leaves it out
+    and the installed command fails on import."""
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(config["packages"])
+    homes = {"prunekit": "prunekit", "prunekit_plugins": "plugins"}
+    found = {
+        ".".join([name, *init.parent.relative_to(ROOT / folder).parts])
+        for name, folder in homes.items()
+        for init in (ROOT / folder).rglob("__init__.py")
+    }
+    assert found - listed == set()
