@@ -116,6 +116,9 @@ class SGDTrainer(Trainer):
     data_on_device: str = attrs.field(
         default="auto", validator=attrs.validators.in_(("auto", "always", "never"))
     )  # keep the whole split on the accelerator (auto: when it fits in half the free memory)
+    # train convolutional models and image batches in channels_last (a layout: the result is the
+    # same up to float summation order, so it is no part of a result's identity)
+    channels_last: bool = attrs.field(default=True, eq=False)
 
     def validate(self, config: TrainConfig) -> None:
         if config.optimizer not in self.optimizers:
@@ -154,7 +157,7 @@ class SGDTrainer(Trainer):
         with torch.no_grad(), autocast(device, precision):
             for start in range(0, len(test), self.eval_batch_size):
                 x = data.normalize(test.x[start : start + self.eval_batch_size].to(device, non_blocking=True))
-                x = _layout(x)
+                x = _layout(x) if self.channels_last else x
                 y = test.y[start : start + self.eval_batch_size].to(device, non_blocking=True)
                 logits = model(x).float()
                 loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
@@ -181,7 +184,8 @@ class SGDTrainer(Trainer):
         """Train in channels_last and hand the model back in the layout it came in (so code that
         views its weights flat keeps working)."""
         contiguous = all(p.is_contiguous() for p in model.parameters())
-        model.to(memory_format=torch.channels_last)  # 4-d parameters only; others are unchanged
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)  # 4-d parameters only; others unchanged
         try:
             return self._fit(
                 model, data, config, masks=masks, seed=seed, device=device, train_data=train_data,
@@ -275,7 +279,8 @@ class SGDTrainer(Trainer):
                     group["lr"] = config.lr * factor
                 xb = augment_batch(xb.to(device, non_blocking=True), data.augment, generator)
                 yb = yb.to(device, non_blocking=True)
-                x = _layout(data.normalize(xb))
+                x = data.normalize(xb)
+                x = _layout(x) if self.channels_last else x
                 optimizer.zero_grad(set_to_none=True)
                 loss = self._accumulate(forward, x, yb, chunks, config.precision, device, scaler, correct)
                 if mask_gradients:

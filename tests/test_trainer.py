@@ -235,3 +235,29 @@ def test_cli_train_precision_and_optimizer(capsys: pytest.CaptureFixture[str]) -
         "others with its own trainer)"
     )
     assert err.strip().splitlines() == [expected]
+
+
+def test_channels_last_is_a_layout_not_a_result(digits: DataBundle) -> None:
+    """Training in channels_last (the default) gives the contiguous layout's weights up to float
+    summation order (compared after one step: later steps amplify rounding), keeps pruned weights
+    exactly zero, and hands the model back in the layout it came in (code that views weights
+    flat keeps working)."""
+    from prunekit_plugins.sgd import SGDTrainer
+
+    one_step = ArrayData(x=digits.train.x[:64], y=digits.train.y[:64])
+    config = TrainConfig(epochs=1, batch_size=64, lr=0.05, weight_decay=5e-4, lr_schedule="constant")
+    states = {}
+    for channels_last in (True, False):
+        model = build_model("digits_cnn", digits, 0)
+        masks = _random_masks(model, density=0.3)
+        SGDTrainer(channels_last=channels_last).fit(model, digits, config, masks=masks, seed=0, train_data=one_step)
+        assert all(p.is_contiguous() for p in model.parameters())
+        params = dict(model.named_parameters())
+        for name in masks:
+            assert torch.all(params[name][masks[name] == 0] == 0)
+        states[channels_last] = {k: v.clone() for k, v in model.state_dict().items()}
+    initial = build_model("digits_cnn", digits, 0).state_dict()
+    for name, value in states[False].items():
+        if value.is_floating_point():
+            torch.testing.assert_close(states[True][name], value, rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(states[True][n], initial[n]) for n in initial)  # it trained
