@@ -228,8 +228,8 @@ def prune(
     * ``seed`` fixes every random draw; ``device`` defaults to the model's.
     """
     from prunekit import pipeline
-    from prunekit.cli import check_composition
     from prunekit.dense import DenseCache
+    from prunekit.validate import check_composition
 
     check_composition(method, scorer=scorer, schedule=schedule)
     if not isinstance(model, nn.Module):
@@ -418,7 +418,7 @@ def benchmark(
 def names(kind: str) -> list[str]:
     """The installed names of one kind: ``methods``, ``checks``, ``scorers``, ``schedules``,
     ``trainers``, ``datasets``, ``suites``, ``executors``, ``models`` (singular works too)."""
-    from prunekit.cli import KIND_ALIASES
+    from prunekit.kinds import ALIASES as KIND_ALIASES
     from prunekit.plugins import KINDS, get_plugins
 
     if kind not in KIND_ALIASES:

@@ -21,18 +21,16 @@ import click
 
 from prunekit import __version__
 from prunekit.completion import complete_models, complete_names
-from prunekit.defaults import DEFAULT_SCHEDULE, DEFAULT_TRAINER, EXAMPLE_SCORER
+from prunekit.defaults import DEFAULT_TRAINER
 from prunekit.errors import PluginError, PrunekitError
-from prunekit.kinds import ALIASES, BY_NAME
+from prunekit.kinds import BY_NAME
 from prunekit.kinds import kind as find_kind
 from prunekit.plugins import PluginInfo, get_plugins, reset_plugins
 from prunekit.sentinels import CLEAN_CHECK
+from prunekit.validate import check_composition, resolve_device
 
 if TYPE_CHECKING:
     import torch
-
-KIND_ALIASES = ALIASES  # the words of `prunekit list KIND` (prunekit.kinds); api.names reads it here
-
 
 def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
@@ -44,29 +42,6 @@ def _emit_json(value: Any) -> None:
 
 
 MAX_SEED = 2**63 - 1  # torch.manual_seed's range
-
-
-def resolve_device(name: str) -> torch.device:
-    """``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when available) as a device; anything
-    else, or a GPU that is not there, is one line."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise PrunekitError(f"unknown device {name!r}; use cpu, cuda, cuda:N or auto") from None
-    if device.type not in ("cpu", "cuda"):
-        raise PrunekitError(f"device {name!r} cannot train models here; use cpu, cuda, cuda:N or auto")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise PrunekitError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise PrunekitError(
-                f"device {name!r} does not exist: {torch.cuda.device_count()} GPU(s) visible; use cuda:0.."
-            )
-    return device
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -465,18 +440,6 @@ def _epoch_text(record: dict[str, float]) -> str:
 
 
 COMPOSITION_FLAGS = ("scorer", "schedule")  # flags that compose a method of their own
-
-
-def check_composition(method: str | None, **flags: Any) -> None:
-    """A named method is a recipe of its own: combined with a flag that composes one (a scorer,
-    a schedule) it would write the composed method's masks under the named method's label."""
-    given = [f"--{name} {value}" for name, value in flags.items() if value is not None]
-    if method is not None and given:
-        raise PrunekitError(
-            f"--method {method} is a named recipe and {' '.join(given)} composes another; give "
-            f"either --method, or --scorer with --schedule (e.g. --scorer {flags.get('scorer') or EXAMPLE_SCORER} "
-            f"--schedule {flags.get('schedule') or DEFAULT_SCHEDULE})"
-        )
 
 
 @cli.command()

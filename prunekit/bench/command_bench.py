@@ -126,8 +126,7 @@ def bench(
     )
     from prunekit.bench.store import check_db_path
     from prunekit.bench.suite import resolve_suite
-    from prunekit.cli import resolve_device
-    from prunekit.validate import check_output_dir
+    from prunekit.validate import check_output_dir, resolve_device
 
     suite = resolve_suite(suite_name)
     if data_root is not None:
