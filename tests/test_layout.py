@@ -217,3 +217,53 @@ def test_every_package_folder_is_installed() -> None:
         for init in (ROOT / folder).rglob("__init__.py")
     }
     assert found - listed == set()
+
+
+def _module_imports(path: Path, module: str) -> set[str]:
+    """The prunekit modules ``module`` imports when it is imported (its top level, outside
+    ``if TYPE_CHECKING:``); ``from . import x`` names the submodule x, not the package."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    nodes: list[ast.stmt] = []
+    for node in tree.body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        nodes.extend(node.body if isinstance(node, ast.Try) else [node])
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            found |= {f"{base}.{a.name}" for a in node.names} | ({base} if node.module else set())
+    return found
+
+
+def test_no_import_cycles_at_import_time() -> None:
+    """Importing any prunekit module never comes back to a module still being imported."""
+    modules = {}
+    for path in (ROOT / "prunekit").rglob("*.py"):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {m: sorted(t for t in _module_imports(p, m) if t in modules and t != m) for m, p in modules.items()}
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+
+    def visit(module: str, stack: list[str]) -> None:
+        state[module] = 1
+        stack.append(module)
+        for target in graph[module]:
+            if state.get(target) == 1:
+                cycles.append([*stack[stack.index(target) :], target])
+            elif target not in state:
+                visit(target, stack)
+        stack.pop()
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+    assert cycles == []
