@@ -6,7 +6,6 @@ nothing (only the benchmark driver writes the results store).
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -165,28 +164,48 @@ class CellResult:
         return attrs.asdict(self)
 
 
-_TICKETS: TicketCache | None = None
+@attrs.define(eq=False)
+class WorkerState:
+    """What one worker keeps between the cells it runs, so that work the cells share is done
+    once: the datasets (the last two loaded), the tickets before their ticket check
+    (:class:`~prunekit.pipeline.TicketCache`) and one dense cache per folder (in memory for
+    ``None``). Executors pass it to :func:`run_cell`; a cell run without one shares nothing."""
+
+    tickets: TicketCache = attrs.Factory(TicketCache)
+    datasets: dict[tuple[Any, ...], DataBundle] = attrs.Factory(dict)
+    dense: dict[str | None, DenseCache] = attrs.Factory(dict)
+    keep_datasets: int = 2
+
+    def data(self, dataset: str, root: str | None, options: tuple[tuple[str, Any], ...] = ()) -> DataBundle:
+        """The dataset ``dataset`` (options as :func:`option_pairs`), loaded once."""
+        key = (dataset, root, options)
+        if key not in self.datasets:
+            from prunekit.pipeline import load_dataset
+
+            bundle = load_dataset(dataset, root, options=plain_options(options))
+            while len(self.datasets) >= self.keep_datasets:
+                del self.datasets[next(iter(self.datasets))]
+            self.datasets[key] = bundle
+        return self.datasets[key]
+
+    def dense_cache(self, folder: str | None) -> DenseCache:
+        """The dense cache in ``folder`` (on disk; in memory when None), shared by every cell
+        this worker runs, so pre-training is computed once per (model, data, protocol, seed)."""
+        if folder not in self.dense:
+            self.dense[folder] = DenseCache(folder)
+        return self.dense[folder]
 
 
-def ticket_cache() -> TicketCache:
-    """This process's cache of tickets before their ticket check (see :class:`TicketCache`)."""
-    global _TICKETS
-    if _TICKETS is None:
-        _TICKETS = TicketCache()
-    return _TICKETS
+_WORKER: WorkerState | None = None
 
 
-@functools.lru_cache(maxsize=2)
-def load_data_once(dataset: str, root: str | None, options: tuple[tuple[str, Any], ...] = ()) -> DataBundle:
-    """The dataset ``dataset`` (options as :func:`option_pairs`), loaded once per process."""
-    from prunekit.pipeline import load_dataset
-
-    return load_dataset(dataset, root, options=plain_options(options))
-
-
-def cell_data(spec: CellSpec) -> DataBundle:
-    """The dataset of ``spec`` (loaded once per process and kept)."""
-    return load_data_once(spec.dataset, spec.data_root, spec.dataset_options)
+def worker_state() -> WorkerState:
+    """This process's worker state: the one a worker process (or the bench driver, for the
+    cells it runs itself) passes to every cell it runs."""
+    global _WORKER
+    if _WORKER is None:
+        _WORKER = WorkerState()
+    return _WORKER
 
 
 def final_start_step(method: Method, train_size: int, protocol: TrainConfig) -> int:
@@ -221,16 +240,22 @@ class PreparedCell:
 
 
 def prepare_cell(
-    spec: CellSpec, *, device: torch.device | str = "cpu", cache: DenseCache | None = None
+    spec: CellSpec,
+    *,
+    device: torch.device | str = "cpu",
+    state: WorkerState | None = None,
+    cache: DenseCache | None = None,
 ) -> PreparedCell:
     """Prune ``spec``'s model with its method under its check (everything before the final
-    training). Raises on any failure."""
+    training). ``state`` holds what cells share (a fresh one when None), ``cache`` the dense
+    cache (default: ``state``'s in memory). Raises on any failure."""
     from prunekit import pipeline
     from prunekit.diagnostics import effective_sparsity
 
     started = time.perf_counter()
     device = torch.device(device)
-    data = cell_data(spec)
+    state = WorkerState() if state is None else state
+    data = state.data(spec.dataset, spec.data_root, spec.dataset_options)
     resolved = resolve_cell(spec)
     model_options = plain_options(spec.model_options)
 
@@ -240,7 +265,7 @@ def prepare_cell(
         return pipeline.build_model(spec.model, data, seed)
 
     model = build(spec.seed)
-    training = cell_training(spec, resolved.trainer, cache if cache is not None else DenseCache(), device)
+    training = cell_training(spec, resolved.trainer, cache if cache is not None else state.dense_cache(None), device)
     outcome = pipeline.prune(
         model,
         data,
@@ -252,7 +277,7 @@ def prepare_cell(
         allow_collapse=True,
         init_model=build,
         training=training,
-        reuse=ticket_cache(),
+        reuse=state.tickets,
         reuse_key=[
             spec.model, canonical(model_options), spec.dataset, canonical(plain_options(spec.dataset_options)),
             spec.data_root, canonical(spec.protocol), spec.trainer,
@@ -339,14 +364,16 @@ def run_cell(
     spec: CellSpec,
     *,
     device: torch.device | str = "cpu",
+    state: WorkerState | None = None,
     cache: DenseCache | None = None,
     progress: Callable[[dict[str, float]], None] | None = None,
     trained: Callable[[PreparedCell], None] | None = None,
 ) -> CellResult:
-    """Prune, perturb, train and evaluate one cell. Raises on any failure. ``progress`` gets
+    """Prune, perturb, train and evaluate one cell. Raises on any failure. ``state`` and
+    ``cache`` as :func:`prepare_cell`. ``progress`` gets
     each epoch's record; ``trained`` the prepared cell once trained (its masks, its model with
     the final weights), e.g. to keep them as artifacts."""
-    prepared = prepare_cell(spec, device=device, cache=cache)
+    prepared = prepare_cell(spec, device=device, state=state, cache=cache)
     start = prepared.start_step
     # trainers written before start_step keep working: it is passed only when not 0
     resume: dict[str, Any] = {"start_step": start} if start else {}

@@ -17,14 +17,14 @@ from typing import Any, ClassVar
 
 import pytest
 
-from prunekit.bench import executors
-from prunekit.bench.executors import Executor, Outcome
+from prunekit.bench.executors import Executor, LocalExecutor, Outcome
 from prunekit.bench.grid import Filters, expand
+from prunekit.bench.plan import CACHE_DIR
 from prunekit.bench.records import ResultRow
-from prunekit.bench.runner import CACHE_DIR, run_bench
+from prunekit.bench.runner import run_bench
 from prunekit.bench.store import ResultStore
 from prunekit.bench.suite import load_suite, resolve_suite
-from prunekit.cell import CellSpec
+from prunekit.cell import CellSpec, WorkerState
 from prunekit.errors import PrunekitError
 from prunekit.plugins import get_plugins
 from tests.cli_runner import run_cli as run
@@ -312,25 +312,21 @@ def test_cells_an_executor_drops_are_failed(suite_file: Path, tmp_path: Path) ->
     assert all("returned no result" in (r.error or "") for r in ResultStore(tmp_path / "r.db").rows())
 
 
-def test_dense_cache_shared_across_cells_and_runs(suite_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dense_cache_shared_across_cells_and_runs(suite_file: Path, tmp_path: Path) -> None:
     """Pre-training is computed once per (model, data, protocol, seed): four lottery-family
     methods × two checks × two sparsities miss the dense cache once; a later bench in the same
-    folder (a new store, a fresh process cache) reads it from disk and misses none."""
-    import prunekit.cell
-
-    monkeypatch.setattr(executors, "_CACHES", {})
-    monkeypatch.setattr(prunekit.cell, "_TICKETS", None)  # tickets of other tests would skip the lookups
+    folder (a new store, a fresh worker state) reads it from disk and misses none."""
     suite = load_suite(suite_file)
     filters = Filters(methods=["lottery_ticket", "lr_rewinding", "hybrid_ticket", "random_reinit"], checks=["reinit"], seeds=[0])
-    summary = run_bench(suite, db=tmp_path / "a.db", filters=filters, progress=False)
+    state = WorkerState()  # the worker's own state: tickets of other tests would skip the lookups
+    summary = run_bench(suite, db=tmp_path / "a.db", filters=filters, executor=LocalExecutor(state=state), progress=False)
     assert (summary.done, summary.failed) == (16, 0)
-    cache = executors._CACHES[str(tmp_path.resolve() / CACHE_DIR)]
+    cache = state.dense_cache(str(tmp_path.resolve() / CACHE_DIR))
     assert cache.misses == 1 and cache.hits >= 1  # a ticket's reinit cell reuses the ticket itself
     assert len(list((tmp_path / CACHE_DIR).glob("dense-*.pt"))) == 1
-    monkeypatch.setattr(executors, "_CACHES", {})
-    monkeypatch.setattr(prunekit.cell, "_TICKETS", None)
-    assert run_bench(suite, db=tmp_path / "b.db", filters=filters, progress=False).done == 16
-    cache = executors._CACHES[str(tmp_path.resolve() / CACHE_DIR)]
+    state = WorkerState()
+    assert run_bench(suite, db=tmp_path / "b.db", filters=filters, executor=LocalExecutor(state=state), progress=False).done == 16
+    cache = state.dense_cache(str(tmp_path.resolve() / CACHE_DIR))
     assert cache.misses == 0 and cache.hits >= 1
 
 
@@ -346,8 +342,8 @@ class _FakeSink:
     def log_cell(self, row: ResultRow) -> None:
         self.logged.append(row)
 
-    def finish(self, rows: list[ResultRow], out_dir: Path, **settings: Any) -> None:
-        self.finished = list(rows)
+    def finish(self, data: Any, out_dir: Path) -> None:
+        self.finished = list(data.rows)
 
 
 def test_wandb_sink_gets_every_cell(suite_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,7 +17,7 @@ from rich.console import Console
 from prunekit import atomic as atomic_module
 from prunekit.bench.published import compare_published, lookup, published_numbers
 from prunekit.bench.records import ResultRow
-from prunekit.bench.report import MANIFEST, print_terminal_report, renderers, write_reports
+from prunekit.bench.report import MANIFEST, build_report, print_report, renderers, write_reports
 from prunekit.errors import PrunekitError
 from tests.cli_runner import run_cli
 
@@ -144,7 +144,7 @@ def all_rows() -> list[ResultRow]:
 def full_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every format and every figure of all_rows(), written once for the module."""
     out = tmp_path_factory.mktemp("full") / "report"
-    write_reports(all_rows(), out)
+    write_reports(build_report(all_rows()), out)
     return out
 
 
@@ -364,11 +364,11 @@ def test_diverged_cells_are_counted_per_method_and_never_ranked(full_report: Pat
 def test_formats_and_plots_can_be_chosen(tmp_path: Path) -> None:
     """Only the asked formats are written (beside the manifest); plots=False writes no
     figure; a bad format is refused."""
-    written = write_reports(synthetic_rows(), tmp_path, formats=("csv",), plots=False)
+    written = write_reports(build_report(synthetic_rows()), tmp_path, formats=("csv",), plots=False)
     assert [p.name for p in written] == ["results.csv"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [MANIFEST, "results.csv"]
     with pytest.raises(PrunekitError, match="unknown report format"):
-        write_reports(synthetic_rows(), tmp_path, formats=("pdf",))
+        write_reports(build_report(synthetic_rows()), tmp_path, formats=("pdf",))
 
 
 def test_nothing_half_written_when_rendering_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -379,7 +379,7 @@ def test_nothing_half_written_when_rendering_fails(tmp_path: Path, monkeypatch: 
 
     monkeypatch.setattr(renderers, "render_json", broken)
     with pytest.raises(RuntimeError, match="boom"):
-        write_reports(synthetic_rows(), tmp_path / "out", plots=False)
+        write_reports(build_report(synthetic_rows()), tmp_path / "out", plots=False)
     assert not (tmp_path / "out").exists()
 
 
@@ -393,7 +393,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch: pytes
 
     monkeypatch.setattr(atomic_module.os, "replace", refuse)
     with pytest.raises(OSError, match="disk full"):
-        write_reports(synthetic_rows(), tmp_path, formats=("md",), plots=False)
+        write_reports(build_report(synthetic_rows()), tmp_path, formats=("md",), plots=False)
     assert target.read_text() == "previous report"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
 
@@ -402,7 +402,7 @@ def test_terminal_report() -> None:
     """The protocol, leaderboard with Δ vs random ticket, the verdict matrix in words and
     colour, the verdict labels, and the failure line."""
     console = Console(record=True, width=240, color_system="truecolor")
-    print_terminal_report(synthetic_rows(), console)
+    print_report(build_report(synthetic_rows()), console)
     text = console.export_text(clear=False)
     assert "Protocol" in text and "learning rate" in text and "step decay ×0.1" in text
     assert "cifar_vgg19_bn on cifar10: sparsity 90% asked" in text

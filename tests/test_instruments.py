@@ -342,7 +342,7 @@ def test_bench_stores_and_reports_every_instrument(tmp_path: Path) -> None:
     titles = [title for title, _ in instrument_sections(data)]
     assert titles == ["Instability (linear mode connectivity)", "Gradient flow", "Winning ticket?", "Mask stability"]
     assert {f.name for f in instrument_figures(data)} == {"gradient_norm", "instability", "winning_ticket_lr"}
-    written = {p.name for p in write_reports(list(summary.rows), tmp_path / "report", formats=("md",))}
+    written = {p.name for p in write_reports(data, tmp_path / "report", formats=("md",))}
     assert {"gradient_norm.png", "instability.svg", "winning_ticket_lr.pdf", "report.md"} <= written
     markdown = (tmp_path / "report" / "report.md").read_text()
     assert all(f"## {title}" in markdown for title in titles)

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from prunekit.bench.report import write_reports
+from prunekit.bench.report import build_report, write_reports
 from tests.test_bench_reports import FIGURES, all_rows
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -162,7 +162,7 @@ def test_html_report_renders_in_chromium(tmp_path: Path) -> None:
     not a blank or a broken-image icon); the sections, tables and figure captions are in the
     DOM, and "raises accuracy" cells are coloured."""
     out = tmp_path / "report"
-    write_reports(all_rows(), out, formats=("html",))
+    write_reports(build_report(all_rows()), out, formats=("html",))
     browser = DevTools(chromium(), tmp_path / "profile")
     try:
         target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]

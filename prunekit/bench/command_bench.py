@@ -33,7 +33,7 @@ def _csv(value: str | None, cast: Callable[[str], T], what: str) -> list[T]:
 @click.option("--checks", default=None, help="Only these checks (comma-separated); the clean run `none` is always included.")
 @click.option("--sparsities", default=None, help="These sparsities instead of the suite's, e.g. 0.9,0.95.")
 @click.option("--seeds", default=None, help="These seeds instead of the suite's, e.g. 0,1.")
-@click.option("--dry-run", is_flag=True, help="Print the grid and its estimated cost; run and write nothing.")
+@click.option("--dry-run", is_flag=True, help="Check the names, the store path, the executor, the data and the trainer, print the grid and its estimated cost; run and write nothing.")
 @click.option("--db", type=click.Path(), default="prunekit-results.db", show_default=True, help="SQLite results store (resumes from it).")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Reports and plots (default: prunekit-report/ beside the db).")
 @click.option(
@@ -113,24 +113,14 @@ def bench(
     Resumable: cells already done in --db are reused; cells left running by a killed run and
     failed cells run again. Exits non-zero when any cell failed.
     """
-    import attrs
-
-    from prunekit.bench.grid import Filters, expand
-    from prunekit.bench.runner import (
-        check_data,
-        check_trainer,
-        make_executor,
-        new_bench_id,
-        run_bench,
-        run_until_decided,
-    )
-    from prunekit.bench.store import check_db_path
+    from prunekit.bench.grid import Filters
+    from prunekit.bench.plan import plan_bench
+    from prunekit.bench.report import build_report, print_report, report_payload, write_reports
+    from prunekit.bench.runner import new_bench_id, run_plan, run_until_decided
     from prunekit.bench.suite import resolve_suite
     from prunekit.validate import check_output_dir, resolve_device
 
     suite = resolve_suite(suite_name)
-    if data_root is not None:
-        suite = attrs.evolve(suite, data_root=data_root)
     filters = Filters(
         everything=everything,
         methods=_csv(methods, str, "names"),
@@ -138,20 +128,21 @@ def bench(
         sparsities=_csv(sparsities, float, "numbers"),
         seeds=_csv(seeds, int, "integers"),
     )
-    grid = expand(suite, filters)
-    if dry_run:
-        _print_grid(suite, grid, as_json)
-        return
-    console = make_console(stderr=True)
     dev = str(resolve_device(device or ("auto" if suite.device == "cuda" else "cpu")))
-    db_path = check_db_path(db)
     options: dict[str, Any] = {"address": ray_address} if ray_address else {}
     if cell_timeout is not None:
         options["cell_timeout"] = cell_timeout
-    executor = make_executor(executor_name, jobs, options)
-    check_data(suite)  # a missing dataset: one line, before W&B or the store is touched
-    check_trainer(suite)
-    out_dir = Path(out) if out else db_path.resolve().parent / "prunekit-report"
+    # the grid's names, the store path, the executor, the data and the trainer: each a one-line
+    # error before W&B or the store is touched
+    plan = plan_bench(
+        suite, db=db, filters=filters, executor=executor_name, jobs=jobs, executor_options=options, device=dev,
+        data_root=data_root,
+    )  # fmt: skip
+    if dry_run:
+        _print_grid(plan, as_json)
+        return
+    console = make_console(stderr=True)
+    out_dir = Path(out) if out else plan.db.resolve().parent / "prunekit-report"
     check_output_dir(out_dir, "--out")
     if out_dir.is_dir():  # a foreign file under the report's manifest name: one line, before any training
         from prunekit.bench.report import read_manifest
@@ -161,6 +152,7 @@ def bench(
         console.print(f"warning: suite {suite.name} is meant for a GPU and none is available: running on {dev}", style="yellow", highlight=False)
     bench_id = new_bench_id()
     sink = None
+    executor = plan.executor
     if use_wandb:
         from prunekit.bench.wandb_sink import WandbSink
 
@@ -175,33 +167,25 @@ def bench(
                 style="yellow",
                 highlight=False,
             )
-    run_options: dict[str, Any] = {
-        "executor": executor, "device": dev, "progress": not as_json, "wandb": sink, "bench_id": bench_id, "argv": sys.argv
-    }
+    run_options: dict[str, Any] = {"progress": not as_json, "wandb": sink, "bench_id": bench_id, "argv": sys.argv}
     design = None
     if until_decided:
-        summary, design = run_until_decided(
-            suite, db=db_path, filters=filters, max_seeds=max_seeds, time_budget=time_budget, **run_options
-        )
+        summary, design = run_until_decided(plan, max_seeds=max_seeds, time_budget=time_budget, **run_options)
     else:
-        summary = run_bench(suite, db=db_path, filters=filters, **run_options)
-    rows = list(summary.rows)
-    from prunekit.bench.report import print_terminal_report, write_reports
-
-    settings: dict[str, Any] = {"tolerance": suite.equivalence_margin, "design": design, "suites": (suite,)}
-    files = write_reports(rows, out_dir, **settings)
+        summary = run_plan(plan, **run_options)
+    # the report, computed once, for the files, W&B, the terminal and --json alike
+    data = build_report(summary.rows, tolerance=suite.equivalence_margin, design=design, suites=(suite,))
+    files = write_reports(data, out_dir)
     if sink is not None:
-        sink.finish(rows, out_dir, **settings)
+        sink.finish(data, out_dir)
     if as_json:
-        from prunekit.bench.report import build_report, report_payload
-
-        payload = report_payload(build_report(rows, **settings))
+        payload = report_payload(data)
         payload["summary"] = summary.as_dict()
         payload["files"] = [str(f) for f in files]
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
-        print_terminal_report(rows, make_console(), **settings)
-        console.print(f"{summary.line()}. Store: {db_path}; reports: {out_dir}")
+        print_report(data, make_console())
+        console.print(f"{summary.line()}. Store: {plan.db}; reports: {out_dir}")
     if summary.failed:
         raise PrunekitError(
             f"{summary.failed} of {summary.total} cells failed (their errors are in the report); "
@@ -209,11 +193,11 @@ def bench(
         )
 
 
-def _print_grid(suite: Any, grid: Any, as_json: bool) -> None:
-    """The grid (method: checks, cells), the checks that do not apply and why, and the cost."""
+def _print_grid(plan: Any, as_json: bool) -> None:
+    """The plan's grid (method: checks, cells), the checks that do not apply and why, and the cost."""
     from collections import Counter
 
-    seconds = grid.estimate_seconds(suite.estimated_cell_seconds)
+    suite, grid, seconds = plan.suite, plan.grid, plan.estimated_seconds
     if as_json:
         import attrs
 

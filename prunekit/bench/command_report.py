@@ -102,12 +102,7 @@ def report(
     as_json: bool,
 ) -> None:
     """Regenerate reports and plots from the results store without re-running any cell."""
-    from prunekit.bench.report import (
-        build_report,
-        print_terminal_report,
-        report_payload,
-        write_reports,
-    )
+    from prunekit.bench.report import build_report, print_report, report_payload, write_reports
 
     if not 0.0 < confidence < 1.0:
         raise PrunekitError(f"--confidence must lie strictly between 0 and 1, got {confidence}")
@@ -125,9 +120,10 @@ def report(
         # on seeds added until a verdict came would overstate the evidence)
         "design": design if design is None or tolerance is None else attrs.evolve(design, margin=tolerance),
     }
-    written = write_reports(rows, out_dir, formats=formats or FORMATS, plots=not no_plots, **settings)
+    data = build_report(rows, **settings)  # once, for the files, the terminal and --json alike
+    written = write_reports(data, out_dir, formats=formats or FORMATS, plots=not no_plots)
     if as_json:
-        payload = report_payload(build_report(rows, **settings))
+        payload = report_payload(data)
         payload.pop("cells")
         payload["files"] = [str(p) for p in written]
         click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
@@ -135,5 +131,5 @@ def report(
     from prunekit.console import console as make_console
 
     console = make_console()
-    print_terminal_report(rows, console, **settings)
+    print_report(data, console)
     console.print(f"wrote {len(written)} files to {out_dir}: " + ", ".join(p.name for p in written), highlight=False)

@@ -22,8 +22,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from prunekit.cell import CellResult, CellSpec
-from prunekit.dense import DenseCache
+from prunekit.cell import CellResult, CellSpec, WorkerState, worker_state
 from prunekit.errors import PrunekitError
 
 Outcome = tuple[CellSpec, CellResult | None, str | None]
@@ -63,16 +62,25 @@ def _streaming(spec: CellSpec, events: CellEvents | None) -> dict[str, Any]:
 
 
 def run_one(
-    spec: CellSpec, device: str, cache_dir: str | None, timeout: float | None = None, events: CellEvents | None = None
+    spec: CellSpec,
+    device: str,
+    cache_dir: str | None,
+    timeout: float | None = None,
+    events: CellEvents | None = None,
+    state: WorkerState | None = None,
 ) -> tuple[CellResult | None, str | None]:
     """Run one cell; a raising plugin gives the error text instead of stopping the grid.
     ``timeout`` (seconds) stops a cell that runs longer, which then fails with that reason;
-    ``events`` hears each epoch (and the trained masks) as they come."""
+    ``events`` hears each epoch (and the trained masks) as they come. ``state``: what the
+    cells of this worker share (default: this process's, :func:`~prunekit.cell.worker_state`),
+    with its dense cache in ``cache_dir``."""
     from prunekit.cell import run_cell
 
+    state = worker_state() if state is None else state
     try:
         with time_limit(timeout):
-            return run_cell(spec, device=device, cache=dense_cache(cache_dir), **_streaming(spec, events)), None
+            cache = state.dense_cache(cache_dir)
+            return run_cell(spec, device=device, state=state, cache=cache, **_streaming(spec, events)), None
     except Exception as err:  # noqa: BLE001 - any plugin error fails this cell only
         return None, error_text(err)
 
@@ -103,17 +111,6 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0.0)
         signal.signal(signal.SIGALRM, previous)
-
-
-_CACHES: dict[str | None, DenseCache] = {}
-
-
-def dense_cache(cache_dir: str | None) -> DenseCache:
-    """This process's dense cache for ``cache_dir`` (on disk; in memory when None), shared by
-    every cell it runs so pre-training is computed once per (model, data, protocol, seed)."""
-    if cache_dir not in _CACHES:
-        _CACHES[cache_dir] = DenseCache(cache_dir)
-    return _CACHES[cache_dir]
 
 
 class Executor(abc.ABC):
@@ -156,13 +153,20 @@ class LocalExecutor(Executor):
     in_order: ClassVar[bool] = True
     streams: ClassVar[bool] = True
 
+    def __init__(self, jobs: int = 1, state: WorkerState | None = None, **options: Any) -> None:
+        """``state``: what the cells it runs share (default: this process's worker state, which
+        also holds the dataset the bench loaded to check it)."""
+        super().__init__(jobs=jobs, **options)
+        self.state = state
+
     def run(
         self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None, events: CellEvents | None = None
     ) -> Iterator[Outcome]:
+        folder = str(cache_dir) if cache_dir else None
         for spec in cells:
             if events is not None:
                 events.started(spec)
-            result, error = run_one(spec, device, str(cache_dir) if cache_dir else None, self.cell_timeout, events)
+            result, error = run_one(spec, device, folder, self.cell_timeout, events, self.state)
             yield spec, result, error
 
 

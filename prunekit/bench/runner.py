@@ -1,8 +1,7 @@
 """The benchmark driver: suite -> grid -> executor -> results store, resumable, with live progress.
 
-:func:`run_bench` checks everything it can before any training (the grid's names, the store
-path, the executor, the dataset's files), then runs every cell of the grid that the store does
-not hold as ``done``. Cells left ``running`` by a killed run and ``failed`` cells run again;
+:func:`run_plan` runs every cell of a checked plan (:mod:`prunekit.bench.plan`) that the
+store does not hold as ``done``; :func:`run_bench` plans and runs. Cells left ``running`` by a killed run and ``failed`` cells run again;
 ``done`` cells are reused. Results are recorded one by one as they arrive, by this process only.
 """
 
@@ -25,20 +24,19 @@ import torch
 
 from prunekit import __version__, identity
 from prunekit.bench.executors import Executor
-from prunekit.bench.grid import Filters, Grid, expand
+from prunekit.bench.grid import Filters
+from prunekit.bench.plan import BenchPlan, plan_bench
 from prunekit.bench.records import ResultRow, Status
 from prunekit.bench.stats import SequentialDesign
-from prunekit.bench.store import ResultStore, check_db_path
+from prunekit.bench.store import ResultStore
 from prunekit.bench.suite import Suite
 from prunekit.cell import CellResult, CellSpec
-from prunekit.data import DataBundle
 from prunekit.errors import PrunekitError
 from prunekit.identity import Identity, canonical
 from prunekit.plugins import get_plugins
 from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
-CACHE_DIR = ".prunekit-cache"
-FINISHED = ("done", "diverged")  # statuses reused on resume (diverging is a deterministic outcome)  # dense pre-training, beside the store
+FINISHED = ("done", "diverged")  # statuses reused on resume (diverging is a deterministic outcome)
 
 
 class CellSink(Protocol):
@@ -274,33 +272,6 @@ def _na_identity(spec: CellSpec, device: str) -> Identity:
     return Identity(key=identity.digest(payload), payload=payload)
 
 
-def make_executor(name: str | Executor, jobs: int = 1, options: Mapping[str, Any] | None = None) -> Executor:
-    """An executor instance: a registered name (one-line error with suggestions) or as given."""
-    if isinstance(name, Executor):
-        return name
-    cls = get_plugins().registry("executor").get(name)
-    return cls(jobs=jobs, **dict(options or {}))
-
-
-def check_data(suite: Suite) -> DataBundle:
-    """Load the suite's dataset once (the process keeps it): a missing dataset is its one-line
-    error here, before anything is written or trained."""
-    from prunekit.cell import load_data_once, option_pairs
-
-    return load_data_once(suite.dataset, suite.data_root, option_pairs(suite.dataset_options))
-
-
-def check_trainer(suite: Suite) -> None:
-    """The suite's trainer exists and can follow its protocol (an optimizer it lacks, a
-    precision it cannot do): one line, before anything is written or trained."""
-    from prunekit.pipeline import instantiate
-
-    trainer = instantiate("trainer", suite.trainer)
-    validate = getattr(trainer, "validate", None)
-    if validate is not None:
-        validate(suite.protocol)
-
-
 def _cell_text(spec: CellSpec) -> str:
     at = "" if spec.method == DENSE_METHOD else f" at {spec.sparsity:g}"
     return f"{spec.model} {spec.method} / {spec.check}{at}, seed {spec.seed}"
@@ -337,44 +308,42 @@ def run_bench(
     jobs: int = 1,
     device: str = "cpu",
     data_root: str | None = None,
+    executor_options: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> BenchSummary:
+    """Plan ``suite``'s grid (:func:`~prunekit.bench.plan.plan_bench`: every check before any
+    training) and run it (:func:`run_plan`, which takes ``options``)."""
+    plan = plan_bench(
+        suite, db=db, filters=filters, executor=executor, jobs=jobs, executor_options=executor_options,
+        device=device, data_root=data_root,
+    )  # fmt: skip
+    return run_plan(plan, **options)
+
+
+def run_plan(
+    plan: BenchPlan,
+    *,
     progress: bool = True,
     wandb: CellSink | None = None,
     bench_id: str | None = None,
     argv: Sequence[str] | None = None,
-    executor_options: Mapping[str, Any] | None = None,
-    cells: Sequence[CellSpec] | None = None,
     settings: Mapping[str, Any] | None = None,
 ) -> BenchSummary:
-    """Run every cell of the suite's grid (narrowed by ``filters``) not yet done in ``db``.
+    """Run every cell of the plan's grid not yet done in its store. ``settings`` are recorded
+    with the bench (how its verdicts are to be read).
 
-    ``cells`` replaces the grid (the extra seeds of :func:`run_until_decided`); ``settings``
-    are recorded with the bench (how its verdicts are to be read).
-
-    Before any training: the grid (unknown names, empty grid), the store path, the executor and
-    the dataset are checked, each failure one :class:`PrunekitError` line with nothing written.
-    Then cells already ``done`` are reused; ``running`` (killed) and ``failed`` ones run again.
+    Cells already ``done`` are reused; ``running`` (killed) and ``failed`` ones run again.
     Cells of checks that do not apply are recorded as ``not_applicable`` with the reason. Each
     result is recorded as it arrives (a raising plugin fails its own cell only, with its error
     text) and passed to ``wandb.log_cell``. The dense cache lives in ``.prunekit-cache/`` beside
     the store, so pre-training is computed once per (model, data, protocol, seed).
     """
     started = time.perf_counter()
-    if data_root is not None:
-        suite = attrs.evolve(suite, data_root=data_root)
-    grid = expand(suite, filters) if cells is None else Grid(cells=tuple(cells), skipped=(), not_applicable=())
-    db = check_db_path(db)
-    runner = make_executor(executor, jobs, executor_options)
-    if suite.scoring:
-        raise PrunekitError(
-            f"suite {suite.name!r} sets [scoring] overrides ({', '.join(suite.scoring)}), which cells do not "
-            "apply yet (CellSpec has no scoring field); remove the table from the suite"
-        )
-    data = check_data(suite)
-    check_trainer(suite)
+    suite, grid, device, runner, data = plan.suite, plan.grid, plan.device, plan.executor, plan.data
     bench_id = bench_id or new_bench_id()
     idents = {spec: cell_identity(spec, device) for spec in grid.cells}
     keyed = {spec: ident.key for spec, ident in idents.items()}
-    cache_dir = db.resolve().parent / CACHE_DIR
+    cache_dir = plan.cache_dir
     env = {
         **environment(device, runner.name),
         "test_size": len(data.test),
@@ -382,7 +351,7 @@ def run_bench(
         "augmentation": attrs.asdict(data.augment),
     }
     runner.connect()  # before the store is opened: a failed connection leaves it untouched
-    store = ResultStore(db)
+    store = ResultStore(plan.db)
     try:
         store.start_bench(
             bench_id, suite.name, list(argv if argv is not None else sys.argv), get_plugins().versions(), settings
@@ -470,35 +439,33 @@ def mark_stale(rows: Sequence[ResultRow]) -> list[ResultRow]:
 
 
 def run_until_decided(
-    suite: Suite,
+    plan: BenchPlan,
     *,
-    db: str | Path,
-    filters: Filters = Filters(),
     max_seeds: int = 10,
     time_budget: float | None = None,
     alpha: float | None = None,
     **options: Any,
 ) -> tuple[BenchSummary, SequentialDesign]:
-    """Run the grid, then add seeds only to the (method, check, sparsity) pairs whose verdict is
+    """Run the plan's grid, then add seeds only to the (method, check, sparsity) pairs whose verdict is
     still open, one seed at a time, until every pair is decided, ``max_seeds`` are spent, or
     ``time_budget`` seconds have passed (checked between rounds).
 
     The verdicts follow a :class:`~prunekit.bench.stats.SequentialDesign` fixed before the first
     look (``min_seeds`` = the grid's seeds, which must be 0..n-1 or any n >= 3 seeds; seeds are
     added in increasing order), so each verdict keeps its stated error rate however many times
-    it is looked at. Each round runs, for every open pair, its clean cell and its check cell at
-    the next seed (cells already stored are reused). Returns the combined summary and the
+    it is looked at. Each round runs (:func:`run_plan` with ``options``), for every open pair, its
+    clean cell and its check cell at the next seed (cells already stored are reused). Returns the combined summary and the
     design, which is recorded with every bench so `prunekit report` reads the verdicts the same
     way.
     """
     from prunekit.bench.stats import DEFAULT_ALPHA, SequentialDesign, next_seeds, paired_differences
 
     started = time.perf_counter()
-    grid = expand(suite, filters)
+    grid = plan.grid
     seeds = sorted({c.seed for c in grid.cells})
     design = SequentialDesign(
         alpha=DEFAULT_ALPHA if alpha is None else alpha,
-        margin=suite.equivalence_margin,
+        margin=plan.suite.equivalence_margin,
         min_seeds=max(len(seeds), 3),
         max_seeds=max_seeds,
     )
@@ -507,7 +474,7 @@ def run_until_decided(
         raise PrunekitError(f"--until-decided starts from at least 3 seeds; the grid has {len(seeds)}")
     if max_seeds < len(seeds):
         raise PrunekitError(f"--max-seeds {max_seeds} is below the grid's {len(seeds)} seeds")
-    summaries = [run_bench(suite, db=db, filters=filters, settings=settings, **options)]
+    summaries = [run_plan(plan, settings=settings, **options)]
     rows = {r.key: r for r in summaries[0].rows}
     base = {(c.model, c.method, c.check, c.sparsity): c for c in grid.cells if c.seed == seeds[0]}
     seed, count = seeds[-1] + 1, len(seeds)
@@ -525,7 +492,7 @@ def run_until_decided(
                     cells[attrs.evolve(spec, seed=seed)] = None
         if not cells:
             break
-        summary = run_bench(suite, db=db, filters=filters, settings=settings, cells=list(cells), **options)
+        summary = run_plan(plan.with_cells(list(cells)), settings=settings, **options)
         summaries.append(summary)
         rows.update({r.key: r for r in summary.rows})
         seed, count = seed + 1, count + 1

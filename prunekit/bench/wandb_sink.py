@@ -47,11 +47,14 @@ import tempfile
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 from prunekit.bench.records import ResultRow
 from prunekit.errors import PrunekitError
+
+if TYPE_CHECKING:
+    from prunekit.bench.report import ReportData
 
 MODES = ("online", "offline", "disabled")
 DEFAULT_PROJECT = "prunekit"
@@ -415,36 +418,21 @@ class WandbSink:
         return True
 
     # -------------------------------------------------------------------------- report
-    def finish(
-        self,
-        rows: Sequence[ResultRow],
-        out_dir: Path,
-        *,
-        tolerance: float | None = None,
-        confidence: float | None = None,
-        design: Any = None,
-        suites: Sequence[Any] = (),
-    ) -> None:
-        """Log the reused cells (with ``log_reused``), then one report run: the report's tables
-        as W&B Tables, its figures as Images and its folder (``out_dir``, as listed by its
-        manifest) as an artifact; figures are drawn afresh when the folder has none."""
+    def finish(self, data: ReportData, out_dir: Path) -> None:
+        """Log the reused cells (with ``log_reused``), then one report run: the tables of the
+        report ``data`` (:func:`~prunekit.bench.report.build_report`) as W&B Tables, its figures
+        as Images and its folder (``out_dir``, as listed by its manifest) as an artifact; figures
+        are drawn afresh when the folder has none."""
         from prunekit.bench import report
         from prunekit.bench.report import tables as report_tables
-        from prunekit.bench.stats import DEFAULT_CONFIDENCE, DEFAULT_TOLERANCE
 
         for key, run in list(self._open.items()):  # cells that never reported back
             run.finish(exit_code=1)
             del self._open[key]
         if self.log_reused:
-            for row in rows:
+            for row in data.rows:
                 if row.key not in self._logged and row.status in LOGGED_STATUSES:
                     self.log_cell(row, reused=True)
-        settings = {
-            "tolerance": DEFAULT_TOLERANCE if tolerance is None else tolerance,
-            "confidence": DEFAULT_CONFIDENCE if confidence is None else confidence,
-            "design": design,
-        }
-        data = report.build_report(rows, **settings, suites=suites)
         out_dir = Path(out_dir)
         listed = [out_dir / name for name in report.read_manifest(out_dir)] if out_dir.is_dir() else []
         listed = [p for p in listed if p.is_file()]
@@ -483,9 +471,9 @@ class WandbSink:
             config={
                 "bench_id": self.bench_id,
                 "group": self.group,
-                "tolerance_points": settings["tolerance"],
-                "confidence": settings["confidence"],
-                "sequential": None if design is None else _mapping(_asdict(design)),
+                "tolerance_points": data.tolerance,
+                "confidence": data.confidence,
+                "sequential": None if data.design is None else _mapping(_asdict(data.design)),
                 "protocol": [g.as_dict() for g in data.protocols],
             },
         )
@@ -498,7 +486,7 @@ class WandbSink:
                 f"report-{re.sub(r'[^A-Za-z0-9_.-]', '-', self.group)}",
                 type="report",
                 description="the benchmark report: Markdown, HTML, CSV, JSON and figures (PNG, SVG, PDF)",
-                metadata={"bench_id": self.bench_id, "rows": len(rows), "status": report.status_line(data.rows)},
+                metadata={"bench_id": self.bench_id, "rows": len(data.rows), "status": report.status_line(data.rows)},
             )
             for path in listed:
                 artifact.add_file(str(path), name=path.name)

@@ -20,13 +20,11 @@ from typing import Any
 
 from prunekit.atomic import atomic_write
 from prunekit.bench.records import ResultRow
-from prunekit.bench.stats import DEFAULT_CONFIDENCE, DEFAULT_TOLERANCE, SequentialDesign
-from prunekit.bench.suite import Suite
 from prunekit.errors import PrunekitError
 
 from . import plots as plots_module
 from . import renderers
-from .data import build_report
+from .data import ReportData
 
 FORMATS = ("md", "html", "csv", "json")
 FILE_NAMES = {"md": "report.md", "html": "report.html", "csv": "results.csv", "json": "report.json"}
@@ -77,21 +75,15 @@ def _write_manifest(
 
 
 def write_reports(
-    rows: Sequence[ResultRow],
+    data: ReportData,
     out_dir: Path,
     formats: Sequence[str] = FORMATS,
     plots: bool = True,
-    *,
-    tolerance: float = DEFAULT_TOLERANCE,
-    confidence: float = DEFAULT_CONFIDENCE,
-    n_boot: int = 1000,
-    seed: int = 0,
-    design: SequentialDesign | None = None,
-    suites: Sequence[Suite] = (),
 ) -> list[Path]:
-    """Write the chosen report files (``report.md``, ``report.html``, ``results.csv``,
-    ``report.json``) and, with ``plots``, every figure as PNG, SVG and PDF into ``out_dir``;
-    remove the files of the previous report there that this one does not write.
+    """Write the report ``data`` (:func:`~prunekit.bench.report.build_report`) as the chosen
+    files (``report.md``, ``report.html``, ``results.csv``, ``report.json``) and, with ``plots``,
+    every figure as PNG, SVG and PDF into ``out_dir``; remove the files of the previous report
+    there that this one does not write.
 
     Returns the paths written, figures first (the manifest not among them).
     """
@@ -100,11 +92,7 @@ def write_reports(
         raise PrunekitError(
             f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}"
         )
-    rows = list(rows)
-    data = build_report(
-        rows, tolerance=tolerance, confidence=confidence, n_boot=n_boot, seed=seed, design=design,
-        suites=suites,
-    )  # fmt: skip
+    rows = data.rows
     figures = plots_module.render_figures(data) if plots else []
     files: dict[str, bytes] = {}
     for fig in figures:
