@@ -24,8 +24,15 @@ from typing import Any, ClassVar
 import torch
 
 from prunekit import DivergedError, Executor, Outcome, PrunekitError, hookimpl
-from prunekit.bench.executors import dense_cache, error_text, time_limit
-from prunekit.cell import CellSpec, PreparedCell, finish_cell, prepare_cell
+from prunekit.executing import (
+    CellSpec,
+    PreparedCell,
+    error_text,
+    finish_cell,
+    prepare_cell,
+    time_limit,
+    worker_state,
+)
 
 SOLO_TRAINERS_ONLY = "the batched trainer takes the sgd trainer's protocols only"
 
@@ -47,21 +54,22 @@ class BatchedExecutor(Executor):
         self.members = members
 
     def run(self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None) -> Iterator[Outcome]:
-        cache = dense_cache(str(cache_dir) if cache_dir else None)
+        state = worker_state()
+        cache = state.dense_cache(str(cache_dir) if cache_dir else None)
         groups: dict[tuple[Any, ...], list[CellSpec]] = {}
         for spec in cells:
             groups.setdefault(_group_key(spec), []).append(spec)
         for group in groups.values():
             for first in range(0, len(group), self.members):
-                yield from self._batch(group[first : first + self.members], device, cache)
+                yield from self._batch(group[first : first + self.members], device, state, cache)
 
-    def _batch(self, specs: Sequence[CellSpec], device: str, cache: Any) -> Iterator[Outcome]:
+    def _batch(self, specs: Sequence[CellSpec], device: str, state: Any, cache: Any) -> Iterator[Outcome]:
         prepared: list[tuple[PreparedCell, float]] = []
         for spec in specs:
             began = time.perf_counter()
             try:
                 with time_limit(self.cell_timeout):  # pruning per cell; shared training is not limited
-                    cell = prepare_cell(spec, device=device, cache=cache)
+                    cell = prepare_cell(spec, device=device, state=state, cache=cache)
             except Exception as err:  # noqa: BLE001 - a plugin error fails this cell only
                 yield spec, None, error_text(err)
                 continue

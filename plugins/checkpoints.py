@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-from prunekit import PrunekitError
-from prunekit.atomic import atomic_path
+from prunekit import PrunekitError, atomic_path
 
 FORMAT = "prunekit.train-checkpoint/1"
 

@@ -45,10 +45,11 @@ from prunekit import (
     Stage,
     TicketContext,
     hookimpl,
+    lookup,
+    names,
+    noop_field,
 )
 from prunekit.data import stratified_split
-from prunekit.identity import noop_field
-from prunekit.plugins import get_plugins
 
 STAGE_ORDER: tuple[str, ...] = ("pruning_data", "scores", "ticket")
 DATA_DEPENDENT: frozenset[str] = frozenset({"initial", "partially_trained", "hybrid"})
@@ -236,8 +237,7 @@ class ScoreInversion(SanityCheck):
 def _random_scorer(name: str) -> bool:
     """Whether the registered scorer ``name`` declares the ``random`` trait (False for a name
     not registered: the method's own resolution reports it)."""
-    scorers = get_plugins().registry("scorer")
-    return name in scorers and bool(getattr(scorers.get(name), "random", False))
+    return name in names("scorer") and bool(getattr(lookup("scorer", name), "random", False))
 
 
 # ------------------------------------------------------------------------------------ ticket

@@ -44,9 +44,9 @@ from prunekit import (
     PrunekitError,
     TrainConfig,
     hookimpl,
+    noop_field,
 )
 from prunekit.data import Augment, channel_stats, make_generator, stratified_split
-from prunekit.identity import noop_field
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from prunekit import hookimpl
-from prunekit.bench.executors import LocalExecutor, ProcessExecutor
+from prunekit.executing import LocalExecutor, ProcessExecutor
 
 
 @hookimpl

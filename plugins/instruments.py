@@ -35,12 +35,14 @@ from prunekit import (
     Measurement,
     Method,
     PrunekitError,
+    ScoringContext,
     TicketContext,
+    digest,
     hookimpl,
+    instantiate,
+    prunable_layers,
 )
-from prunekit.data import make_generator
-from prunekit.dense import rewind_step
-from prunekit.identity import digest
+from prunekit.data import make_generator, scoring_batches
 from prunekit.instruments import (
     Cells,
     copy_model,
@@ -54,6 +56,7 @@ from prunekit.instruments import (
     pack_bits,
     pack_floats,
     probe_batches,
+    rewind_step,
     state_of,
     step_gradient_norms,
     train_copy,
@@ -318,8 +321,6 @@ class WinningTicket(Instrument):
 
     def after_training(self, ctx: InstrumentContext, before: Any) -> Measurement:
         assert ctx.result is not None
-        from prunekit.pipeline import instantiate
-
         reinit = masked_state(state_of(ctx.build(derived_seed(ctx.generator("reinit")))), ctx.masks)
         shuffled = copy_model(ctx.model, ctx.ticket)
         unpruned = ctx.unpruned or {n: ctx.ticket[n] for n in ctx.masks}
@@ -420,9 +421,6 @@ class MaskStability(Instrument):
         method = ctx.method
         if ctx.spec.check != "none" or method.scorer is None or self.score_positions == 0:
             return None
-        from prunekit.layers import prunable_layers
-        from prunekit.pipeline import instantiate, scoring_batches
-
         if method.pretrain:
             model = copy_model(ctx.model, ctx.dense(()).final)
         else:
@@ -433,8 +431,6 @@ class MaskStability(Instrument):
             ctx.data, scorer.data_request(model, ctx.data), ctx.seed, ctx.device, ctx.data.train,
             augment=method.scoring_augment,
         )  # fmt: skip
-        from prunekit.interfaces import ScoringContext
-
         scoring = ScoringContext(
             layers=layers, masks=Masks.ones(model, [layer.name for layer in layers]), batches=batches,
             input_shape=ctx.data.input_shape, num_classes=ctx.data.num_classes, seed=ctx.seed, device=ctx.device,

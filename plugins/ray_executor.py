@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prunekit import Executor, Outcome, PrunekitError, hookimpl
-from prunekit.bench.executors import run_one
-from prunekit.cell import CellSpec
+from prunekit.executing import CellSpec, run_one
 
 DEFAULT_RETRIES = 3  # system failures per cell (node lost, worker killed) before it is failed
 

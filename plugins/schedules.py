@@ -18,8 +18,7 @@ from typing import ClassVar
 import attrs
 import torch
 
-from prunekit import PrunableLayer, PrunekitError, RatioSchedule, hookimpl
-from prunekit.identity import noop_field
+from prunekit import PrunableLayer, PrunekitError, RatioSchedule, hookimpl, noop_field
 
 
 @attrs.frozen(kw_only=True)

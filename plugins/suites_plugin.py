@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from prunekit import hookimpl
-from prunekit.bench.suite import load_suite
+from prunekit import hookimpl, load_suite
 
 
 @hookimpl

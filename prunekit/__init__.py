@@ -17,7 +17,12 @@ gives what a notebook, a script or a plugin needs (docs/api.md, docs/plugins.md)
   the types they receive and return (:class:`ScoringContext`, :class:`DataRequest`,
   :class:`TicketContext`, :class:`PrunableLayer`, :class:`DataBundle`, :class:`TrainConfig`,
   :class:`TrainResult`, ...) and the errors (:class:`PrunekitError` and its kin);
-* :mod:`prunekit.scoring` — helpers for writing a scorer.
+* helpers for plugins of each kind: :mod:`prunekit.scoring` (scorers), :mod:`prunekit.data`
+  (datasets, trainers and checks: seeded generators, stratified splits, batches and
+  augmentation), :mod:`prunekit.instruments` (instruments), :mod:`prunekit.executing`
+  (executors), and here :func:`noop_field` (an option added without changing stored results),
+  :func:`instantiate` / :func:`lookup` (another registered plugin), :func:`digest` and
+  :func:`atomic_path`.
 
 Names load on first use, so ``import prunekit`` (and ``prunekit --version``) stays fast.
 """
@@ -30,13 +35,15 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 if TYPE_CHECKING:
-    from prunekit import scoring
-    from prunekit.api import Results, benchmark, names, prune
+    from prunekit import data, executing, instruments, scoring
+    from prunekit.api import Results, benchmark, instantiate, lookup, names, prune
+    from prunekit.atomic import atomic_path
     from prunekit.bench.executors import Executor, Outcome
-    from prunekit.bench.suite import Suite
+    from prunekit.bench.suite import Suite, load_suite
     from prunekit.data import ArrayData, DataBundle
     from prunekit.errors import DataNotFoundError, DivergedError, PrunekitError
     from prunekit.hookspecs import HOOKSPEC_VERSION, Register, hookimpl
+    from prunekit.identity import digest, noop_field
     from prunekit.instruments import Curve, Instrument, InstrumentContext, Measurement
     from prunekit.interfaces import (
         FAMILIES,
@@ -66,6 +73,8 @@ _EXPORTS: dict[str, str] = {
     "benchmark": "prunekit.api",
     "names": "prunekit.api",
     "Results": "prunekit.api",
+    "instantiate": "prunekit.api",
+    "lookup": "prunekit.api",
     "Masks": "prunekit.masks",
     "MaskEnforcer": "prunekit.masks",
     # the plugin contract: hooks and the interfaces they register
@@ -81,6 +90,7 @@ _EXPORTS: dict[str, str] = {
     "Executor": "prunekit.bench.executors",
     "Instrument": "prunekit.instruments",
     "Suite": "prunekit.bench.suite",
+    "load_suite": "prunekit.bench.suite",
     # what the interfaces receive and return
     "DataRequest": "prunekit.interfaces",
     "ScoringContext": "prunekit.interfaces",
@@ -101,12 +111,16 @@ _EXPORTS: dict[str, str] = {
     "prunable_layers": "prunekit.layers",
     "DataBundle": "prunekit.data",
     "ArrayData": "prunekit.data",
+    # helpers for plugins
+    "noop_field": "prunekit.identity",
+    "digest": "prunekit.identity",
+    "atomic_path": "prunekit.atomic",
     # errors
     "PrunekitError": "prunekit.errors",
     "DataNotFoundError": "prunekit.errors",
     "DivergedError": "prunekit.errors",
 }
-_SUBMODULES = frozenset({"scoring"})
+_SUBMODULES = frozenset({"scoring", "data", "instruments", "executing"})
 
 # every name above, and the submodules (a test keeps the three lists in step)
 __all__ = [
@@ -146,9 +160,18 @@ __all__ = [
     "TrainResult",
     "Trainer",
     "__version__",
+    "atomic_path",
     "benchmark",
+    "data",
+    "digest",
+    "executing",
     "hookimpl",
+    "instantiate",
+    "instruments",
+    "load_suite",
+    "lookup",
     "names",
+    "noop_field",
     "prunable_layers",
     "prune",
     "scoring",

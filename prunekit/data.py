@@ -1,5 +1,7 @@
 """Datasets as tensors in memory, class-balanced scoring batches, deterministic splits.
 
+A public module: dataset, trainer, check and instrument plugins use its helpers (``__all__``).
+
 Every dataset plugin returns a :class:`DataBundle`: train and test :class:`ArrayData` holding
 images as ``uint8`` tensors of shape (N, C, H, W) with values 0..255 and integer labels, plus
 the per-channel normalisation and the training augmentation. Batches are normalised (and, for
@@ -9,11 +11,15 @@ training, augmented) on the fly in batched tensor ops, on whatever device the da
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import attrs
 import torch
 
 from prunekit.errors import PrunekitError
+
+if TYPE_CHECKING:
+    from prunekit.interfaces import DataRequest
 
 
 @attrs.frozen(kw_only=True, eq=False)
@@ -167,3 +173,48 @@ def make_generator(seed: int, *salt: object) -> torch.Generator:
     g = torch.Generator()
     g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
     return g
+
+
+def scoring_batches(
+    data: DataBundle,
+    request: DataRequest | None,
+    seed: int,
+    device: torch.device,
+    train: ArrayData | None = None,
+    *,
+    augment: bool = False,
+) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """``request.iterations`` class-balanced batches from the (possibly perturbed) train split.
+
+    With ``augment`` (a method's ``scoring_augment``) every batch goes through the data's
+    training augmentation (random crop and flip) before normalisation, as a batch taken from the
+    authors' augmented training loader is; the draws come from their own seeded stream, so the
+    same images are chosen with and without it.
+    """
+    if request is None:
+        return ()
+    train = train if train is not None else data.train
+    g = make_generator(seed, "scoring-batch")
+    flips = make_generator(seed, "scoring-augment") if augment else None
+    out = []
+    for _ in range(request.iterations):
+        idx = balanced_indices(train.y, request.samples_per_class, data.num_classes, g)
+        images = train.x[idx.to(train.x.device)].to(device)
+        if flips is not None:
+            images = augment_batch(images, data.augment, flips)
+        out.append((data.normalize(images), train.y[idx.to(train.y.device)].to(device)))
+    return tuple(out)
+
+
+__all__ = [
+    "ArrayData",
+    "Augment",
+    "DataBundle",
+    "augment_batch",
+    "balanced_indices",
+    "channel_stats",
+    "iterate_batches",
+    "make_generator",
+    "scoring_batches",
+    "stratified_split",
+]

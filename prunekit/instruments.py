@@ -51,6 +51,7 @@ from torch.nn import functional as F
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from prunekit.data import DataBundle, make_generator
+from prunekit.dense import rewind_step
 from prunekit.errors import DivergedError, PrunekitError
 from prunekit.interfaces import Method, TrainConfig, Trainer, TrainResult
 from prunekit.masks import Masks
@@ -632,6 +633,7 @@ def identity_options(spec: CellSpec) -> dict[str, Any]:
 
 
 __all__ = [
+    "Cells",
     "Curve",
     "Instrument",
     "InstrumentContext",
@@ -656,6 +658,7 @@ __all__ = [
     "probe_batches",
     "recompute_batchnorm",
     "resolve_instruments",
+    "rewind_step",
     "start_instruments",
     "state_of",
     "step_gradient_norms",

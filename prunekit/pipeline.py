@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from prunekit import __version__
-from prunekit.data import ArrayData, DataBundle, augment_batch, balanced_indices, make_generator
+from prunekit.data import ArrayData, DataBundle, make_generator, scoring_batches
 from prunekit.defaults import DEFAULT_SCHEDULE
 from prunekit.dense import DenseCache, DenseRun, rewind_step
 from prunekit.errors import LayerCollapseError, PrunekitError, UnknownNameError
@@ -289,37 +289,6 @@ class Training:
     model_options: Mapping[str, Any] = attrs.field(factory=dict)
     cache: DenseCache = attrs.field(factory=DenseCache)
     device: torch.device = torch.device("cpu")
-
-
-def scoring_batches(
-    data: DataBundle,
-    request: Any,
-    seed: int,
-    device: torch.device,
-    train: ArrayData | None = None,
-    *,
-    augment: bool = False,
-) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
-    """``request.iterations`` class-balanced batches from the (possibly perturbed) train split.
-
-    With ``augment`` (a method's ``scoring_augment``) every batch goes through the data's
-    training augmentation (random crop and flip) before normalisation, as a batch taken from the
-    authors' augmented training loader is; the draws come from their own seeded stream, so the
-    same images are chosen with and without it.
-    """
-    if request is None:
-        return ()
-    train = train if train is not None else data.train
-    g = make_generator(seed, "scoring-batch")
-    flips = make_generator(seed, "scoring-augment") if augment else None
-    out = []
-    for _ in range(request.iterations):
-        idx = balanced_indices(train.y, request.samples_per_class, data.num_classes, g)
-        images = train.x[idx.to(train.x.device)].to(device)
-        if flips is not None:
-            images = augment_batch(images, data.augment, flips)
-        out.append((data.normalize(images), train.y[idx.to(train.y.device)].to(device)))
-    return tuple(out)
 
 
 def dense_run(

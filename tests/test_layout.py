@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("prunekit", "prunekit_plugins")
-# what a third-party plugin may import: the facade, the scorer helpers, the conformance kit
-PUBLIC_MODULES = {"prunekit", "prunekit.scoring", "prunekit.testing"}
+# what a third-party plugin may import: the facade, the helpers of each kind, the conformance kit
+PUBLIC_MODULES = {
+    "prunekit",
+    "prunekit.data",
+    "prunekit.executing",
+    "prunekit.instruments",
+    "prunekit.scoring",
+    "prunekit.testing",
+}
 
 
 def _ours(module: str | None) -> bool:
@@ -61,39 +69,38 @@ def test_no_module_uses_a_private_name_of_another() -> None:
     assert found == []
 
 
-def test_example_plugin_imports_only_public_modules() -> None:
-    """The example plugin (code and tests) imports prunekit only through the facade, the
-    scorer helpers and the conformance kit."""
+def _prunekit_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every import of a prunekit module in ``path``."""
     found = []
-    for path in _sources("docs/examples"):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "prunekit":
-                if node.module not in PUBLIC_MODULES:
-                    found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}")
-            elif isinstance(node, ast.Import):
-                found += [
-                    f"{path.relative_to(ROOT)}:{node.lineno}: {a.name}"
-                    for a in node.names
-                    if a.name.split(".")[0] == "prunekit" and a.name not in PUBLIC_MODULES
-                ]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "prunekit":
+            found.append((node.lineno, node.module))
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "prunekit"]
+    return found
+
+
+def test_plugins_import_only_public_modules() -> None:
+    """The built-in plugins and the example plugin (code and tests) are written as any
+    third-party plugin would be: prunekit only through the facade and its public modules (the
+    helpers for scorers, data, instruments and executors, and the conformance kit)."""
+    found = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for path in _sources("plugins", "docs/examples")
+        for line, module in _prunekit_imports(path)
+        if module not in PUBLIC_MODULES
+    ]
     assert found == []
 
 
-def test_scorers_import_only_public_modules() -> None:
-    """The built-in scorers are written as a third-party scorer would be: prunekit only
-    through the facade and :mod:`prunekit.scoring`."""
-    found = []
-    for name in ("basic_scorers", "snip", "grasp", "synflow"):
-        path = ROOT / "plugins" / f"{name}.py"
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if (
-                isinstance(node, ast.ImportFrom)
-                and node.module
-                and node.module.split(".")[0] == "prunekit"
-                and node.module not in PUBLIC_MODULES
-            ):
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.module}")
-    assert found == []
+def test_public_modules_say_what_they_export() -> None:
+    """Each public module lists its names in ``__all__``, and each listed name exists."""
+    for module in sorted(PUBLIC_MODULES):
+        imported = importlib.import_module(module)
+        listed = getattr(imported, "__all__", None)
+        assert listed, f"{module} has no __all__"
+        missing = [name for name in listed if not hasattr(imported, name)]
+        assert missing == [], f"{module} lists names it lacks: {missing}"
 
 
 # ------------------------------------------------------------------ no plugin names in the core
