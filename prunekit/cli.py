@@ -20,11 +20,10 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from prunekit import __version__
+from prunekit.commands.common import MAX_SEED, emit_json, parse_options
 from prunekit.completion import complete_models, complete_names
 from prunekit.defaults import DEFAULT_TRAINER
 from prunekit.errors import PluginError, PrunekitError
-from prunekit.kinds import BY_NAME
-from prunekit.kinds import kind as find_kind
 from prunekit.plugins import PluginInfo, get_plugins, reset_plugins
 from prunekit.sentinels import CLEAN_CHECK
 from prunekit.validate import check_composition, resolve_device
@@ -35,27 +34,6 @@ if TYPE_CHECKING:
 def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
-
-
-def _emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
-
-
-MAX_SEED = 2**63 - 1  # torch.manual_seed's range
-
-
-def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``key=value`` pairs; values parsed as JSON when they can be (numbers, booleans)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise PrunekitError(f"option {pair!r} is not key=value")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def _set_plugins_dir(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
@@ -81,10 +59,15 @@ def _set_no_color(ctx: click.Context, param: click.Parameter, value: bool) -> No
         ctx.color = False
 
 
-# built-in commands defined in other modules, imported when they run: name -> (module, short help)
-LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "bench": ("prunekit.bench.command_bench", "Run a benchmark suite: prune, check, train, store, rank and report."),
-    "report": ("prunekit.bench.command_report", "Regenerate reports and plots from the results store."),
+# built-in commands of the commands package, imported when they are used:
+# name -> (module, the click command's attribute, the first line of its help)
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "bench": ("prunekit.commands.bench", "bench", "Run a benchmark suite: prune, check, train, store, rank and report."),
+    "completion": ("prunekit.commands.completion", "completion", 'Print the shell completion script: eval "$(prunekit completion bash)".'),
+    "list": ("prunekit.commands.plugins", "list_", "Registered objects of one KIND (scorers, schedules, checks, methods, models, ...) or all."),
+    "plugins": ("prunekit.commands.plugins", "plugins", "Every plugin: name, distribution, version, hooks, what it registered, problems, fixes."),
+    "report": ("prunekit.commands.report", "report", "Regenerate reports and plots from the results store without re-running any cell."),
+    "status": ("prunekit.commands.status", "status", "What a running or interrupted bench has done, is doing and has left, with its ETA."),
 }
 
 
@@ -106,8 +89,8 @@ class PrunekitGroup(click.Group):
         if cmd_name in self.commands:
             return self.commands[cmd_name]
         if cmd_name in LAZY_COMMANDS:
-            module = importlib.import_module(LAZY_COMMANDS[cmd_name][0])
-            command: click.Command = getattr(module, cmd_name)
+            module_name, attribute, _help = LAZY_COMMANDS[cmd_name]
+            command: click.Command = getattr(importlib.import_module(module_name), attribute)
             self.add_command(command, cmd_name)
             _COMMAND_OWNERS[cmd_name] = "prunekit"
             return command
@@ -134,7 +117,8 @@ class PrunekitGroup(click.Group):
                     continue
                 rows.append((name, command.get_short_help_str(limit)))
             else:
-                rows.append((name, LAZY_COMMANDS[name][1]))
+                # shortened as click shortens a loaded command's help
+                rows.append((name, click.Command(name, help=LAZY_COMMANDS[name][2]).get_short_help_str(limit)))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -195,89 +179,15 @@ def cli(ctx: click.Context) -> None:
         name, message = loaded.problems[0]
         raise PluginError(f"plugin {name}: {message} (strict mode: PRUNEKIT_STRICT_PLUGINS)")
     if ctx.invoked_subcommand != "plugins":  # that command shows the problems itself
+        from prunekit.commands.plugins import origin
+
         for info in loaded.info:
             for error in info.errors:
-                click.echo(f"warning: plugin {info.name} ({_origin(info)}): {error}", err=True)
+                click.echo(f"warning: plugin {info.name} ({origin(info)}): {error}", err=True)
         if loaded.problems:
             click.echo(
                 "warning: the other plugins work; `prunekit plugins` says how to fix this", err=True
             )
-
-
-# ------------------------------------------------------------------------------ plugins
-def _origin(info: PluginInfo) -> str:
-    return f"{info.distribution} {info.version}".strip()
-
-
-def _fix(info: PluginInfo) -> str | None:
-    """What to do about a plugin's problems (None when it has none)."""
-    if not info.errors:
-        return None
-    if info.builtin:
-        return (
-            "a built-in plugin failed: reinstall prunekit (pip install -e . in a checkout) "
-            "and report it"
-        )
-    if info.distribution == "runtime":
-        return "fix the object passed to prunekit.plugins.register_plugin"
-    if info.distribution.startswith("file:"):
-        path = info.distribution.removeprefix("file:")
-        return (
-            f"fix or remove {path} (loaded from the plugins folder: "
-            "--plugins-dir / PRUNEKIT_PLUGINS_DIR)"
-        )
-    if info.distribution == "-":
-        return "pass an existing folder to --plugins-dir / PRUNEKIT_PLUGINS_DIR"
-    dist = info.distribution
-    return (
-        f"upgrade it (pip install -U {dist}) or remove it (pip uninstall {dist}); to skip "
-        "it, name the plugins to load in PRUNEKIT_PLUGINS=a,b, or load none with "
-        "PRUNEKIT_DISABLE_PLUGIN_AUTOLOAD=1"
-    )
-
-
-@cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def plugins(as_json: bool) -> None:
-    """Every plugin: name, distribution, version, hooks, what it registered, problems, fixes."""
-    loaded = get_plugins()
-    if as_json:
-        _emit_json([{**p.as_dict(), "fix": _fix(p)} for p in loaded.info])
-        return
-    for p in loaded.info:
-        kind = "built-in" if p.builtin else "third-party"
-        click.echo(f"{click.style(p.name, bold=True)}  {_origin(p)}  ({kind})")
-        click.echo(f"  hooks: {', '.join(p.hooks) or '-'}")
-        for registered_kind, names in p.registered.items():
-            click.echo(f"  {registered_kind}: {', '.join(names)}")
-        for error in p.errors:
-            click.echo(f"  problem: {error}")
-        if p.errors:
-            click.echo(f"  fix: {_fix(p)}")
-    count = len(loaded.problems)
-    summary = f"{count} problem(s): see above" if count else "no problems"
-    click.echo(f"{len(loaded.info)} plugins, {summary}")
-
-
-@cli.command("list")
-@click.argument("kind", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_(kind: str | None, as_json: bool) -> None:
-    """Registered objects of one KIND (scorers, schedules, checks, methods, models, ...) or all."""
-    loaded = get_plugins()
-    kinds = [find_kind(kind).name] if kind else list(BY_NAME)
-    rows = [
-        {"kind": k, "name": e.name, "description": e.description, "plugin": str(e.origin)}
-        for k in kinds
-        for e in loaded.registry(k).entries()
-    ]
-    if as_json:
-        _emit_json(rows)
-        return
-    from prunekit.console import print_table
-
-    columns = ("kind", "name", "description", "plugin")
-    print_table(columns, [[row[c] for c in columns] for row in rows], whole=("kind", "name"))
 
 
 # -------------------------------------------------------------------------- prune / train
@@ -579,7 +489,7 @@ def prune(
         "layers": rows,
     }
     if as_json:
-        _emit_json(summary)
+        emit_json(summary)
         return
     from prunekit.console import console, print_table
 
@@ -761,7 +671,7 @@ def train(
             },
         )
     if as_json:
-        _emit_json(summary)
+        emit_json(summary)
     else:
         saved = f"; weights written to {out}" if out is not None else ""
         click.echo(
@@ -769,43 +679,6 @@ def train(
             f"{result.final_accuracy:.4f}, best {result.best_accuracy:.4f} "
             f"({config.epochs} epochs, {result.wall_time:.1f} s){saved}"
         )
-
-
-# --------------------------------------------------------------------------------- status
-@cli.command()
-@click.option("--db", type=click.Path(dir_okay=False), default="prunekit-results.db", show_default=True, help="The results store a bench writes (`prunekit bench --db`).")
-@click.option("--bench", "bench_id", default=None, help="Only this bench id (default: every bench with cells left, else the latest).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def status(db: str, bench_id: str | None, as_json: bool) -> None:
-    """What a running or interrupted bench has done, is doing and has left, with its ETA.
-
-    Read from the store alone, read-only (its bytes never change), so it can watch a bench that
-    another process, or another machine sharing the file, is running.
-    """
-    from prunekit.bench.status import lines, read_status
-
-    found = read_status(db, bench_id)
-    if as_json:
-        _emit_json(found.as_dict())
-        return
-    click.echo("\n".join(lines(found)))
-
-
-# ----------------------------------------------------------------------------- completion
-@cli.command()
-@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
-def completion(shell: str) -> None:
-    """Print the shell completion script: eval "$(prunekit completion bash)".
-
-    It completes commands and options, and the names of methods, checks, scorers, schedules,
-    trainers, datasets, suites and models.
-    """
-    from click.shell_completion import get_completion_class
-
-    cls = get_completion_class(shell)
-    if cls is None:  # pragma: no cover - click knows the three
-        raise PrunekitError(f"no completion for {shell}")
-    click.echo(cls(cli, {}, "prunekit", "_PRUNEKIT_COMPLETE").source())
 
 
 # --------------------------------------------------------------------------- plugin commands
