@@ -274,3 +274,19 @@ def test_no_import_cycles_at_import_time() -> None:
         if module not in state:
             visit(module, [])
     assert cycles == []
+
+
+def test_the_command_table_names_each_command_as_it_is() -> None:
+    """``prunekit.cli`` only assembles the commands of the commands package: each entry of its
+    table loads the command of that name, whose help starts with the line ``--help`` shows
+    without loading it; no command is defined in ``prunekit.cli`` itself."""
+    import click
+
+    from prunekit import cli
+
+    for name, (module, attribute, first_line) in cli.LAZY_COMMANDS.items():
+        assert module.startswith("prunekit.commands."), name
+        command = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command) and command.name == name
+        assert (command.help or "").strip().splitlines()[0] == first_line, name
+    assert not [n for n, v in vars(cli).items() if isinstance(v, click.Command) and v is not cli.cli]
