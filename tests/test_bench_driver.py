@@ -130,7 +130,7 @@ def test_fingerprint_follows_the_protocol_only(suite_file: Path, tmp_path: Path)
         (lambda t: t.replace("epochs = 1", "epochs = 1\nepochz = 2"), r"unknown key 'protocol\.epochz' in suite .*bad\.toml"),
         (lambda t: t + "\n[scoring]\nbatch = 3\n", r"unknown key 'scoring\.batch' in suite .*bad\.toml"),
         (lambda t: t.replace("sparsities = [0.5, 0.8]", "sparsities = [1.5]"), r"'sparsities' must be a non-empty list of numbers in \[0, 1\)"),
-        (lambda t: t.replace("seeds = [0, 1]", 'seeds = ["a"]'), r"'seeds' must be a non-empty list of integers"),
+        (lambda t: t.replace("seeds = [0, 1]", 'seeds = ["a"]'), r"'seeds\[0\]' must be an integer, got 'a'"),
         (lambda t: t.replace("epochs = 1", 'epochs = "1"'), r"'protocol\.epochs' must be an integer, got '1'"),
         (lambda t: t.replace('lr_schedule = "cosine"', 'lr_schedule = "cosin"'), r"\[protocol\]: .*lr_schedule"),
         (lambda t: t.replace('checks = ["none", "reinit"]', 'checks = "some"'), r"'checks' must be \"all\" or a list"),

@@ -274,7 +274,7 @@ def test_grid_attaches_the_instruments_that_apply() -> None:
         ({"instruments": ["instability"], "instrument_options": {"instability": {"points": 1}}}, "points"),
         ({"instruments": ["instability"], "instrument_options": {"instability": {"colour": 1}}}, "colour"),
         ({"instruments": [], "instrument_options": {"instability": {"points": 3}}}, "does not list"),
-        ({"instruments": "instability"}, "instrument names"),
+        ({"instruments": "instability"}, "'instruments' must be a list"),
     ],
 )
 def test_bad_instrument_settings_are_one_line(overrides: dict[str, Any], words: str) -> None:

@@ -68,7 +68,7 @@ def test_reference_method_defaults_to_the_random_ticket_and_is_read_from_the_fil
 
 def test_reference_method_of_the_wrong_type_is_one_line_naming_key_and_file(tmp_path: Path) -> None:
     path = _suite(tmp_path, _with_key("reference_method = 3"))
-    with pytest.raises(PrunekitError, match=r"invalid suite .*readings\.toml: 'reference_method' must be a method name"):
+    with pytest.raises(PrunekitError, match=r"invalid suite .*readings\.toml: 'reference_method' must be a string, got 3"):
         load_suite(path)
 
 
@@ -185,7 +185,7 @@ def test_bad_published_numbers_are_one_line_naming_entry_key_and_file(tmp_path: 
 
 def test_a_missing_published_key_is_named(tmp_path: Path) -> None:
     path = _suite(tmp_path, SUITE + '\n[[published_numbers]]\nmodel = "digits_mlp"\nmethod = "snip"\n')
-    with pytest.raises(PrunekitError, match=r"the key published_numbers\[0\]\.'sparsities' is missing"):
+    with pytest.raises(PrunekitError, match=r"the key 'published_numbers\[0\]\.sparsities' is missing"):
         load_suite(path)
 
 
