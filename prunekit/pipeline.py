@@ -438,11 +438,11 @@ def _score_and_select(
         check_scores(layers, scores, f"scorer {method.scorer!r}")
         zeros = zero_fraction(scores, layers, masks)
         scores = exclude_pruned(scores, masks)
-        early = check is not None and "scores" in check.stages() and check.scores_before_budgets()
+        early = check is not None and "scores" in check.stages and check.scores_before_budgets()
         if check is not None and early:  # the schedule allocates on the perturbed scores
             scores = exclude_pruned(check.perturb_scores(scores, check_rng), masks)
         counts = schedule.allocate(layers, target, scores)
-        if check is not None and "scores" in check.stages() and not early:  # budgets stay the clean ones
+        if check is not None and "scores" in check.stages and not early:  # budgets stay the clean ones
             scores = exclude_pruned(check.perturb_scores(scores, check_rng), masks)
         masks, ties = select_top_with_stats(
             layers, scores, counts, generator=_tie_generator(seed, log.rounds if log else 0, k)
@@ -576,7 +576,7 @@ def _find_ticket(
         "schedule_options": attrs.asdict(schedule) if attrs.has(type(schedule)) else {},
     }
     pruning_train = data.train
-    if check is not None and "pruning_data" in check.stages():
+    if check is not None and "pruning_data" in check.stages:
         pruning_train = check.perturb_data(data.train, data.num_classes, check_rng)
     batches = scoring_batches(
         data, scorer.data_request(model, data), seed, device, pruning_train, augment=method.scoring_augment
@@ -691,7 +691,7 @@ def prune(
     if method.scorer is None or sparsity == 0.0:
         meta.update(achieved_sparsity=masks.sparsity(), kept=masks.kept(), total=masks.total())
         return PruneOutcome(masks=masks, layers=layers, metadata=meta)
-    stages = check.stages() if check is not None else frozenset()
+    stages = check.stages if check is not None else frozenset()
     check_rng = make_generator(seed, "check", check_name)
     # a check acting on the ticket only leaves everything before it as the clean run has it
     before_ticket = check_name if stages - {"ticket"} else CLEAN_CHECK
