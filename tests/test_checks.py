@@ -21,7 +21,8 @@ from prunekit.data import ArrayData, Augment, DataBundle, iterate_batches, make_
 from prunekit.errors import PrunekitError
 from prunekit.hookspecs import hookimpl
 from prunekit.interfaces import Method, SanityCheck, Scorer, ScoringContext, Stage
-from prunekit.pipeline import prune, resolve_check
+from prunekit.masks import Masks
+from prunekit.pipeline import PruneRun, prune, resolve_check
 from prunekit.plugins import get_plugins, register_plugin, unregister_plugin
 from prunekit_plugins.checks import (
     ComposedCheck,
@@ -681,3 +682,26 @@ def test_composed_stages_and_families_come_from_the_parts(parts: tuple[str, ...]
     assert composed is not None
     assert composed.stages == frozenset().union(*(BUILTIN_STAGES[n] for n in parts))
     assert composed.applies_to == frozenset.intersection(*(c.applies_to for c in checks))
+
+
+def test_prune_run_draws_every_check_stage_from_one_seeded_generator() -> None:
+    """A run's check generator is seeded from (seed, "check", the check's name) and shared by
+    its stages in order: the pruning data first, then whatever comes after; without a check
+    the run leaves data and scores as they are."""
+    data = make_bundle(per_class=5)
+    both = compose(RandomLabels(), Reinit())
+    run = PruneRun(
+        model=make_net(0), data=data, method=SPY, layers=(), density=0.5, seed=7,
+        device=torch.device("cpu"), check=both,
+    )  # fmt: skip
+    g = make_generator(7, "check", "random_labels+reinit")
+    expected = RandomLabels().perturb_data(data.train, CLASSES, g)
+    assert torch.equal(run.pruning_data().y, expected.y)
+    assert torch.equal(torch.rand(5, generator=run.check_rng), torch.rand(5, generator=g))
+    assert run.stages == frozenset({"pruning_data", "ticket"}) and run.pruning_check == "random_labels+reinit"
+    clean = PruneRun(
+        model=make_net(0), data=data, method=SPY, layers=(), density=0.5, seed=7, device=torch.device("cpu")
+    )
+    assert clean.pruning_data() is data.train and clean.check_name == "none" and not clean.stages
+    scores = {"w": torch.arange(4.0)}
+    assert clean.perturbed_scores(scores, Masks({"w": torch.ones(4, dtype=torch.bool)}), before_budgets=True) is scores
