@@ -290,7 +290,7 @@ def _suite_epochs(cells: Any, epochs_per_run: int) -> dict[str, int]:
         runs = 1
         if method.pretrain:
             check = resolve_check(cell.check, method)
-            data_check = cell.check if check is not None and "pruning_data" in check.stages() else "none"
+            data_check = cell.check if check is not None and "pruning_data" in check.stages else "none"
             dense_runs.add((cell.model, cell.seed, data_check))
             if method.prune_fraction > 0:  # iterative: one retraining per intermediate density
                 density, d = 1 - cell.sparsity, 1.0

@@ -51,7 +51,6 @@ from prunekit import (
 )
 from prunekit.data import stratified_split
 
-STAGE_ORDER: tuple[str, ...] = ("pruning_data", "scores", "ticket")
 DATA_DEPENDENT: frozenset[str] = frozenset({"initial", "partially_trained", "hybrid"})
 TICKETS: frozenset[str] = frozenset(FAMILIES) - {"dense"}
 
@@ -76,7 +75,7 @@ class NoCheck(SanityCheck):
 
     name: ClassVar[str] = CLEAN_CHECK
     description: ClassVar[str] = "no perturbation: the clean reference"
-    stage: ClassVar[Stage] = "ticket"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"ticket"})
     applies_to: ClassVar[frozenset[str]] = frozenset(FAMILIES)
 
 
@@ -98,7 +97,7 @@ class RandomLabels(SanityCheck):
 
     name: ClassVar[str] = "random_labels"
     description: ClassVar[str] = "pruning data with labels drawn uniformly at random"
-    stage: ClassVar[Stage] = "pruning_data"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"pruning_data"})
     applies_to: ClassVar[frozenset[str]] = DATA_DEPENDENT
 
     seed: int | None = noop_field(
@@ -129,7 +128,7 @@ class RandomPixels(SanityCheck):
 
     name: ClassVar[str] = "random_pixels"
     description: ClassVar[str] = "pruning data with each image's pixels permuted (fixed per image)"
-    stage: ClassVar[Stage] = "pruning_data"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"pruning_data"})
     applies_to: ClassVar[frozenset[str]] = DATA_DEPENDENT
 
     def perturb_data(self, data: ArrayData, num_classes: int, generator: torch.Generator) -> ArrayData:
@@ -165,7 +164,7 @@ class HalfDataset(SanityCheck):
 
     name: ClassVar[str] = "half_dataset"
     description: ClassVar[str] = "dense pre-training on a fixed (stratified) half of the training set"
-    stage: ClassVar[Stage] = "pruning_data"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"pruning_data"})
     applies_to: ClassVar[frozenset[str]] = frozenset({"partially_trained", "hybrid"})
 
     fraction: float = attrs.field(
@@ -210,7 +209,7 @@ class ScoreInversion(SanityCheck):
 
     name: ClassVar[str] = "score_inversion"
     description: ClassVar[str] = "keep the lowest scores (under the method's own layer budgets, or globally)"
-    stage: ClassVar[Stage] = "scores"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"scores"})
     applies_to: ClassVar[frozenset[str]] = DATA_DEPENDENT
 
     scope: str = noop_field("per_layer", validator=_one_of("per_layer", "global"))
@@ -218,10 +217,7 @@ class ScoreInversion(SanityCheck):
     def scores_before_budgets(self) -> bool:
         return self.scope == "global"
 
-    def not_applicable(self, method: Method, uses_data: bool) -> str | None:
-        reason = super().not_applicable(method, uses_data)
-        if reason:
-            return reason
+    def refuses(self, method: Method) -> str | None:
         if method.scorer is None:
             return f"{method.name} computes no scores, so there is nothing to invert"
         if _random_scorer(method.scorer):
@@ -290,7 +286,7 @@ class LayerwiseRearrange(SanityCheck):
 
     name: ClassVar[str] = "layerwise_rearrange"
     description: ClassVar[str] = "each layer's mask permuted at random (kept count per layer unchanged)"
-    stage: ClassVar[Stage] = "ticket"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"ticket"})
     applies_to: ClassVar[frozenset[str]] = TICKETS
 
     @torch.no_grad()
@@ -325,7 +321,7 @@ class LayerwiseWeightShuffle(SanityCheck):
 
     name: ClassVar[str] = "layerwise_weight_shuffle"
     description: ClassVar[str] = "surviving weights permuted among the surviving positions of each layer"
-    stage: ClassVar[Stage] = "ticket"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"ticket"})
     applies_to: ClassVar[frozenset[str]] = TICKETS
 
     @torch.no_grad()
@@ -353,7 +349,7 @@ class Reinit(SanityCheck):
 
     name: ClassVar[str] = "reinit"
     description: ClassVar[str] = "surviving weights re-drawn from the init distribution, mask kept"
-    stage: ClassVar[Stage] = "ticket"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"ticket"})
     applies_to: ClassVar[frozenset[str]] = TICKETS
 
     @torch.no_grad()
@@ -367,10 +363,6 @@ class Reinit(SanityCheck):
 
 
 # ------------------------------------------------------------------------------- composition
-def _stage_key(stage: str) -> int:
-    return STAGE_ORDER.index(stage) if stage in STAGE_ORDER else len(STAGE_ORDER)
-
-
 @attrs.frozen(kw_only=True)
 class ComposedCheck(SanityCheck):
     """Several checks applied in order, e.g. random labels then random pixels.
@@ -400,34 +392,23 @@ class ComposedCheck(SanityCheck):
         return "; then ".join(c.description for c in self.checks)
 
     @property  # type: ignore[misc]
-    def stage(self) -> Stage:  # type: ignore[override]
-        return min(self.stages(), key=_stage_key)  # type: ignore[return-value]
+    def stages(self) -> frozenset[Stage]:  # type: ignore[override]
+        return frozenset().union(*(c.stages for c in self.checks))
 
     @property  # type: ignore[misc]
     def applies_to(self) -> frozenset[str]:  # type: ignore[override]
-        families = frozenset(FAMILIES)
-        for c in self.checks:
-            families &= c.applies_to
-        return families
+        return frozenset(FAMILIES).intersection(*(c.applies_to for c in self.checks))
 
-    def stages(self) -> frozenset[str]:
-        out: frozenset[str] = frozenset()
+    def refuses(self, method: Method) -> str | None:
+        """The first reason a component gives of its own."""
         for c in self.checks:
-            out |= c.stages()
-        return out
-
-    def not_applicable(self, method: Method, uses_data: bool) -> str | None:
-        reason = super().not_applicable(method, uses_data)
-        if reason:
-            return reason
-        for c in self.checks:
-            reason = c.not_applicable(method, uses_data)
+            reason = c.refuses(method)
             if reason:
                 return reason
         return None
 
     def _at(self, stage: str) -> list[SanityCheck]:
-        return [c for c in self.checks if stage in c.stages()]
+        return [c for c in self.checks if stage in c.stages]
 
     def scores_before_budgets(self) -> bool:
         """Whether any score component acts before the budgets (then all of them do)."""
@@ -478,8 +459,6 @@ class CorruptedData(ComposedCheck):
 
     name: ClassVar[str] = "corrupted_data"  # type: ignore[misc]
     description: ClassVar[str] = "pruning data with random labels and randomly permuted pixels"  # type: ignore[misc]
-    stage: ClassVar[Stage] = "pruning_data"  # type: ignore[misc]
-    applies_to: ClassVar[frozenset[str]] = RandomLabels.applies_to & RandomPixels.applies_to  # type: ignore[misc]
 
     checks: tuple[SanityCheck, ...] = attrs.field(
         init=False, factory=lambda: (RandomLabels(), RandomPixels()), converter=tuple

@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, get_args
+from typing import Any, ClassVar, Literal, final, get_args
 
 import attrs
 import torch
@@ -119,36 +119,46 @@ Stage = Literal["pruning_data", "scores", "ticket"]
 
 
 class SanityCheck(abc.ABC):
-    """A perturbation at one pipeline stage; a method *passes* when it lowers accuracy.
+    """A perturbation at one or more pipeline stages; a method *passes* when it lowers accuracy.
 
-    ``stage`` says which hook the pipeline calls:
+    ``stages`` says which hooks the pipeline calls (one stage for a plain check; a composed
+    check computes the union of its parts' stages):
 
     * ``pruning_data`` — :meth:`perturb_data` on the data used for pruning (the scoring batch
       and any dense pre-training); final training always uses the clean data;
     * ``scores`` — :meth:`perturb_scores` after the layer budgets were computed from the
       clean scores and before selection inside each layer (so budgets stay the method's own);
+      :meth:`scores_before_budgets` moves it before the budgets;
     * ``ticket`` — :meth:`perturb_ticket` on the model and masks after selection and
       rewinding, before the final training.
 
-    ``applies_to`` lists the ticket families it is meaningful for; :meth:`not_applicable`
-    may refine that. Everything random is drawn from the given generator (the run seed).
+    ``applies_to`` lists the ticket families it is meaningful for. :meth:`not_applicable`
+    derives the rest from the stages: a ``pruning_data`` check does not apply to a method that
+    uses no data to prune. A check refusing methods for a reason of its own (e.g. a scorer
+    trait) says so in :meth:`refuses`. Everything random is drawn from the given generator
+    (the run seed).
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
-    stage: ClassVar[Stage]
+    stages: ClassVar[frozenset[Stage]]
     applies_to: ClassVar[frozenset[str]] = frozenset(FAMILIES) - {DENSE_METHOD}
 
-    def stages(self) -> frozenset[str]:
-        """Every stage this check acts on (a composed check may act on several)."""
-        return frozenset({self.stage})
-
+    @final
     def not_applicable(self, method: Method, uses_data: bool) -> str | None:
-        """Why this check is meaningless for ``method`` (None when it applies)."""
+        """Why this check is meaningless for ``method`` (None when it applies): its family is
+        not in ``applies_to``; it acts on the pruning data and ``method`` uses none; or
+        :meth:`refuses` gives a reason."""
         if method.family not in self.applies_to:
             return f"{self.name} applies to {', '.join(sorted(self.applies_to))} tickets, not {method.family}"
-        if "pruning_data" in self.stages() and not uses_data:
+        if "pruning_data" in self.stages and not uses_data:
             return f"{method.name} does not use data to prune, so {self.name} cannot change it"
+        return self.refuses(method)
+
+    def refuses(self, method: Method) -> str | None:
+        """A reason of this check's own why it is meaningless for ``method``, a method of a
+        family in ``applies_to`` (None, the default: no such reason). Family and data rules
+        are the core's (:meth:`not_applicable`): never repeat them here."""
         return None
 
     def scores_before_budgets(self) -> bool:

@@ -291,6 +291,77 @@ class Training:
     device: torch.device = torch.device("cpu")
 
 
+@attrs.frozen(kw_only=True, eq=False)
+class PruneRun:
+    """What one pruning run is: the model it prunes in place on ``device``, the data, the
+    method, the prunable layers, the target density, the seed, the sanity check, and what
+    rewinding (``init_model``) and pre-training (``training``) need.
+
+    ``check_rng`` is the one generator every stage of the check draws from, in pipeline order
+    (seeded from the seed and the check's name).
+    """
+
+    model: nn.Module
+    data: DataBundle
+    method: Method
+    layers: tuple[PrunableLayer, ...]
+    density: float
+    seed: int
+    device: torch.device
+    check: SanityCheck | None = None
+    init_model: Callable[[int], nn.Module] | None = None
+    training: Training | None = None
+    check_rng: torch.Generator = attrs.field(init=False)
+
+    @check_rng.default
+    def _check_rng(self) -> torch.Generator:
+        return make_generator(self.seed, "check", self.check_name)
+
+    @property
+    def check_name(self) -> str:
+        return self.check.name if self.check is not None else CLEAN_CHECK
+
+    @property
+    def stages(self) -> frozenset[str]:
+        """The stages the check acts on (none without a check)."""
+        return frozenset(self.check.stages) if self.check is not None else frozenset()
+
+    @property
+    def pruning_check(self) -> str:
+        """The check that changes the pruning data (the clean one unless it acts there)."""
+        return self.check_name if "pruning_data" in self.stages else CLEAN_CHECK
+
+    def pruning_data(self) -> ArrayData:
+        """The training data pruning sees: perturbed by a ``pruning_data`` check, else clean."""
+        if self.check is None or "pruning_data" not in self.check.stages:
+            return self.data.train
+        return self.check.perturb_data(self.data.train, self.data.num_classes, self.check_rng)
+
+    def perturbed_scores(
+        self, scores: dict[str, torch.Tensor], masks: Masks, *, before_budgets: bool
+    ) -> dict[str, torch.Tensor]:
+        """``scores`` through a ``scores`` check that acts at this point (before the layer
+        budgets or after them), pruned positions excluded again; else as they are."""
+        check = self.check
+        if check is None or "scores" not in check.stages or check.scores_before_budgets() != before_budgets:
+            return scores
+        return exclude_pruned(check.perturb_scores(scores, self.check_rng), masks)
+
+    def perturbed_ticket(self, masks: Masks, unpruned: Mapping[str, torch.Tensor]) -> Masks:
+        """The ticket through a ``ticket`` check (the model changed in place, the returned
+        masks applied to it); ``masks`` as they are without one."""
+        if self.check is None or "ticket" not in self.check.stages:
+            return masks
+        if self.init_model is None:
+            raise PrunekitError(f"check {self.check_name!r} needs a way to re-initialise the model")
+        ticket = TicketContext(
+            model=self.model, masks=masks, unpruned=unpruned, generator=self.check_rng, init_model=self.init_model
+        )
+        masks = self.check.perturb_ticket(ticket)
+        masks.apply(self.model)
+        return masks
+
+
 def dense_run(
     model: nn.Module,
     data: DataBundle,
@@ -368,28 +439,14 @@ def density_steps(method: Method, density: float) -> list[float]:
     return [*steps, density]
 
 
-def _score_and_select(
-    model: nn.Module,
-    data: DataBundle,
-    method: Method,
-    layers: tuple[PrunableLayer, ...],
-    masks: Masks,
-    density: float,
-    *,
-    seed: int,
-    device: torch.device,
-    batches: tuple[tuple[torch.Tensor, torch.Tensor], ...],
-    scorer: Scorer,
-    schedule: RatioSchedule,
-    check: SanityCheck | None,
-    check_rng: torch.Generator,
-    log: SelectionLog | None = None,
-) -> Masks:
-    """``method.rounds`` scoring rounds from the current masks' density down to ``density``.
+def _score_and_select(run: PruneRun, selection: Selection, masks: Masks, density: float) -> Masks:
+    """``run.method.rounds`` scoring rounds from the current masks' density down to ``density``.
 
-    Ties at a layer's threshold are broken by a permutation seeded from ``seed``, the round
-    and the layer (see :mod:`prunekit.selection`); ``log`` collects how much ties decided.
+    Ties at a layer's threshold are broken by a permutation seeded from the run's seed, the
+    selection call, the round and the layer (see :mod:`prunekit.selection`);
+    ``selection.log`` collects how much ties decided.
     """
+    model, method, layers, log = run.model, run.method, run.layers, selection.log
     start = masks.density()
     for k in range(1, method.rounds + 1):
         target = start * (density / start) ** (k / method.rounds)
@@ -397,29 +454,25 @@ def _score_and_select(
         ctx = ScoringContext(
             layers=layers,
             masks=masks,
-            batches=batches,
-            input_shape=data.input_shape,
-            num_classes=data.num_classes,
-            seed=seed,
-            device=device,
+            batches=selection.batches,
+            input_shape=run.data.input_shape,
+            num_classes=run.data.num_classes,
+            seed=run.seed,
+            device=run.device,
         )
-        scores = _score(scorer, model, ctx, method)
+        scores = _score(selection.scorer, model, ctx, method)
         check_scores(layers, scores, f"scorer {method.scorer!r}")
         zeros = zero_fraction(scores, layers, masks)
         scores = exclude_pruned(scores, masks)
-        early = check is not None and "scores" in check.stages() and check.scores_before_budgets()
-        if check is not None and early:  # the schedule allocates on the perturbed scores
-            scores = exclude_pruned(check.perturb_scores(scores, check_rng), masks)
-        counts = schedule.allocate(layers, target, scores)
-        if check is not None and "scores" in check.stages() and not early:  # budgets stay the clean ones
-            scores = exclude_pruned(check.perturb_scores(scores, check_rng), masks)
+        # the schedule allocates on perturbed scores, or budgets stay the clean ones
+        scores = run.perturbed_scores(scores, masks, before_budgets=True)
+        counts = selection.schedule.allocate(layers, target, scores)
+        scores = run.perturbed_scores(scores, masks, before_budgets=False)
         masks, ties = select_top_with_stats(
-            layers, scores, counts, generator=_tie_generator(seed, log.rounds if log else 0, k)
+            layers, scores, counts, generator=_tie_generator(run.seed, log.rounds, k)
         )
-        if log is not None:
-            log.add(ties, zeros)
-    if log is not None:
-        log.rounds += 1
+        log.add(ties, zeros)
+    log.rounds += 1
     return masks
 
 
@@ -519,24 +572,29 @@ def _zeroed_norms(model: nn.Module) -> bool:
     )
 
 
-def _find_ticket(
-    model: nn.Module,
-    data: DataBundle,
-    method: Method,
-    layers: tuple[PrunableLayer, ...],
-    masks: Masks,
-    density: float,
-    *,
-    seed: int,
-    device: torch.device,
-    check: SanityCheck | None,
-    check_rng: torch.Generator,
-    pruning_check: str,
-    init_model: Callable[[int], nn.Module] | None,
-    training: Training | None,
-) -> tuple[Masks, dict[str, torch.Tensor], dict[str, Any]]:
+@attrs.frozen(kw_only=True, eq=False)
+class Selection:
+    """How the scoring rounds of one run score and select: the method's scorer and schedule
+    (built with its options), the scoring batches, and the log of what ties decided."""
+
+    scorer: Scorer
+    schedule: RatioSchedule
+    batches: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    log: SelectionLog = attrs.field(factory=SelectionLog)
+
+    def record(self, run: PruneRun) -> dict[str, Any]:
+        """What to record about the ties and zero scores of the run's selections."""
+        return {
+            "tie_fraction": self.log.tie_fraction,
+            "zero_score_fraction": self.log.zero_fraction,
+            "warnings": self.log.warnings(run.method.scorer, run.model),
+        }
+
+
+def _find_ticket(run: PruneRun, masks: Masks) -> tuple[Masks, dict[str, torch.Tensor], dict[str, Any]]:
     """Score, select and rewind: the ticket before any ticket check, with its unpruned
     weights and what to record about it."""
+    model, data, method, seed, device = run.model, run.data, run.method, run.seed, run.device
     assert method.scorer is not None  # a method without a scorer keeps its dense masks
     scorer = instantiate("scorer", method.scorer, dict(method.scorer_options))
     schedule = instantiate("ratio_schedule", method.schedule, dict(method.schedule_options))
@@ -544,23 +602,22 @@ def _find_ticket(
         "scorer_options": attrs.asdict(scorer) if attrs.has(type(scorer)) else {},
         "schedule_options": attrs.asdict(schedule) if attrs.has(type(schedule)) else {},
     }
-    pruning_train = data.train
-    if check is not None and "pruning_data" in check.stages():
-        pruning_train = check.perturb_data(data.train, data.num_classes, check_rng)
+    pruning_train = run.pruning_data()
     batches = scoring_batches(
         data, scorer.data_request(model, data), seed, device, pruning_train, augment=method.scoring_augment
     )
-    log = SelectionLog()
-    select = {"seed": seed, "device": device, "batches": batches, "scorer": scorer, "schedule": schedule, "check": check, "check_rng": check_rng, "log": log}
-    names = [layer.name for layer in layers]
+    selection = Selection(scorer=scorer, schedule=schedule, batches=batches)
+    names = [layer.name for layer in run.layers]
     if not method.pretrain:
         unpruned = _prunable_copy(model, names)
-        masks = _score_and_select(model, data, method, layers, masks, density, **select)
-        meta.update(tie_fraction=log.tie_fraction, zero_score_fraction=log.zero_fraction, warnings=log.warnings(method.scorer, model))
+        masks = _score_and_select(run, selection, masks, run.density)
+        meta.update(selection.record(run))
         masks.apply(model)
         return masks, unpruned, meta
+    training = run.training
     if training is None:
         raise PrunekitError(f"method {method.name!r} trains the dense network first: give it a training protocol")
+    check, pruning_check = run.check, run.pruning_check
     dense = dense_run(
         model, data, method, training, seed=seed, pruning_train=pruning_train, check_name=pruning_check,
         # options such as half_dataset's fraction change the data: part of the cache key
@@ -569,13 +626,13 @@ def _find_ticket(
     meta["dense_accuracy"] = dense.final_accuracy
     k = rewind_step(method.rewind_point, dense.steps) if method.rewind == "step" else 0
     trained = dense.final
-    densities = density_steps(method, density)
+    densities = density_steps(method, run.density)
     meta["round_densities"] = []
     for i, round_density in enumerate(densities):
         model.load_state_dict(trained)
-        masks = _score_and_select(model, data, method, layers, masks, round_density, **select)
+        masks = _score_and_select(run, selection, masks, round_density)
         meta["round_densities"].append(masks.density())
-        _rewind(model, method, dense, k, trained, data, init_model, seed)
+        _rewind(run, dense, k, trained)
         unpruned = _prunable_copy(model, names)
         masks.apply(model)
         if i < len(densities) - 1:  # IMP: retrain the rewound ticket before the next round
@@ -583,7 +640,7 @@ def _find_ticket(
                 model, data, training.config, masks=masks, seed=seed, device=device, train_data=pruning_train
             )
             trained = {n: v.detach().clone() for n, v in model.state_dict().items()}
-    meta.update(tie_fraction=log.tie_fraction, zero_score_fraction=log.zero_fraction, warnings=log.warnings(method.scorer, model))
+    meta.update(selection.record(run))
     return masks, unpruned, meta
 
 
@@ -660,38 +717,18 @@ def prune(
     if method.scorer is None or sparsity == 0.0:
         meta.update(achieved_sparsity=masks.sparsity(), kept=masks.kept(), total=masks.total())
         return PruneOutcome(masks=masks, layers=layers, metadata=meta)
-    stages = check.stages() if check is not None else frozenset()
-    check_rng = make_generator(seed, "check", check_name)
+    run = PruneRun(
+        model=model, data=data, method=method, layers=layers, density=density, seed=seed, device=device,
+        check=check, init_model=init_model, training=training,
+    )
     # a check acting on the ticket only leaves everything before it as the clean run has it
-    before_ticket = check_name if stages - {"ticket"} else CLEAN_CHECK
+    before_ticket = check_name if run.stages - {"ticket"} else CLEAN_CHECK
     key = None
     if reuse is not None and reuse_key is not None:
         key = json.dumps([reuse_key, method.spec(), sparsity, seed, before_ticket], sort_keys=True, default=str)
-    found = reuse.get(key) if reuse is not None and key is not None else None
-    if found is not None:
-        masks, state, unpruned, found_meta = found
-        model.load_state_dict(state)
-        meta.update(found_meta)
-    else:
-        masks, unpruned, found_meta = _find_ticket(
-            model, data, method, layers, masks, density,
-            seed=seed, device=device, check=check, check_rng=check_rng,
-            pruning_check=check_name if "pruning_data" in stages else CLEAN_CHECK,
-            init_model=init_model, training=training,
-        )
-        meta.update(found_meta)
-        if reuse is not None and key is not None:
-            state = {n: v.detach().clone() for n, v in model.state_dict().items()}
-            reuse.put(key, (Masks(dict(masks)), state, unpruned, found_meta))
-    if "ticket" in stages:
-        if init_model is None:
-            raise PrunekitError(f"check {check_name!r} needs a way to re-initialise the model")
-        ticket = TicketContext(
-            model=model, masks=masks, unpruned=unpruned, generator=check_rng, init_model=init_model
-        )
-        assert check is not None  # only a check has stages
-        masks = check.perturb_ticket(ticket)
-        masks.apply(model)
+    masks, unpruned, found_meta = _reused_or_found(run, masks, reuse, key)
+    meta.update(found_meta)
+    masks = run.perturbed_ticket(masks, unpruned)
     per_layer = masks.layer_kept()
     kept, total = sum(per_layer.values()), masks.total()
     check_achieved(kept, total, density, method, len(layers))
@@ -704,6 +741,24 @@ def prune(
             "lower the sparsity, use another schedule, or allow collapse (--allow-collapse)"
         )
     return PruneOutcome(masks=masks, layers=layers, metadata=meta, unpruned=unpruned)
+
+
+def _reused_or_found(
+    run: PruneRun, masks: Masks, reuse: TicketCache | None, key: str | None
+) -> tuple[Masks, Mapping[str, torch.Tensor], dict[str, Any]]:
+    """The ticket before its ticket check, its unpruned weights and what to record about it:
+    kept in ``reuse`` under ``key`` (the model's state restored from there), else found and
+    kept there."""
+    found = reuse.get(key) if reuse is not None and key is not None else None
+    if found is not None:
+        masks, state, unpruned, found_meta = found
+        run.model.load_state_dict(state)
+        return masks, unpruned, found_meta
+    masks, unpruned, found_meta = _find_ticket(run, masks)
+    if reuse is not None and key is not None:
+        state = {n: v.detach().clone() for n, v in run.model.state_dict().items()}
+        reuse.put(key, (Masks(dict(masks)), state, unpruned, found_meta))
+    return masks, unpruned, found_meta
 
 
 def check_achieved(kept: int, total: int, density: float, method: Method, layers: int) -> None:
@@ -726,17 +781,9 @@ def _prunable_copy(model: nn.Module, names: list[str]) -> dict[str, torch.Tensor
 REINIT_SEED_OFFSET = 1_000_003
 
 
-def _rewind(
-    model: nn.Module,
-    method: Method,
-    dense: DenseRun,
-    k: int,
-    trained: dict[str, torch.Tensor],
-    data: DataBundle,
-    init_model: Callable[[int], nn.Module] | None,
-    seed: int,
-) -> None:
-    """Set the model's weights to the rewinding point of ``method``."""
+def _rewind(run: PruneRun, dense: DenseRun, k: int, trained: dict[str, torch.Tensor]) -> None:
+    """Set the model's weights to the rewinding point of the run's method."""
+    model, method = run.model, run.method
     if method.rewind == "init":
         model.load_state_dict(dense.states[0])
     elif method.rewind == "step":
@@ -744,6 +791,6 @@ def _rewind(
     elif method.rewind == "trained":
         model.load_state_dict(trained)
     else:  # reinit: the same mask on a fresh initialisation from another seed (Ma et al.)
-        if init_model is None:
+        if run.init_model is None:
             raise PrunekitError(f"method {method.name!r} needs a way to re-initialise the model")
-        model.load_state_dict(init_model(seed + REINIT_SEED_OFFSET).state_dict())
+        model.load_state_dict(run.init_model(run.seed + REINIT_SEED_OFFSET).state_dict())

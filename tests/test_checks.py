@@ -20,8 +20,9 @@ from torch import nn
 from prunekit.data import ArrayData, Augment, DataBundle, iterate_batches, make_generator
 from prunekit.errors import PrunekitError
 from prunekit.hookspecs import hookimpl
-from prunekit.interfaces import Method, Scorer, ScoringContext
-from prunekit.pipeline import prune, resolve_check
+from prunekit.interfaces import Method, SanityCheck, Scorer, ScoringContext, Stage
+from prunekit.masks import Masks
+from prunekit.pipeline import PruneRun, prune, resolve_check
 from prunekit.plugins import get_plugins, register_plugin, unregister_plugin
 from prunekit_plugins.checks import (
     ComposedCheck,
@@ -551,7 +552,7 @@ def test_compose_unions_stages_and_intersects_families() -> None:
     None / none are dropped, one check stays itself, nested compositions flatten."""
     both = compose(RandomLabels(), Reinit())
     assert isinstance(both, ComposedCheck)
-    assert both.stages() == frozenset({"pruning_data", "ticket"})
+    assert both.stages == frozenset({"pruning_data", "ticket"})
     assert both.name == "random_labels+reinit"
     assert compose(HalfDataset(), LayerwiseRearrange()).applies_to == frozenset({"partially_trained", "hybrid"})
     random_initial = Method(name="rand_init", description="r", family="initial", scorer="random")
@@ -577,3 +578,130 @@ def test_composed_data_check_applies_components_in_order() -> None:
     expected = RandomPixels().perturb_data(RandomLabels().perturb_data(data, CLASSES, g), CLASSES, g)
     assert torch.equal(out.x, expected.x) and torch.equal(out.y, expected.y)
     assert not torch.equal(out.y, data.y) and not torch.equal(out.x, data.x)
+
+
+# ------------------------------------------------------------- declared stages, derived refusals
+DATA_FREE_INITIAL = Method(name="mag_init", description="m", family="initial", scorer="magnitude")
+BUILTIN_STAGES = {
+    "none": {"ticket"},
+    "random_labels": {"pruning_data"},
+    "random_pixels": {"pruning_data"},
+    "half_dataset": {"pruning_data"},
+    "corrupted_data": {"pruning_data"},
+    "score_inversion": {"scores"},
+    "layerwise_rearrange": {"ticket"},
+    "layerwise_weight_shuffle": {"ticket"},
+    "reinit": {"ticket"},
+}
+
+
+def test_builtin_checks_declare_their_stages_as_the_papers_place_them() -> None:
+    """Every built-in check's ``stages`` is the set paper-spec.md places it at (corrupted_data's
+    derived from its two data parts), and none overrides the core's not_applicable."""
+    registry = get_plugins().registry("sanity_check")
+    for name, stages in BUILTIN_STAGES.items():
+        check = registry.get(name)()
+        assert check.stages == frozenset(stages), name
+        assert type(check).not_applicable is SanityCheck.not_applicable, name
+    assert registry.get("corrupted_data")().applies_to == frozenset({"initial", "partially_trained", "hybrid"})
+
+
+@pytest.mark.parametrize("name", ["random_labels", "random_pixels", "corrupted_data"])
+def test_data_check_on_a_data_free_method_gives_the_core_reason(name: str) -> None:
+    """A pruning-data check on a method of a family it applies to but that prunes without
+    data is refused with the one text the core derives from the stage, word for word."""
+    check = get_plugins().registry("sanity_check").get(name)()
+    assert check.not_applicable(DATA_FREE_INITIAL, False) == (
+        f"mag_init does not use data to prune, so {name} cannot change it"
+    )
+    assert check.not_applicable(DATA_FREE_INITIAL, True) is None
+
+
+@attrs.frozen
+class Blur(SanityCheck):
+    """A third-party data check that declares its stage and families, nothing more."""
+
+    name: ClassVar[str] = "blur"
+    description: ClassVar[str] = "pruning data blurred"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"pruning_data"})
+    applies_to: ClassVar[frozenset[str]] = frozenset({"initial"})
+
+
+def test_declared_stage_alone_gives_a_check_the_data_and_family_rules() -> None:
+    """A check declaring only ``stages`` and ``applies_to`` is refused on a data-free method
+    and on another family, with the core's texts, and applies otherwise."""
+    assert Blur().not_applicable(DATA_FREE_INITIAL, False) == (
+        "mag_init does not use data to prune, so blur cannot change it"
+    )
+    hybrid = Method(name="hyb", description="h", family="hybrid", scorer="magnitude")
+    assert Blur().not_applicable(hybrid, True) == "blur applies to initial tickets, not hybrid"
+    assert Blur().not_applicable(DATA_FREE_INITIAL, True) is None
+
+
+def test_score_inversion_keeps_its_reasons_word_for_word() -> None:
+    """score_inversion's own reasons (no scorer, random scorer) and the family reason read as
+    before; a composition gives the data rule under its own name first, then its parts' own
+    reasons."""
+    inversion = ScoreInversion()
+    unscored = Method(name="keep_all", description="k", family="initial")
+    random_initial = Method(name="rand_init", description="r", family="initial", scorer="random")
+    random_ticket = Method(name="rt", description="r", family="random", scorer="random")
+    assert inversion.not_applicable(unscored, False) == "keep_all computes no scores, so there is nothing to invert"
+    assert inversion.not_applicable(random_initial, False) == (
+        "rand_init scores at random, and inverted random scores are random scores"
+    )
+    assert inversion.not_applicable(random_ticket, False) == (
+        "score_inversion applies to hybrid, initial, partially_trained tickets, not random"
+    )
+    both = compose(RandomLabels(), ScoreInversion())
+    assert both is not None
+    assert both.not_applicable(random_initial, False) == (
+        "rand_init does not use data to prune, so random_labels+score_inversion cannot change it"
+    )
+    assert both.not_applicable(random_initial, True) == (
+        "rand_init scores at random, and inverted random scores are random scores"
+    )
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("random_labels", "reinit"),
+        ("half_dataset", "score_inversion"),
+        ("score_inversion", "layerwise_rearrange"),
+        ("random_pixels", "score_inversion", "layerwise_weight_shuffle"),
+        ("corrupted_data", "reinit"),
+    ],
+)
+def test_composed_stages_and_families_come_from_the_parts(parts: tuple[str, ...]) -> None:
+    """A composed check's stages are the union of its parts' (from the table above) and its
+    families the intersection of theirs."""
+    registry = get_plugins().registry("sanity_check")
+    checks = [registry.get(n)() for n in parts]
+    composed = compose(*checks)
+    assert composed is not None
+    assert composed.stages == frozenset().union(*(BUILTIN_STAGES[n] for n in parts))
+    assert composed.applies_to == frozenset.intersection(*(c.applies_to for c in checks))
+
+
+def test_prune_run_draws_every_check_stage_from_one_seeded_generator() -> None:
+    """A run's check generator is seeded from (seed, "check", the check's name) and shared by
+    its stages in order: the pruning data first, then whatever comes after; without a check
+    the run leaves data and scores as they are."""
+    data = make_bundle(per_class=5)
+    both = compose(RandomLabels(), Reinit())
+    run = PruneRun(
+        model=make_net(0), data=data, method=SPY, layers=(), density=0.5, seed=7,
+        device=torch.device("cpu"), check=both,
+    )  # fmt: skip
+    g = make_generator(7, "check", "random_labels+reinit")
+    expected = RandomLabels().perturb_data(data.train, CLASSES, g)
+    assert torch.equal(run.pruning_data().y, expected.y)
+    assert torch.equal(torch.rand(5, generator=run.check_rng), torch.rand(5, generator=g))
+    assert run.stages == frozenset({"pruning_data", "ticket"}) and run.pruning_check == "random_labels+reinit"
+    clean = PruneRun(
+        model=make_net(0), data=data, method=SPY, layers=(), density=0.5, seed=7, device=torch.device("cpu")
+    )
+    assert clean.pruning_data() is data.train and clean.check_name == "none" and not clean.stages
+    scores = {"w": torch.arange(4.0)}
+    assert clean.perturbed_scores(scores, Masks({"w": torch.ones(4, dtype=torch.bool)}), before_budgets=True) is scores

@@ -417,14 +417,14 @@ def test_broken_schedule_is_caught(sloppy: str, fragments: list[str]) -> None:
 class DoesNothing(SanityCheck):
     name: ClassVar[str] = "does_nothing"
     description: ClassVar[str] = "declares a ticket stage, implements nothing"
-    stage: ClassVar[Stage] = "ticket"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"ticket"})
 
 
 @attrs.frozen
 class ScalesScores(SanityCheck):
     name: ClassVar[str] = "scales_scores"
     description: ClassVar[str] = "multiplies scores by 2: the same weights are selected"
-    stage: ClassVar[Stage] = "scores"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"scores"})
 
     def perturb_scores(self, scores, generator):  # type: ignore[no-untyped-def]
         return {n: s * 2 for n, s in scores.items()}
@@ -434,7 +434,7 @@ class ScalesScores(SanityCheck):
 class LabelsInPlace(SanityCheck):
     name: ClassVar[str] = "labels_in_place"
     description: ClassVar[str] = "overwrites the labels of its input"
-    stage: ClassVar[Stage] = "pruning_data"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"pruning_data"})
 
     def perturb_data(
         self, data: ArrayData, num_classes: int, generator: torch.Generator
@@ -447,7 +447,7 @@ class LabelsInPlace(SanityCheck):
 class UnseededLabels(SanityCheck):
     name: ClassVar[str] = "unseeded_labels"
     description: ClassVar[str] = "random labels from the global generator"
-    stage: ClassVar[Stage] = "pruning_data"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"pruning_data"})
 
     def perturb_data(
         self, data: ArrayData, num_classes: int, generator: torch.Generator
@@ -459,7 +459,7 @@ class UnseededLabels(SanityCheck):
 class DictMasks(SanityCheck):
     name: ClassVar[str] = "dict_masks"
     description: ClassVar[str] = "returns a plain dict"
-    stage: ClassVar[Stage] = "ticket"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"ticket"})
 
     def perturb_ticket(self, ticket: TicketContext):  # type: ignore[no-untyped-def]
         return {n: ~m for n, m in ticket.masks.items()}
@@ -469,7 +469,7 @@ class DictMasks(SanityCheck):
 class FlipsMaskInPlace(SanityCheck):
     name: ClassVar[str] = "flips_mask_in_place"
     description: ClassVar[str] = "inverts the given masks in place"
-    stage: ClassVar[Stage] = "ticket"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"ticket"})
 
     def perturb_ticket(self, ticket: TicketContext) -> Masks:
         for m in ticket.masks.values():
@@ -480,18 +480,18 @@ class FlipsMaskInPlace(SanityCheck):
 @attrs.frozen
 class BadReason(SanityCheck):
     name: ClassVar[str] = "bad_reason"
-    description: ClassVar[str] = "not_applicable returns a bool"
-    stage: ClassVar[Stage] = "scores"
+    description: ClassVar[str] = "refuses returns a bool"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"scores"})
 
-    def not_applicable(self, method: Method, uses_data: bool) -> Any:
-        return not uses_data
+    def refuses(self, method: Method) -> Any:
+        return method.scorer is None
 
 
 @attrs.frozen
 class BadStage(SanityCheck):
     name: ClassVar[str] = "bad_stage"
     description: ClassVar[str] = "a stage that does not exist"
-    stage: ClassVar[Stage] = "training"  # type: ignore[assignment]
+    stages: ClassVar[frozenset[Stage]] = frozenset({"training"})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -539,6 +539,30 @@ def test_broken_check_is_caught(check: type[SanityCheck], fragments: list[str]) 
     with pytest.raises(ConformanceError) as info:
         check_sanity_check(check)
     for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+@attrs.frozen
+class OwnDataRule(SanityCheck):
+    name: ClassVar[str] = "own_data_rule"
+    description: ClassVar[str] = "repeats the data rule in an override of not_applicable"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"pruning_data"})
+
+    def not_applicable(self, method: Method, uses_data: bool) -> str | None:  # type: ignore[misc]
+        return None if uses_data else "no data"
+
+    def perturb_data(
+        self, data: ArrayData, num_classes: int, generator: torch.Generator
+    ) -> ArrayData:
+        return ArrayData(x=data.x, y=torch.randint(0, num_classes, data.y.shape, generator=generator))
+
+
+def test_check_overriding_not_applicable_is_caught() -> None:
+    """A check that overrides the core's not_applicable (instead of giving a reason of its
+    own in refuses) fails, naming refuses as the place for its reasons."""
+    with pytest.raises(ConformanceError) as info:
+        check_sanity_check(OwnDataRule)
+    for fragment in ("check 'own_data_rule'", "it overrides not_applicable()", "refuses(method)"):
         assert fragment in str(info.value)
 
 

@@ -56,24 +56,33 @@ def _sample_methods() -> list[Method]:
 def check_sanity_check(name_or_cls: str | type[SanityCheck] | SanityCheck, **options: Any) -> None:
     """Check a sanity check against the contract of :class:`~prunekit.interfaces.SanityCheck`.
 
-    ``stage`` / ``stages()`` name real stages and ``applies_to`` real families;
-    ``not_applicable`` returns None or a str. At every declared stage the check must change
-    something (only the ``none`` check may do nothing), give the same result for the same
+    ``stages`` is a non-empty set of real stages and ``applies_to`` of real families;
+    ``not_applicable`` is the core's (not overridden) and ``refuses`` returns None or a str.
+    At every declared stage the check must change something (only the ``none`` check may do nothing), give the same result for the same
     generator seed, and: ``pruning_data`` — return new uint8 images and labels in range without
     changing its input; ``scores`` — return one tensor per layer, shaped like the input, that
     selects other weights, without changing its input; ``ticket`` — return boolean
     :class:`~prunekit.masks.Masks` of the layers' shapes without changing the given masks.
     """
     subject, check = resolve("sanity_check", name_or_cls, options)
-    stage = getattr(check, "stage", None)
-    if stage not in STAGES:
-        fail(subject, f"its stage is {stage!r}", f"one of {', '.join(STAGES)}")
-    stages = call_plugin(subject, "asked for its stages", check.stages)
-    if not stages or not set(stages) <= set(STAGES):
+    stages = getattr(check, "stages", None)
+    if not isinstance(stages, (set, frozenset)) or not stages:
         fail(
             subject,
-            f"stages() returned {set(stages or ())!r}",
-            f"a non-empty subset of {set(STAGES)}",
+            f"its stages are {stages!r}",
+            f"a non-empty frozenset of {', '.join(STAGES)}",
+            'Declare e.g. stages: ClassVar[frozenset[Stage]] = frozenset({"ticket"}).',
+        )
+    for stage in sorted(map(str, stages)):
+        if stage not in STAGES:
+            fail(subject, f"its stage is {stage!r}", f"one of {', '.join(STAGES)}")
+    if type(check).not_applicable is not SanityCheck.not_applicable:
+        fail(
+            subject,
+            "it overrides not_applicable()",
+            "the core's not_applicable(), which derives the family and pruning-data rules "
+            "from applies_to and stages",
+            "Give a reason of the check's own in refuses(method) instead.",
         )
     applies = check.applies_to
     if not set(applies) <= set(FAMILIES):
@@ -97,6 +106,7 @@ def check_sanity_check(name_or_cls: str | type[SanityCheck] | SanityCheck, **opt
                     f"not_applicable({method.family} method, uses_data={uses_data}) "
                     f"returned {reason!r}",
                     "None (the check applies) or a non-empty str saying why it does not",
+                    "refuses(method) returns None or a one-line reason.",
                 )
     is_none = check.name == CLEAN_CHECK
     for st in sorted(stages, key=STAGES.index):

@@ -150,7 +150,7 @@ class SignFlip(SanityCheck):
     description: ClassVar[str] = (
         "the signs of a random half of the surviving weights flipped (mask and magnitudes kept)"
     )
-    stage: ClassVar[Stage] = "ticket"
+    stages: ClassVar[frozenset[Stage]] = frozenset({"ticket"})
     applies_to: ClassVar[frozenset[str]] = frozenset(FAMILIES) - {"dense"}
 
     fraction: float = attrs.field(
