@@ -414,6 +414,7 @@ class _ReportingTrainer:
         return getattr(self.inner, name)
 
     def fit(self, model: Any, data: Any, config: Any, **kwargs: Any) -> Any:
+        from prunekit.callbacks import Progress
         from prunekit.console import progress
 
         if kwargs.get("masks") is None:
@@ -421,15 +422,10 @@ class _ReportingTrainer:
         else:
             self.round += 1
             title = f"IMP round {self.round}/{self.rounds}, retraining"
-        user = kwargs.pop("progress", None)
+        callbacks = kwargs.pop("callbacks", ())
         with progress(title, config.epochs, unit="epochs", enabled=self.enabled) as bar:
-
-            def report(record: dict[str, float]) -> None:
-                bar.advance(1, _epoch_text(record))
-                if user is not None:
-                    user(record)
-
-            return self.inner.fit(model, data, config, progress=report, **kwargs)
+            report = Progress(lambda record: bar.advance(1, _epoch_text(record)))
+            return self.inner.fit(model, data, config, callbacks=[report, *callbacks], **kwargs)
 
 
 def _epoch_text(record: dict[str, float]) -> str:
@@ -688,6 +684,7 @@ def train(
     reported on stderr as they finish.
     """
     from prunekit import pipeline
+    from prunekit.callbacks import Progress
     from prunekit.console import progress
     from prunekit.masks import Masks
     from prunekit.validate import check_output_file
@@ -722,9 +719,8 @@ def train(
         masks.apply(net)
 
     with progress(f"train {model_name}", config.epochs, unit="epochs", enabled=not as_json) as bar:
-        result = fit.fit(
-            net, data, config, masks=masks, seed=seed, device=dev, progress=lambda r: bar.advance(1, _epoch_text(r))
-        )
+        report = Progress(lambda r: bar.advance(1, _epoch_text(r)))
+        result = fit.fit(net, data, config, masks=masks, seed=seed, device=dev, callbacks=[report])
     summary = {
         "model": model_name,
         "dataset": dataset,

@@ -752,10 +752,8 @@ _BROKEN_TRAINERS = [
     ),
     (_broken_trainer("pruned_by_value", _pruned_by_value), ["still 0", "never from w != 0"]),
     (
-        _broken_trainer(
-            "no_snapshots", lambda fit, m, d, c, snapshot_steps=(), **kw: fit(m, d, c, **kw)
-        ),
-        ["no snapshot at step 0", "snapshot_steps"],
+        _broken_trainer("no_snapshots", lambda fit, m, d, c, callbacks=(), **kw: fit(m, d, c, **kw)),
+        ["no snapshot at step 0", "Snapshots callback"],
     ),
     (_broken_trainer("alias_snapshot", _alias_snapshot), ["snapshot at step 0", "is it a copy"]),
     (

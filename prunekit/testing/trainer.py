@@ -11,6 +11,7 @@ import attrs
 import torch
 from torch import nn
 
+from prunekit.callbacks import Snapshots
 from prunekit.data import DataBundle
 from prunekit.interfaces import TrainConfig, Trainer, TrainResult
 from prunekit.layers import prunable_layers
@@ -156,8 +157,9 @@ def check_trainer(
       trained model's test accuracy (fp32); ``steps`` counts the steps taken;
     * ``config.epochs`` is honoured: one optimizer step per batch of every epoch (the last
       short batch may be dropped or kept);
-    * ``snapshot_steps`` are honoured: the state before training at 0 (a copy, untouched by
-      training) and the weights right after step k at k;
+    * a :class:`~prunekit.callbacks.Snapshots` callback gets, in ``TrainResult.snapshots``,
+      the state before training at 0 (a copy, untouched by training) and the weights right
+      after step k at k;
     * training is deterministic for a seed: a second fit of the same model, masks and data
       with seed 0 gives bit-for-bit the same weights and accuracy (on the CPU).
 
@@ -179,7 +181,7 @@ def check_trainer(
             masks=masks.to(device),
             seed=0,
             device=device,
-            snapshot_steps=TRAINER_SNAPSHOTS,
+            callbacks=[Snapshots(TRAINER_SNAPSHOTS)],
         )
         watch.start()
         try:
@@ -334,7 +336,10 @@ def _check_snapshots(
     watch: _StepWatch,
     exact_steps: bool,
 ) -> None:
-    expected = "the state at every step listed in snapshot_steps (step 0 = before training)"
+    expected = (
+        "TrainResult.snapshots to hold the state at every step a Snapshots callback lists "
+        "(step 0 = before training)"
+    )
     for step in TRAINER_SNAPSHOTS:
         if step > result.steps:
             continue
