@@ -291,7 +291,8 @@ class Trainer(abc.ABC):
 
     A non-finite loss or weights stop training with :class:`~prunekit.errors.DivergedError`.
     :func:`prunekit.testing.check_trainer` checks this contract. :meth:`validate` says up front
-    whether a protocol can run (e.g. an optimizer the trainer does not offer).
+    whether a protocol can run (e.g. an optimizer the trainer does not offer); :meth:`evaluate`
+    is the test accuracy the trainer reports (instruments measure copies of the model with it).
     """
 
     name: ClassVar[str]
@@ -316,11 +317,28 @@ class Trainer(abc.ABC):
         """Raise a one-line :class:`~prunekit.errors.PrunekitError` when this trainer cannot
         run ``config``, before any work is done (the default accepts every protocol)."""
 
-    @abc.abstractmethod
     def evaluate(
         self, model: nn.Module, data: DataBundle, *, device: torch.device | str = "cpu"
     ) -> tuple[float, float]:
-        """(loss, accuracy) on ``data.test``."""
+        """(mean cross-entropy, accuracy) of ``model`` on ``data.test``, in eval mode and fp32
+        (its train/eval mode is restored after). ``fit``'s final accuracy must be what this
+        gives for the trained model (the conformance kit checks it); a trainer that measures
+        otherwise (another layout, precision or batch size) overrides it."""
+        device = torch.device(device)
+        test = data.test.to(device)
+        was_training = model.training
+        model.eval()
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        with torch.no_grad():
+            for start in range(0, len(test), 1024):
+                x, y = data.normalize(test.x[start : start + 1024]), test.y[start : start + 1024]
+                logits = model(x).float()
+                loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+                correct += (logits.argmax(1) == y).sum()
+        model.train(was_training)
+        n = max(len(test), 1)
+        return float(loss_sum) / n, float(correct) / n
 
 
 # ---------------------------------------------------------------------------------- datasets
