@@ -15,6 +15,11 @@ The built-ins: :class:`Snapshots` (the model's state at given steps, in
 from; see :meth:`Checkpoint.among`). Checkpoint files hold tensors and plain data only and are read
 with ``torch.load(weights_only=True)``: a file whose unpickling would build any other object
 (and so could run code) is refused with one line, before anything in it is used.
+
+Callbacks are objects with two hooks rather than OpenLTH's plain functions run at chosen steps:
+the epoch's record (which only the trainer computes) reaches progress reports and checkpoints
+as an argument, a callback keeps its own settings (the steps, the path), and a trainer finds
+the checkpoint it resumes from among them by type.
 """
 
 from __future__ import annotations
