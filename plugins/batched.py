@@ -478,7 +478,6 @@ def fit_many(
         enforce()
 
     generators = [make_generator(seed, "train-order") for seed in seeds]
-    snapshots: list[dict[int, dict[str, torch.Tensor]]] = [{} for _ in models]
     histories: list[list[dict[str, float]]] = [[] for _ in models]
     best = [0.0] * count
     errors: list[DivergedError | None] = [None] * count
@@ -488,7 +487,6 @@ def fit_many(
         TrainRun(
             step=step,
             epoch=start_epoch,
-            snapshots=snapshots[j],
             state=functools.partial(_member_state, state_names, tensors, j),
         )
         for j in range(count)
@@ -602,7 +600,7 @@ def fit_many(
                 final_loss=final_loss,
                 history=tuple(histories[j]),
                 steps=step,
-                snapshots=snapshots[j],
+                snapshots=runs[j].snapshots,
                 wall_time=elapsed / count,
             )
         )

@@ -268,7 +268,7 @@ class SGDTrainer(Trainer):
                 "step": step,
                 "best": best,
                 "history": history,
-                "snapshots": snapshots,
+                "snapshots": current.snapshots,
             }
 
         current = TrainRun(
@@ -345,7 +345,7 @@ class SGDTrainer(Trainer):
             final_loss=final_loss,
             history=tuple(history),
             steps=step,
-            snapshots=snapshots,
+            snapshots=current.snapshots,
             wall_time=time.perf_counter() - started,
         )
 
