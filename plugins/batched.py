@@ -40,10 +40,11 @@ length (so they take the same number of steps). Dropout draws differ from a memb
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -53,12 +54,15 @@ from torch.nn import functional as F
 
 from prunekit import (
     ArrayData,
+    Checkpoint,
     DataBundle,
     DivergedError,
     Masks,
     PrunekitError,
+    TrainCallback,
     TrainConfig,
     TrainResult,
+    TrainRun,
 )
 from prunekit.data import augment_batch, iterate_batches, make_generator
 from prunekit_plugins.optimizers import ELEMENTWISE, OPTIMIZERS, OptimizerFactory
@@ -401,31 +405,38 @@ def fit_many(
     seeds: Sequence[int],
     device: torch.device | str = "cpu",
     train_data: Sequence[ArrayData | None] | None = None,
-    snapshot_steps: Sequence[int] = (),
+    callbacks: Sequence[Sequence[TrainCallback]] | None = None,
     start_step: int = 0,
     eval_batch_size: int = 1024,
     engine: Engine = "auto",
     optimizers: Mapping[str, OptimizerFactory] = OPTIMIZERS,
-    progress: Callable[[int, dict[str, float]], None] | None = None,
 ) -> list[TrainResult | DivergedError]:
     """Train ``models`` (same architecture) together; one result per member, in order.
 
-    ``masks[i]``, ``seeds[i]`` and ``train_data[i]`` are member ``i``'s masks (None: dense),
-    seed (data order) and training split (None: ``data.train``), as the ``sgd`` trainer's
-    ``fit`` takes them; ``snapshot_steps`` and ``start_step`` apply to every member. Each model
-    ends holding its trained weights and buffers, as after ``SGDTrainer.fit``. A member whose
-    loss or weights stop being finite gets a :class:`DivergedError` (step and epoch as the
-    ``sgd`` trainer reports them) instead of a result; the others train on. ``wall_time`` of
-    each result is its share (1/M) of the batch's time. ``progress(i, record)`` receives each
-    member's epoch record.
+    ``masks[i]``, ``seeds[i]``, ``train_data[i]`` and ``callbacks[i]`` are member ``i``'s
+    masks (None: dense), seed (data order), training split (None: ``data.train``) and
+    callbacks, as the ``sgd`` trainer's ``fit`` takes them (a member's callbacks see its own
+    :class:`~prunekit.callbacks.TrainRun`; ``on_epoch_end`` stops for a member that diverged);
+    ``start_step`` applies to every member. A :class:`~prunekit.callbacks.Checkpoint` is
+    refused: the batched trainer does not resume. Each model ends holding its trained weights
+    and buffers, as after ``SGDTrainer.fit``. A member whose loss or weights stop being finite
+    gets a :class:`DivergedError` (step and epoch as the ``sgd`` trainer reports them) instead
+    of a result; the others train on. ``wall_time`` of each result is its share (1/M) of the
+    batch's time.
     """
     count = len(models)
     if count == 0:
         return []
     masks = list(masks) if masks is not None else [None] * count
     splits = list(train_data) if train_data is not None else [None] * count
-    if not (len(seeds) == len(masks) == len(splits) == count):
-        raise ValueError(f"{count} models need as many seeds, masks and training splits")
+    member_callbacks = [list(c) for c in callbacks] if callbacks is not None else [[] for _ in models]
+    if not (len(seeds) == len(masks) == len(splits) == len(member_callbacks) == count):
+        raise ValueError(f"{count} models need as many seeds, masks, training splits and callback lists")
+    if any(Checkpoint.among(c) is not None for c in member_callbacks):
+        raise PrunekitError(
+            "the batched trainer writes no checkpoints (it does not resume); train cells that "
+            "checkpoint one at a time with the sgd trainer"
+        )
     check_config(config, optimizers)
     _same_architecture(models)
     device = torch.device(device)
@@ -467,16 +478,23 @@ def fit_many(
         enforce()
 
     generators = [make_generator(seed, "train-order") for seed in seeds]
-    wanted = {int(s) for s in snapshot_steps}
-    snapshots: list[dict[int, dict[str, torch.Tensor]]] = [{} for _ in models]
     histories: list[list[dict[str, float]]] = [[] for _ in models]
     best = [0.0] * count
     errors: list[DivergedError | None] = [None] * count
     start_epoch, skip = divmod(start_step, steps_per_epoch)
     step = start_step
-    if step in wanted:
-        for i in range(count):
-            snapshots[i][step] = _member_state(state_names, tensors, i)
+    runs = [
+        TrainRun(
+            step=step,
+            epoch=start_epoch,
+            state=functools.partial(_member_state, state_names, tensors, j),
+        )
+        for j in range(count)
+    ]
+    stepping = [j for j in range(count) if member_callbacks[j]]
+    for j in stepping:
+        for callback in member_callbacks[j]:
+            callback.on_step(runs[j])
 
     started = time.perf_counter()
     runner.train(True)
@@ -520,9 +538,10 @@ def fit_many(
                         errors[j] = _diverged(
                             step, steps_per_epoch, "the loss is not finite (NaN or inf)"
                         )
-            if step in wanted:
-                for j in range(count):
-                    snapshots[j][step] = _member_state(state_names, tensors, j)
+            for j in stepping:
+                runs[j].step = step
+                for callback in member_callbacks[j]:
+                    callback.on_step(runs[j])
         skip = 0
         finite = torch.ones(count, dtype=torch.bool, device=device)
         for p in params.values():
@@ -549,8 +568,9 @@ def fit_many(
                 "test_accuracy": test_acc,
             }
             histories[j].append(record)
-            if progress is not None:
-                progress(j, record)
+            runs[j].step, runs[j].epoch = step, epoch + 1
+            for callback in member_callbacks[j]:
+                callback.on_epoch_end(runs[j], record)
     final = _evaluate(runner, data, count, device, eval_batch_size) if not any(histories) else None
     elapsed = time.perf_counter() - started
 
@@ -580,7 +600,7 @@ def fit_many(
                 final_loss=final_loss,
                 history=tuple(histories[j]),
                 steps=step,
-                snapshots=snapshots[j],
+                snapshots=runs[j].snapshots,
                 wall_time=elapsed / count,
             )
         )

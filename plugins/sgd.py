@@ -23,7 +23,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -33,17 +32,19 @@ from torch.nn import functional as F
 
 from prunekit import (
     ArrayData,
+    Checkpoint,
     DataBundle,
     DivergedError,
     Masks,
     PrunekitError,
+    TrainCallback,
     TrainConfig,
     Trainer,
     TrainResult,
+    TrainRun,
     hookimpl,
 )
 from prunekit.data import augment_batch, iterate_batches, make_generator
-from prunekit_plugins.checkpoints import load_checkpoint, save_checkpoint
 from prunekit_plugins.optimizers import ELEMENTWISE, OPTIMIZERS, OptimizerFactory
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -176,9 +177,7 @@ class SGDTrainer(Trainer):
         seed: int = 0,
         device: torch.device | str = "cpu",
         train_data: ArrayData | None = None,
-        snapshot_steps: Sequence[int] = (),
-        checkpoint: Path | None = None,
-        progress: Callable[[dict[str, float]], None] | None = None,
+        callbacks: Sequence[TrainCallback] = (),
         start_step: int = 0,
     ) -> TrainResult:
         """Train in channels_last and hand the model back in the layout it came in (so code that
@@ -189,8 +188,7 @@ class SGDTrainer(Trainer):
         try:
             return self._fit(
                 model, data, config, masks=masks, seed=seed, device=device, train_data=train_data,
-                snapshot_steps=snapshot_steps, checkpoint=checkpoint, progress=progress,
-                start_step=start_step,
+                callbacks=callbacks, start_step=start_step,
             )  # fmt: skip
         finally:
             if contiguous:
@@ -206,9 +204,7 @@ class SGDTrainer(Trainer):
         seed: int = 0,
         device: torch.device | str = "cpu",
         train_data: ArrayData | None = None,
-        snapshot_steps: Sequence[int] = (),
-        checkpoint: Path | None = None,
-        progress: Callable[[dict[str, float]], None] | None = None,
+        callbacks: Sequence[TrainCallback] = (),
         start_step: int = 0,
     ) -> TrainResult:
         self.validate(config)
@@ -233,7 +229,6 @@ class SGDTrainer(Trainer):
         # pruned gradients must not count in a clipped norm nor reach a coupled update
         mask_gradients = enforce is not None and (config.grad_clip_norm > 0 or factory not in ELEMENTWISE)
         generator = make_generator(seed, "train-order")
-        wanted = {int(s) for s in snapshot_steps}
         snapshots: dict[int, dict[str, torch.Tensor]] = {}
         history: list[dict[str, float]] = []
         start_epoch, skip = divmod(start_step, steps_per_epoch)
@@ -247,11 +242,12 @@ class SGDTrainer(Trainer):
             },
             sort_keys=True,
         )
-        if checkpoint is not None and Path(checkpoint).is_file():
-            state = load_checkpoint(Path(checkpoint), device)
+        checkpoint = Checkpoint.among(callbacks)
+        state = checkpoint.load(device) if checkpoint is not None else None
+        if checkpoint is not None and state is not None:
             if state.get("run") != run:
                 raise PrunekitError(
-                    f"the training checkpoint {checkpoint} belongs to another run (protocol, "
+                    f"the training checkpoint {checkpoint.path} belongs to another run (protocol, "
                     "masks, seed or start step differ); delete it or give this run its own path"
                 )
             model.load_state_dict(state["model"])
@@ -260,8 +256,27 @@ class SGDTrainer(Trainer):
             generator.set_state(state["generator"])
             start_epoch, step, best, skip = state["epoch"], state["step"], state["best"], 0
             history, snapshots = state["history"], state["snapshots"]
-        if step in wanted and step not in snapshots:
-            snapshots[step] = _state(model)
+
+        def resume_state() -> dict[str, Any]:
+            return {
+                "run": run,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "generator": generator.get_state(),
+                "epoch": current.epoch,
+                "step": step,
+                "best": best,
+                "history": history,
+                "snapshots": current.snapshots,
+            }
+
+        current = TrainRun(
+            step=step, epoch=start_epoch, snapshots=snapshots, state=lambda: _state(model),
+            resume_state=resume_state,
+        )  # fmt: skip
+        for callback in callbacks:
+            callback.on_step(current)
 
         divergence = _Divergence(device)
         check_every_step = device.type == "cpu"
@@ -298,8 +313,10 @@ class SGDTrainer(Trainer):
                 divergence.record(loss, step)
                 if check_every_step:
                     divergence.check(model, step, steps_per_epoch, weights=False)
-                if step in wanted:
-                    snapshots[step] = _state(model)
+                if callbacks:
+                    current.step = step
+                    for callback in callbacks:
+                        callback.on_step(current)
             skip = 0
             divergence.check(model, step, steps_per_epoch, weights=True)
             test_loss, test_acc = self.evaluate(model, data, device=device, precision=config.precision)
@@ -314,24 +331,9 @@ class SGDTrainer(Trainer):
                 "test_accuracy": test_acc,
             }
             history.append(record)
-            if checkpoint is not None:
-                save_checkpoint(
-                    Path(checkpoint),
-                    {
-                        "run": run,
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "generator": generator.get_state(),
-                        "epoch": epoch + 1,
-                        "step": step,
-                        "best": best,
-                        "history": history,
-                        "snapshots": snapshots,
-                    },
-                )
-            if progress is not None:
-                progress(record)
+            current.step, current.epoch = step, epoch + 1
+            for callback in callbacks:
+                callback.on_epoch_end(current, record)
         if history:
             final_loss, final_acc = history[-1]["test_loss"], history[-1]["test_accuracy"]
         else:
@@ -343,7 +345,7 @@ class SGDTrainer(Trainer):
             final_loss=final_loss,
             history=tuple(history),
             steps=step,
-            snapshots=snapshots,
+            snapshots=current.snapshots,
             wall_time=time.perf_counter() - started,
         )
 

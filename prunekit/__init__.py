@@ -16,7 +16,9 @@ gives what a notebook, a script or a plugin needs (docs/api.md, docs/plugins.md)
   :class:`Executor`, :class:`Instrument`; :class:`Method` recipes and :class:`Suite` objects),
   the types they receive and return (:class:`ScoringContext`, :class:`DataRequest`,
   :class:`TicketContext`, :class:`PrunableLayer`, :class:`DataBundle`, :class:`TrainConfig`,
-  :class:`TrainResult`, ...) and the errors (:class:`PrunekitError` and its kin);
+  :class:`TrainResult`, ...), the training callbacks ``Trainer.fit`` runs (:class:`TrainCallback`,
+  :class:`TrainRun`; the built-ins :class:`Snapshots`, :class:`Progress`, :class:`Checkpoint`)
+  and the errors (:class:`PrunekitError` and its kin);
 * helpers for plugins of each kind: :mod:`prunekit.scoring` (scorers), :mod:`prunekit.data`
   (datasets, trainers and checks: seeded generators, stratified splits, batches and
   augmentation), :mod:`prunekit.instruments` (instruments), :mod:`prunekit.executing`
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from prunekit.atomic import atomic_path
     from prunekit.bench.executors import Executor, Outcome
     from prunekit.bench.suite import Suite, load_suite
+    from prunekit.callbacks import Checkpoint, Progress, Snapshots, TrainCallback, TrainRun
     from prunekit.data import ArrayData, DataBundle
     from prunekit.errors import DataNotFoundError, DivergedError, PrunekitError
     from prunekit.hookspecs import HOOKSPEC_VERSION, Register, hookimpl
@@ -91,12 +94,17 @@ _EXPORTS: dict[str, str] = {
     "Instrument": "prunekit.instruments",
     "Suite": "prunekit.bench.suite",
     "load_suite": "prunekit.bench.suite",
+    "TrainCallback": "prunekit.callbacks",
     # what the interfaces receive and return
     "DataRequest": "prunekit.interfaces",
     "ScoringContext": "prunekit.interfaces",
     "TicketContext": "prunekit.interfaces",
     "TrainConfig": "prunekit.interfaces",
     "TrainResult": "prunekit.interfaces",
+    "TrainRun": "prunekit.callbacks",
+    "Snapshots": "prunekit.callbacks",
+    "Progress": "prunekit.callbacks",
+    "Checkpoint": "prunekit.callbacks",
     "Stage": "prunekit.interfaces",
     "Family": "prunekit.interfaces",
     "FAMILIES": "prunekit.interfaces",
@@ -129,6 +137,7 @@ __all__ = [
     "FAMILIES",
     "HOOKSPEC_VERSION",
     "ArrayData",
+    "Checkpoint",
     "Curve",
     "DataBundle",
     "DataNotFoundError",
@@ -144,6 +153,7 @@ __all__ = [
     "Measurement",
     "Method",
     "Outcome",
+    "Progress",
     "PrunableLayer",
     "PrunekitError",
     "RatioSchedule",
@@ -153,11 +163,14 @@ __all__ = [
     "SanityCheck",
     "Scorer",
     "ScoringContext",
+    "Snapshots",
     "Stage",
     "Suite",
     "TicketContext",
+    "TrainCallback",
     "TrainConfig",
     "TrainResult",
+    "TrainRun",
     "Trainer",
     "__version__",
     "atomic_path",

@@ -13,6 +13,7 @@ from typing import Any
 import attrs
 import torch
 
+from prunekit.callbacks import Progress
 from prunekit.data import DataBundle
 from prunekit.defaults import DEFAULT_TRAINER
 from prunekit.dense import DenseCache
@@ -375,11 +376,13 @@ def run_cell(
     the final weights), e.g. to keep them as artifacts."""
     prepared = prepare_cell(spec, device=device, state=state, cache=cache)
     start = prepared.start_step
-    # trainers written before start_step keep working: it is passed only when not 0
+    # trainers written before start_step or callbacks keep working: each is passed only when set
     resume: dict[str, Any] = {"start_step": start} if start else {}
+    if progress is not None:
+        resume["callbacks"] = [Progress(progress)]
     result = prepared.trainer.fit(
         prepared.model, prepared.data, prepared.spec.protocol, masks=prepared.masks, seed=spec.seed,
-        device=torch.device(device), progress=progress, **resume,
+        device=torch.device(device), **resume,
     )  # fmt: skip
     if trained is not None:
         trained(prepared)

@@ -23,6 +23,7 @@ import attrs
 import torch
 from torch import nn
 
+from prunekit.callbacks import TrainCallback
 from prunekit.data import ArrayData, DataBundle
 from prunekit.defaults import DEFAULT_OPTIMIZER, DEFAULT_SCHEDULE
 from prunekit.identity import noop_field
@@ -266,6 +267,10 @@ class TrainConfig:
 
 @attrs.frozen(kw_only=True, eq=False)
 class TrainResult:
+    """What ``Trainer.fit`` gives back: final- and best-epoch test accuracy, the final test
+    loss, one record per epoch, the steps taken, the states :class:`~prunekit.callbacks.Snapshots`
+    callbacks kept (by step) and the training's wall time in seconds."""
+
     final_accuracy: float
     best_accuracy: float
     final_loss: float
@@ -280,19 +285,24 @@ class Trainer(abc.ABC):
 
     Must keep pruned weights *and* every optimizer state tensor exactly zero at pruned
     positions after every optimizer step (``masks.enforcer(model, optimizer)``), return final-
-    and best-epoch test accuracy, store the model's state at each step listed in
-    ``snapshot_steps`` (step 0 = before training), and resume from ``checkpoint`` when it exists
-    (loading it with ``torch.load(..., weights_only=True)`` or safetensors: never unpickling
-    code). ``train_data`` replaces ``data.train`` (e.g. perturbed pre-training data).
+    and best-epoch test accuracy, and run ``callbacks`` (:mod:`prunekit.callbacks`) in the
+    order given: ``on_step`` before the first step and after every optimizer step,
+    ``on_epoch_end`` after each epoch's evaluation, with one :class:`~prunekit.callbacks.TrainRun`
+    whose ``snapshots`` become ``TrainResult.snapshots``. With a
+    :class:`~prunekit.callbacks.Checkpoint` among them it gives ``TrainRun.resume_state`` and
+    resumes from the checkpoint when its file exists (``Checkpoint.load``: tensors and plain
+    data only, never unpickling code), refusing one of another run. ``train_data`` replaces
+    ``data.train`` (e.g. perturbed pre-training data).
 
     ``start_step`` = k: the model holds the weights of step k of a run with this protocol (a
     ticket rewound to θ_k); train from step k to the end, the learning-rate schedule continuing
-    from step k (OpenLTH; Frankle et al. 2020) instead of restarting. Snapshot steps and
-    ``TrainResult.steps`` count from 0 as in the full run.
+    from step k (OpenLTH; Frankle et al. 2020) instead of restarting. ``TrainRun.step``,
+    snapshot steps and ``TrainResult.steps`` count from 0 as in the full run.
 
     A non-finite loss or weights stop training with :class:`~prunekit.errors.DivergedError`.
     :func:`prunekit.testing.check_trainer` checks this contract. :meth:`validate` says up front
-    whether a protocol can run (e.g. an optimizer the trainer does not offer).
+    whether a protocol can run (e.g. an optimizer the trainer does not offer); :meth:`evaluate`
+    is the test accuracy the trainer reports (instruments measure copies of the model with it).
     """
 
     name: ClassVar[str]
@@ -309,9 +319,7 @@ class Trainer(abc.ABC):
         seed: int = 0,
         device: torch.device | str = "cpu",
         train_data: ArrayData | None = None,
-        snapshot_steps: Sequence[int] = (),
-        checkpoint: Path | None = None,
-        progress: Callable[[dict[str, float]], None] | None = None,
+        callbacks: Sequence[TrainCallback] = (),
         start_step: int = 0,
     ) -> TrainResult: ...
 
@@ -319,11 +327,28 @@ class Trainer(abc.ABC):
         """Raise a one-line :class:`~prunekit.errors.PrunekitError` when this trainer cannot
         run ``config``, before any work is done (the default accepts every protocol)."""
 
-    @abc.abstractmethod
     def evaluate(
         self, model: nn.Module, data: DataBundle, *, device: torch.device | str = "cpu"
     ) -> tuple[float, float]:
-        """(loss, accuracy) on ``data.test``."""
+        """(mean cross-entropy, accuracy) of ``model`` on ``data.test``, in eval mode and fp32
+        (its train/eval mode is restored after). ``fit``'s final accuracy must be what this
+        gives for the trained model (the conformance kit checks it); a trainer that measures
+        otherwise (another layout, precision or batch size) overrides it."""
+        device = torch.device(device)
+        test = data.test.to(device)
+        was_training = model.training
+        model.eval()
+        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+        correct = torch.zeros((), device=device, dtype=torch.int64)
+        with torch.no_grad():
+            for start in range(0, len(test), 1024):
+                x, y = data.normalize(test.x[start : start + 1024]), test.y[start : start + 1024]
+                logits = model(x).float()
+                loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+                correct += (logits.argmax(1) == y).sum()
+        model.train(was_training)
+        n = max(len(test), 1)
+        return float(loss_sum) / n, float(correct) / n
 
 
 # ---------------------------------------------------------------------------------- datasets

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from prunekit import __version__
+from prunekit.callbacks import Snapshots
 from prunekit.data import ArrayData, DataBundle, make_generator, scoring_batches
 from prunekit.defaults import DEFAULT_SCHEDULE
 from prunekit.dense import DenseCache, DenseRun, rewind_step
@@ -412,7 +413,7 @@ def dense_run(
             seed=seed,
             device=training.device,
             train_data=pruning_train,
-            snapshot_steps=snapshot_steps,
+            callbacks=[Snapshots(snapshot_steps)],
         )
         final = {n: v.detach().clone() for n, v in model.state_dict().items()}
         model.load_state_dict(start)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from prunekit.callbacks import Snapshots
 from prunekit.data import ArrayData, DataBundle
 from prunekit.errors import DivergedError, PrunekitError
 from prunekit.interfaces import TrainConfig
@@ -96,7 +97,7 @@ def test_members_equal_their_solo_runs(digits: DataBundle, engine: str) -> None:
         masks=masks,
         seeds=seeds,
         train_data=splits,
-        snapshot_steps=steps,
+        callbacks=[[Snapshots(steps)]] * 3,
         engine=engine,  # type: ignore[arg-type]
     )
     for i, (model, alone) in enumerate(zip(models, solo)):
@@ -107,7 +108,7 @@ def test_members_equal_their_solo_runs(digits: DataBundle, engine: str) -> None:
             masks=masks[i],
             seed=seeds[i],
             train_data=splits[i],
-            snapshot_steps=steps,
+            callbacks=[Snapshots(steps)],
         )
         result = batched[i]
         assert not isinstance(result, DivergedError)
@@ -135,11 +136,11 @@ def test_quick_protocol_in_float32_matches_up_to_summation_order(digits: DataBun
     models = [build_model("digits_cnn", digits, s) for s in seeds]
     masks = [magnitude_masks(models[0]), None]
     solo = [copy.deepcopy(m) for m in models]
-    batched = fit_many(models, digits, QUICK, masks=masks, seeds=seeds, snapshot_steps=[1, 92])
+    batched = fit_many(models, digits, QUICK, masks=masks, seeds=seeds, callbacks=[[Snapshots([1, 92])]] * 2)
     image = 1.0 / len(digits.test)
     for i, alone in enumerate(solo):
         expected = SGDTrainer().fit(
-            alone, digits, QUICK, masks=masks[i], seed=seeds[i], snapshot_steps=[1]
+            alone, digits, QUICK, masks=masks[i], seed=seeds[i], callbacks=[Snapshots([1])]
         )
         result = batched[i]
         assert not isinstance(result, DivergedError)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from prunekit.callbacks import Checkpoint, Snapshots
 from prunekit.data import DataBundle
 from prunekit.dense import DenseCache, DenseRun
 from prunekit.errors import PrunekitError
@@ -57,7 +58,7 @@ def test_malicious_training_checkpoint_is_refused_without_running(
     model = tiny_mlp()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(PrunekitError) as err:
-        instantiate("trainer", "sgd").fit(model, data, CONFIG, checkpoint=ckpt)
+        instantiate("trainer", "sgd").fit(model, data, CONFIG, callbacks=[Checkpoint(ckpt)])
     message = str(err.value)
     assert "\n" not in message and "refusing to load" in message and str(ckpt) in message
     assert not marker.exists()
@@ -75,7 +76,7 @@ def test_garbage_and_foreign_checkpoints_are_one_line_errors(data: DataBundle, t
     torch.save({"weights": torch.zeros(3)}, foreign)
     for path in (garbage, empty, foreign):
         with pytest.raises(PrunekitError) as err:
-            instantiate("trainer", "sgd").fit(tiny_mlp(), data, CONFIG, checkpoint=path)
+            instantiate("trainer", "sgd").fit(tiny_mlp(), data, CONFIG, callbacks=[Checkpoint(path)])
         assert "\n" not in str(err.value) and "delete it" in str(err.value), path
 
 
@@ -83,11 +84,11 @@ def test_checkpoint_of_another_run_is_refused(data: DataBundle, tmp_path: Path) 
     """A checkpoint written under one protocol is not resumed under another."""
     trainer = instantiate("trainer", "sgd")
     ckpt = tmp_path / "run.ckpt"
-    trainer.fit(tiny_mlp(), data, CONFIG, checkpoint=ckpt)
+    trainer.fit(tiny_mlp(), data, CONFIG, callbacks=[Checkpoint(ckpt)])
     assert torch.load(ckpt, weights_only=True)["format"] == "prunekit.train-checkpoint/1"
     other = TrainConfig(epochs=1, batch_size=16, lr=0.01, lr_schedule="constant")
     with pytest.raises(PrunekitError, match="belongs to another run"):
-        trainer.fit(tiny_mlp(), data, other, checkpoint=ckpt)
+        trainer.fit(tiny_mlp(), data, other, callbacks=[Checkpoint(ckpt)])
 
 
 def test_checkpoint_with_every_optimizer_state_loads_weights_only(data: DataBundle, tmp_path: Path) -> None:
@@ -97,7 +98,7 @@ def test_checkpoint_with_every_optimizer_state_loads_weights_only(data: DataBund
         epochs=1, batch_size=16, lr=0.01, optimizer="adamw", precision="fp16", lr_schedule="constant"
     )
     ckpt = tmp_path / "run.ckpt"
-    instantiate("trainer", "sgd").fit(tiny_mlp(), data, config, checkpoint=ckpt, snapshot_steps=[0, 1])
+    instantiate("trainer", "sgd").fit(tiny_mlp(), data, config, callbacks=[Checkpoint(ckpt), Snapshots([0, 1])])
     state = torch.load(ckpt, weights_only=True)
     assert set(state["snapshots"]) == {0, 1}
     assert "exp_avg_sq" in next(iter(state["optimizer"]["state"].values()))

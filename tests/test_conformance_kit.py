@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunekit import hookimpl, plugins
+from prunekit.callbacks import Checkpoint, Progress
 from prunekit.data import ArrayData
 from prunekit.errors import DataNotFoundError
 from prunekit.interfaces import (
@@ -754,6 +755,27 @@ def _alias_snapshot(fit, model, data, config, **kw):  # type: ignore[no-untyped-
     return attrs.evolve(result, snapshots={**result.snapshots, 0: model.state_dict()})
 
 
+def _without(kind, fit, model, data, config, callbacks=(), **kw):  # type: ignore[no-untyped-def]
+    """Drops the callbacks of one kind."""
+    return fit(model, data, config, callbacks=[c for c in callbacks if not isinstance(c, kind)], **kw)
+
+
+def _restarts(fit, model, data, config, callbacks=(), **kw):  # type: ignore[no-untyped-def]
+    """Writes checkpoints but never resumes: it removes the file and trains from the start."""
+    for c in callbacks:
+        if isinstance(c, Checkpoint):
+            c.path.unlink(missing_ok=True)
+    return fit(model, data, config, callbacks=callbacks, **kw)
+
+
+def _unpickles(fit, model, data, config, callbacks=(), **kw):  # type: ignore[no-untyped-def]
+    """Reads a checkpoint with full unpickling before resuming."""
+    for c in callbacks:
+        if isinstance(c, Checkpoint) and c.path.is_file():
+            torch.load(c.path, weights_only=False)
+    return fit(model, data, config, callbacks=callbacks, **kw)
+
+
 _SEEDS = itertools.count(1)
 
 
@@ -776,10 +798,24 @@ _BROKEN_TRAINERS = [
     ),
     (_broken_trainer("pruned_by_value", _pruned_by_value), ["still 0", "never from w != 0"]),
     (
-        _broken_trainer(
-            "no_snapshots", lambda fit, m, d, c, snapshot_steps=(), **kw: fit(m, d, c, **kw)
-        ),
-        ["no snapshot at step 0", "snapshot_steps"],
+        _broken_trainer("no_snapshots", lambda fit, m, d, c, callbacks=(), **kw: fit(m, d, c, **kw)),
+        ["no snapshot at step 0", "Snapshots callback"],
+    ),
+    (
+        _broken_trainer("no_progress", functools.partial(_without, Progress)),
+        ["a Progress callback got 0 records for 2 epochs", "on_epoch_end once per epoch"],
+    ),
+    (
+        _broken_trainer("no_checkpoint", functools.partial(_without, Checkpoint)),
+        ["after epoch 1 no checkpoint was written", "TrainRun.resume_state"],
+    ),
+    (
+        _broken_trainer("restarts", _restarts),
+        ["the run took 6 more steps; straight through it takes 6", "resume from its checkpoint"],
+    ),
+    (
+        _broken_trainer("unpickles", _unpickles),
+        ["holds a pickled object ran its code", "weights_only=True"],
     ),
     (_broken_trainer("alias_snapshot", _alias_snapshot), ["snapshot at step 0", "is it a copy"]),
     (
@@ -835,8 +871,9 @@ _BROKEN_TRAINERS = [
 @pytest.mark.parametrize("cls, fragments", _by_name(*_BROKEN_TRAINERS))
 def test_kit_catches_broken_trainer(cls: type, fragments: list[str]) -> None:
     """Each broken trainer (no enforcement, weights but not optimizer state, masks read from
-    w != 0, snapshots ignored or aliased, best < final, wrong step count, epochs ignored, seed
-    ignored, non-finite accuracy or loss, no TrainResult) fails the trainer contract with a
+    w != 0, callbacks ignored or snapshots aliased, progress or checkpoints ignored, a run that
+    restarts instead of resuming, a checkpoint unpickled, best < final, wrong step count, epochs
+    ignored, seed ignored, non-finite accuracy or loss, no TrainResult) fails the trainer contract with a
     message naming the problem."""
     with pytest.raises(ConformanceError) as err:
         check_trainer(cls)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
+from prunekit.callbacks import Snapshots
 from prunekit.cell import CellSpec, run_cell
 from prunekit.data import ArrayData, DataBundle, make_generator, stratified_split
 from prunekit.dense import DenseCache, DenseRun
@@ -84,7 +85,7 @@ def dense_copy(
     """(θ₀, θ_T, {k: θ_k}) of a dense ``digits_mlp`` trained here, apart from ``prune``."""
     model = build_model(MODEL, data, seed)
     theta0 = state(model)
-    result = SGDTrainer().fit(model, data, config, seed=seed, snapshot_steps=snapshots)
+    result = SGDTrainer().fit(model, data, config, seed=seed, callbacks=[Snapshots(snapshots)])
     return theta0, state(model), {k: dict(v) for k, v in result.snapshots.items()}
 
 
@@ -189,7 +190,7 @@ class SpySGD(SGDTrainer):
             "train_x": train.x.clone(),
             "train_y": train.y.clone(),
             "start": state(model),
-            "snapshot_steps": tuple(kw.get("snapshot_steps", ())),
+            "snapshot_steps": {s for c in kw.get("callbacks", ()) if isinstance(c, Snapshots) for s in c.steps},
             "lrs": [],
         }
         CALLS.append(call)

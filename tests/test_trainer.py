@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from prunekit.callbacks import Checkpoint, Progress, Snapshots
 from prunekit.data import ArrayData, Augment, DataBundle, augment_batch, make_generator
 from prunekit.interfaces import TrainConfig
 from prunekit.layers import prunable_layers
@@ -65,7 +66,7 @@ def test_same_seed_same_result_and_snapshots(digits: DataBundle) -> None:
     trainer = instantiate("trainer", "sgd")
     a, b = build_model("digits_mlp", digits, 1), build_model("digits_mlp", digits, 1)
     start = {k: v.clone() for k, v in a.state_dict().items()}
-    ra = trainer.fit(a, digits, FAST, seed=3, snapshot_steps=[0, 5])
+    ra = trainer.fit(a, digits, FAST, seed=3, callbacks=[Snapshots([0, 5])])
     trainer.fit(b, digits, FAST, seed=3)
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k])
@@ -90,10 +91,10 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(digits: DataBundle, tmp
         raise Killed
 
     with pytest.raises(Killed):
-        trainer.fit(build_model("digits_mlp", digits, 2), digits, FAST, seed=0, checkpoint=ckpt, progress=kill)
+        trainer.fit(build_model("digits_mlp", digits, 2), digits, FAST, seed=0, callbacks=[Checkpoint(ckpt), Progress(kill)])
     assert torch.load(ckpt, weights_only=True)["epoch"] == 1
     resumed = build_model("digits_mlp", digits, 2)
-    result = trainer.fit(resumed, digits, FAST, seed=0, checkpoint=ckpt)
+    result = trainer.fit(resumed, digits, FAST, seed=0, callbacks=[Checkpoint(ckpt)])
     assert [h["epoch"] for h in result.history] == [1, 2]
     for k, v in straight.state_dict().items():
         assert torch.equal(resumed.state_dict()[k], v), k
@@ -196,7 +197,7 @@ def test_start_step_continues_the_lr_schedule(digits: DataBundle) -> None:
     late = build_model("digits_mlp", digits, 0)
     start = {n: v.clone() for n, v in late.state_dict().items()}
     lrs, result = _lrs_per_step(
-        trainer, late, digits, config, seed=0, train_data=small, start_step=k, snapshot_steps=[k, 12]
+        trainer, late, digits, config, seed=0, train_data=small, start_step=k, callbacks=[Snapshots([k, 12])]
     )
     assert lrs == full[k:]
     assert full[: 15 - k] != lrs  # restarting would have warmed up again

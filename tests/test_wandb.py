@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import attrs
 import pytest
 
+from prunekit.callbacks import Progress
 from prunekit.errors import PrunekitError
 from prunekit.hookspecs import hookimpl
 from prunekit.plugins import register_plugin, unregister_plugin
@@ -162,15 +163,13 @@ class SpyTrainer(SGDTrainer):
     description: ClassVar[str] = "sgd that reads the open W&B run's file after epoch 1"
 
     def fit(
-        self, model: Any, data: Any, config: Any, *, progress: Any = None, **kwargs: Any
+        self, model: Any, data: Any, config: Any, *, callbacks: Any = (), **kwargs: Any
     ) -> Any:
         def spy(record: dict[str, float]) -> None:
-            if progress is not None:
-                progress(record)
             if record.get("epoch") == 1:
                 LIVE.append(_live_history())
 
-        return SGDTrainer.fit(self, model, data, config, progress=spy, **kwargs)
+        return SGDTrainer.fit(self, model, data, config, callbacks=[*callbacks, Progress(spy)], **kwargs)
 
 
 class SpyPlugin:

@@ -73,6 +73,7 @@ class _ReportingTrainer:
         return getattr(self.inner, name)
 
     def fit(self, model: Any, data: Any, config: Any, **kwargs: Any) -> Any:
+        from prunekit.callbacks import Progress
         from prunekit.console import progress
 
         if kwargs.get("masks") is None:
@@ -80,15 +81,10 @@ class _ReportingTrainer:
         else:
             self.round += 1
             title = f"IMP round {self.round}/{self.rounds}, retraining"
-        user = kwargs.pop("progress", None)
+        callbacks = kwargs.pop("callbacks", ())
         with progress(title, config.epochs, unit="epochs", enabled=self.enabled) as bar:
-
-            def report(record: dict[str, float]) -> None:
-                bar.advance(1, epoch_text(record))
-                if user is not None:
-                    user(record)
-
-            return self.inner.fit(model, data, config, progress=report, **kwargs)
+            report = Progress(lambda record: bar.advance(1, epoch_text(record)))
+            return self.inner.fit(model, data, config, callbacks=[report, *callbacks], **kwargs)
 
 
 @click.command()

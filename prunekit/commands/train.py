@@ -141,6 +141,7 @@ def train(
     reported on stderr as they finish.
     """
     from prunekit import pipeline
+    from prunekit.callbacks import Progress
     from prunekit.console import progress
     from prunekit.masks import Masks
     from prunekit.validate import check_output_file
@@ -175,9 +176,8 @@ def train(
         masks.apply(net)
 
     with progress(f"train {model_name}", config.epochs, unit="epochs", enabled=not as_json) as bar:
-        result = fit.fit(
-            net, data, config, masks=masks, seed=seed, device=dev, progress=lambda r: bar.advance(1, epoch_text(r))
-        )
+        report = Progress(lambda r: bar.advance(1, epoch_text(r)))
+        result = fit.fit(net, data, config, masks=masks, seed=seed, device=dev, callbacks=[report])
     summary = {
         "model": model_name,
         "dataset": dataset,

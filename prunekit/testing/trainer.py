@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
 import torch
 from torch import nn
 
+from prunekit.callbacks import CHECKPOINT_FORMAT, Checkpoint, Progress, Snapshots
 from prunekit.data import DataBundle
 from prunekit.interfaces import TrainConfig, Trainer, TrainResult
 from prunekit.layers import prunable_layers
 from prunekit.masks import Masks
 from prunekit.testing.fixtures import (
+    ConformanceError,
     call_plugin,
     fail,
     identical,
@@ -156,10 +162,18 @@ def check_trainer(
       trained model's test accuracy (fp32); ``steps`` counts the steps taken;
     * ``config.epochs`` is honoured: one optimizer step per batch of every epoch (the last
       short batch may be dropped or kept);
-    * ``snapshot_steps`` are honoured: the state before training at 0 (a copy, untouched by
-      training) and the weights right after step k at k;
+    * callbacks run: a :class:`~prunekit.callbacks.Snapshots` callback gets, in
+      ``TrainResult.snapshots``, the state before training at 0 (a copy, untouched by
+      training) and the weights right after step k at k; a
+      :class:`~prunekit.callbacks.Progress` callback gets each epoch's record once, in order,
+      as ``TrainResult.history`` holds them;
     * training is deterministic for a seed: a second fit of the same model, masks and data
-      with seed 0 gives bit-for-bit the same weights and accuracy (on the CPU).
+      with seed 0 gives bit-for-bit the same weights and accuracy (on the CPU);
+    * checkpoint and resume (on the CPU, for two epochs or more): a run with a
+      :class:`~prunekit.callbacks.Checkpoint` stopped after epoch 1 (by a callback that
+      raises) and fitted again with the same checkpoint takes only the remaining steps and
+      ends with the uninterrupted run's weights, accuracies, history and snapshots; a
+      checkpoint file whose unpickling would run code is never unpickled.
 
     On the CPU, and on CUDA too when it is available. Returns what was watched on the last
     device: ``{"steps": n, "optimizers": [class names], "state": [state keys checked]}``.
@@ -174,12 +188,13 @@ def check_trainer(
         model, masks, layer, position = _masked_model(data)
         initial = {n: p.detach().clone() for n, p in model.named_parameters()}
         watch = _StepWatch(model, masks, TRAINER_SNAPSHOTS)
+        records: list[dict[str, float]] = []
         fit = functools.partial(
             trainer.fit,
             masks=masks.to(device),
             seed=0,
             device=device,
-            snapshot_steps=TRAINER_SNAPSHOTS,
+            callbacks=[Snapshots(TRAINER_SNAPSHOTS), Progress(records.append)],
         )
         watch.start()
         try:
@@ -214,10 +229,14 @@ def check_trainer(
             )
         _check_train_result(subject, where, trainer, model, data, config, result, watch, exact_steps)
         _check_snapshots(subject, where, result, initial, masks, watch, exact_steps)
+        _check_progress(subject, where, config, result, records)
         if first is None:
             first = (model, result)
     assert first is not None  # the CPU is always among the kit's devices
     _check_determinism(subject, trainer, config, data, *first)
+    if config.epochs >= 2:
+        _check_resume(subject, trainer, config, data, *first, exact_steps=exact_steps)
+    _check_safe_resume(subject, trainer, config, data)
     return {
         "steps": watch.steps,
         "optimizers": sorted({type(o).__name__ for o in watch.optimizers}),
@@ -334,7 +353,10 @@ def _check_snapshots(
     watch: _StepWatch,
     exact_steps: bool,
 ) -> None:
-    expected = "the state at every step listed in snapshot_steps (step 0 = before training)"
+    expected = (
+        "TrainResult.snapshots to hold the state at every step a Snapshots callback lists "
+        "(step 0 = before training)"
+    )
     for step in TRAINER_SNAPSHOTS:
         if step > result.steps:
             continue
@@ -355,3 +377,170 @@ def _check_snapshots(
                     else "differs from the weights right after that step"
                 )
                 fail(subject, f"{where}: the snapshot at step {step} of {name} {what}", expected)
+
+
+def _check_progress(
+    subject: str, where: str, config: TrainConfig, result: TrainResult, records: list[dict[str, float]]
+) -> None:
+    """A Progress callback got each epoch's record once, as the history holds them."""
+    if len(records) != config.epochs or records != list(result.history):
+        fail(
+            subject,
+            f"{where}: a Progress callback got {len(records)} records for {config.epochs} epochs"
+            + ("" if len(records) != config.epochs else " that differ from TrainResult.history"),
+            "on_epoch_end once per epoch, in order, with the record TrainResult.history keeps",
+            "Call every callback's on_epoch_end(run, record) after each epoch's evaluation.",
+        )
+
+
+class _Stop(Exception):
+    """Raised by the kit's callback to interrupt a run after its first epoch."""
+
+
+def _stop(record: dict[str, float]) -> None:
+    raise _Stop
+
+
+class _Steps:
+    """Counts the optimizer steps taken on a model's parameters (torch's global step hook)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        ids = {id(p) for p in model.parameters()}
+        self.count = 0
+
+        def hook(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            if any(id(p) in ids for g in optimizer.param_groups for p in g["params"]):
+                self.count += 1
+
+        self._handle = register_optimizer_step_post_hook(hook)
+
+    def stop(self) -> None:
+        self._handle.remove()
+
+
+def _counted_fit(
+    subject: str, where: str, trainer: Trainer, config: TrainConfig, data: DataBundle, callbacks: list[Any]
+) -> tuple[nn.Module, Any, int, bool]:
+    """(model, result or None, optimizer steps, whether _Stop interrupted it) of one CPU fit."""
+    model, masks, _, _ = _masked_model(data)
+    fit = functools.partial(
+        trainer.fit, masks=masks, seed=0, device=torch.device("cpu"), callbacks=callbacks
+    )
+    steps = _Steps(model)
+    try:
+        return model, call_plugin(subject, where, fit, model, data, config), steps.count, False
+    except ConformanceError as err:
+        if isinstance(err.__cause__, _Stop):
+            return model, None, steps.count, True
+        raise
+    finally:
+        steps.stop()
+
+
+def _check_resume(
+    subject: str,
+    trainer: Trainer,
+    config: TrainConfig,
+    data: DataBundle,
+    model: nn.Module,
+    result: TrainResult,
+    *,
+    exact_steps: bool,
+) -> None:
+    """A run stopped after epoch 1 and resumed from its checkpoint equals the run straight
+    through (``model``, ``result``: the kit's first CPU run)."""
+    where = f"on the kit's conv net (cpu; {_config_text(config)})"
+    expected = "a run resumed from its Checkpoint to end as the same run straight through"
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "run.ckpt"
+        snapshots = Snapshots(TRAINER_SNAPSHOTS)
+        _, _, first_steps, stopped = _counted_fit(
+            subject, where, trainer, config, data, [snapshots, Checkpoint(path), Progress(_stop)]
+        )
+        if not stopped:
+            fail(
+                subject,
+                f"{where}: a callback raised after epoch 1, but fit() went on",
+                "an exception from a callback to stop fit()",
+            )
+        if not path.is_file():
+            fail(
+                subject,
+                f"{where}: after epoch 1 no checkpoint was written to the Checkpoint callback's path",
+                "the Checkpoint callback run after every epoch (on_epoch_end) with a "
+                "TrainRun.resume_state",
+            )
+        records: list[dict[str, float]] = []
+        resumed, again, steps, _ = _counted_fit(
+            subject, where, trainer, config, data, [snapshots, Checkpoint(path), Progress(records.append)]
+        )
+    if exact_steps and first_steps + steps != result.steps:
+        fail(
+            subject,
+            f"{where}: resumed after epoch 1 ({first_steps} steps), the run took {steps} more "
+            f"steps; straight through it takes {result.steps}",
+            "a run to resume from its checkpoint where it stopped",
+            "Load Checkpoint.load(device) at the start of fit() and continue from its step.",
+        )
+    weights, other = dict(model.named_parameters()), dict(resumed.named_parameters())
+    changed = [n for n in weights if not identical(weights[n].detach().cpu(), other[n].detach().cpu())]
+    if changed:
+        fail(subject, f"{where}: the resumed run ends with other weights of {', '.join(changed[:3])}", expected)
+    for label in ("final_accuracy", "best_accuracy", "steps"):
+        if getattr(again, label, None) != getattr(result, label):
+            fail(
+                subject,
+                f"{where}: the resumed run's {label} is {getattr(again, label, None)!r}, straight "
+                f"through {getattr(result, label)!r}",
+                expected,
+            )
+    if len(again.history) != len(result.history) or records != list(again.history)[1:]:
+        fail(
+            subject,
+            f"{where}: the resumed run's history has {len(again.history)} epochs (straight through "
+            f"{len(result.history)}) and its Progress callback got {len(records)}",
+            "the history of every epoch (those before the checkpoint from it) and on_epoch_end "
+            "for the epochs run after resuming",
+        )
+    if sorted(again.snapshots) != sorted(result.snapshots) or not all(
+        identical(again.snapshots[k][n].detach().cpu(), v.detach().cpu())
+        for k, state in result.snapshots.items()
+        for n, v in state.items()
+    ):
+        fail(
+            subject,
+            f"{where}: the resumed run's snapshots (steps {sorted(again.snapshots)}) differ from "
+            f"the run straight through (steps {sorted(result.snapshots)})",
+            "the snapshots taken before the checkpoint kept in it, and the later ones taken after resuming",
+        )
+
+
+class _Payload:
+    """Unpickling this creates the folder ``marker``: a side effect the kit can see."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.mkdir, (self.marker,))
+
+
+def _check_safe_resume(subject: str, trainer: Trainer, config: TrainConfig, data: DataBundle) -> None:
+    """Resuming from a checkpoint file that holds a pickled object never unpickles it."""
+    where = f"on the kit's conv net (cpu; {_config_text(config)})"
+    with tempfile.TemporaryDirectory() as folder:
+        path, marker = Path(folder) / "run.ckpt", Path(folder) / "payload-ran"
+        torch.save({"format": CHECKPOINT_FORMAT, "model": _Payload(str(marker)), "epoch": 1}, path)
+        model, masks, _, _ = _masked_model(data)
+        # refusing the file (any error) is right; only whether the payload ran matters
+        with contextlib.suppress(Exception):
+            trainer.fit(model, data, config, masks=masks, seed=0, callbacks=[Checkpoint(path)])
+        if marker.exists():
+            fail(
+                subject,
+                f"{where}: resuming from a checkpoint file that holds a pickled object ran its code",
+                "checkpoints read as tensors and plain data only",
+                "Read them with Checkpoint.load(device) or torch.load(path, weights_only=True).",
+            )
