@@ -28,7 +28,9 @@ from typing import Any
 import pluggy
 
 PROJECT = "prunekit"
-HOOKSPEC_VERSION = 1
+# 2: SanityCheck declares ``stages`` (not ``stage``) and ``refuses`` (``not_applicable`` is the
+# core's); Trainer.fit takes ``callbacks`` in place of snapshot_steps, checkpoint and progress
+HOOKSPEC_VERSION = 2
 
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)

@@ -47,7 +47,7 @@ RAISING_HOOK = """
 
 FUTURE = (
     """
-    PRUNEKIT_HOOKSPEC_VERSION = 2
+    PRUNEKIT_HOOKSPEC_VERSION = 3
 """
     + GOOD
 )
@@ -182,13 +182,13 @@ def test_two_plugins_registering_the_same_name(
 
 
 def test_incompatible_hookspec_version(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A plugin built for hookspec version 2 is reported with both versions and registers
+    """A plugin built for hookspec version 3 is reported with both versions and registers
     nothing."""
     folder = _folder(tmp_path, future=FUTURE.format(name="future_scorer"))
     code, out, _ = run(["--plugins-dir", str(folder), "plugins", "--json"], capsys)
     row = next(r for r in json.loads(out) if r["name"] == "future")
     assert code == 0
-    assert "built for hookspec version 2, this prunekit has version 1" in row["errors"][0]
+    assert "built for hookspec version 3, this prunekit has version 2" in row["errors"][0]
     assert row["registered"] == {}
     code, out, _ = run(["--plugins-dir", str(folder), "list", "scorers", "--json"], capsys)
     assert code == 0 and "future_scorer" not in {r["name"] for r in json.loads(out)}

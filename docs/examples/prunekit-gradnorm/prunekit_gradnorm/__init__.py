@@ -45,7 +45,7 @@ __version__ = "0.1.0"
 
 # The major version of prunekit's hook specifications this plugin was written for; prunekit
 # reports (and does not load) a plugin built for another major version.
-PRUNEKIT_HOOKSPEC_VERSION = 1
+PRUNEKIT_HOOKSPEC_VERSION = 2
 
 
 # ------------------------------------------------------------------------------------ scorer
