@@ -18,7 +18,7 @@ from prunekit.data import DataBundle
 from prunekit.defaults import DEFAULT_TRAINER
 from prunekit.dense import DenseCache
 from prunekit.errors import PrunekitError
-from prunekit.identity import NOOP, canonical
+from prunekit.identity import NOOP, canonical, option_pairs, plain_options
 from prunekit.interfaces import (
     Method,
     RatioSchedule,
@@ -32,12 +32,6 @@ from prunekit.masks import Masks
 from prunekit.pipeline import TicketCache
 from prunekit.plugins import get_plugins
 from prunekit.sentinels import CLEAN_CHECK
-
-
-def option_pairs(value: Mapping[str, Any] | Sequence[tuple[str, Any]] | None) -> tuple[tuple[str, Any], ...]:
-    """Options as sorted ``(key, value)`` pairs (hashable, one order); nested mappings too."""
-    items = dict(value or {}).items()
-    return tuple(sorted((str(k), option_pairs(v) if isinstance(v, Mapping) else v) for k, v in items))
 
 
 def _frozen(value: Any) -> Any:
@@ -95,15 +89,6 @@ class ResolvedCell:
     schedule: RatioSchedule | None
     check: SanityCheck | None
     trainer: Trainer
-
-
-def plain_options(options: Sequence[tuple[str, Any]]) -> dict[str, Any]:
-    """The inverse of :func:`option_pairs`: pairs (nested ones too) back to dicts."""
-    return {k: plain_options(v) if _is_pairs(v) else v for k, v in options}
-
-
-def _is_pairs(value: Any) -> bool:
-    return isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 and isinstance(p[0], str) for p in value) and bool(value)
 
 
 def resolve_method_options(method: Method, overrides: Mapping[str, Any]) -> Method:

@@ -563,7 +563,7 @@ class InstrumentRun:
 
 def resolve_instruments(spec: CellSpec) -> list[tuple[str, Instrument]]:
     """The instruments of ``spec`` (name, instance with the cell's options), in name order."""
-    from prunekit.cell import plain_options
+    from prunekit.identity import plain_options
 
     return [(name, instantiate_instrument(name, plain_options(options))) for name, options in spec.instruments]
 

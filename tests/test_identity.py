@@ -1,5 +1,5 @@
 """Result identity: the key of a cell changes exactly when something that determines its
-numbers changes (prunekit.identity.cell_identity)."""
+numbers changes (prunekit.cell_identity.cell_identity)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import torch
 
 from prunekit import hookimpl
 from prunekit.cell import CellSpec
-from prunekit.identity import IDENTITY_VERSION, canonical, cell_identity, digest, noop_field
+from prunekit.cell_identity import IDENTITY_VERSION, cell_identity
+from prunekit.identity import canonical, digest, noop_field
 from prunekit.interfaces import Method, Scorer, TrainConfig
 from prunekit.plugins import register_plugin, unregister_plugin
 from tests.cli_runner import run_cli

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from prunekit.cell import CellSpec
-from prunekit.identity import cell_identity
+from prunekit.cell_identity import cell_identity
 from prunekit.plugins import reset_plugins
 from tests.cli_runner import run_cli
 

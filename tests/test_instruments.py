@@ -32,9 +32,9 @@ from prunekit.bench.stats import paired_test
 from prunekit.bench.store import ResultStore
 from prunekit.bench.suite import suite_from_mapping
 from prunekit.cell import CellSpec, run_cell
+from prunekit.cell_identity import cell_identity
 from prunekit.data import ArrayData, DataBundle
 from prunekit.errors import PrunekitError
-from prunekit.identity import cell_identity
 from prunekit.instruments import (
     InstrumentContext,
     error_barrier,

@@ -8,6 +8,8 @@ import importlib.util
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("prunekit", "prunekit_plugins")
 # what a third-party plugin may import: the facade, the helpers of each kind, the conformance kit
@@ -226,16 +228,20 @@ def test_every_package_folder_is_installed() -> None:
     assert found - listed == set()
 
 
-def _module_imports(path: Path, module: str) -> set[str]:
+def _module_imports(path: Path, module: str, deferred: bool = False) -> set[str]:
     """The prunekit modules ``module`` imports when it is imported (its top level, outside
-    ``if TYPE_CHECKING:``); ``from . import x`` names the submodule x, not the package."""
+    ``if TYPE_CHECKING:``), with ``deferred`` also those imported inside its functions;
+    ``from . import x`` names the submodule x, not the package."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     tree = ast.parse(path.read_text())
-    nodes: list[ast.stmt] = []
+    nodes: list[ast.AST] = []
     for node in tree.body:
         if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             continue
-        nodes.extend(node.body if isinstance(node, ast.Try) else [node])
+        if deferred:
+            nodes.extend(ast.walk(node))
+        else:
+            nodes.extend(node.body if isinstance(node, ast.Try) else [node])
     found = set()
     for node in nodes:
         if isinstance(node, ast.Import):
@@ -249,13 +255,18 @@ def _module_imports(path: Path, module: str) -> set[str]:
     return found
 
 
-def test_no_import_cycles_at_import_time() -> None:
-    """Importing any prunekit module never comes back to a module still being imported."""
+@pytest.mark.parametrize("deferred", [False, True], ids=["at import time", "inside functions too"])
+def test_no_import_cycles(deferred: bool) -> None:
+    """Importing any prunekit module never comes back to a module still being imported; nor
+    does any import inside a function come back to the module that makes it (the modules form
+    layers: none imports, even late, a module that depends on it)."""
     modules = {}
     for path in (ROOT / "prunekit").rglob("*.py"):
         parts = path.relative_to(ROOT).with_suffix("").parts
         modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
-    graph = {m: sorted(t for t in _module_imports(p, m) if t in modules and t != m) for m, p in modules.items()}
+    graph = {
+        m: sorted(t for t in _module_imports(p, m, deferred) if t in modules and t != m) for m, p in modules.items()
+    }
     cycles: list[list[str]] = []
     state: dict[str, int] = {}  # 1: on the path, 2: done
 

@@ -23,9 +23,9 @@ from prunekit.bench.published import compare_published, lookup, mean_interval
 from prunekit.bench.records import ResultRow
 from prunekit.bench.suite import load_suite
 from prunekit.cell import resolve_cell
+from prunekit.cell_identity import cell_identity
 from prunekit.data import ArrayData, DataBundle
 from prunekit.errors import PrunekitError
-from prunekit.identity import cell_identity
 from prunekit.interfaces import Method
 from prunekit.layers import prunable_layers
 from prunekit.pipeline import instantiate, prune

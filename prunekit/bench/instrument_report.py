@@ -1,7 +1,7 @@
 """The instruments' part of a report: tables, figures and W&B values from the rows'
 ``instruments`` column (see :mod:`prunekit.instruments` and :mod:`prunekit_plugins.instruments`).
 
-Called by the report (``report.tables.sections`` and ``report.plots.render_figures``) and by the
+Called by the report (``report.contents.sections`` and ``report.contents.render_figures``) and by the
 W&B sink; everything here reads the rows only, so a stored bench can be reported again without
 running anything. Only ``done`` rows count, and results are never pooled across protocol
 fingerprints, models or datasets (as in :mod:`prunekit.bench.stats`).

@@ -20,9 +20,10 @@ from prunekit.bench.executors import Executor
 from prunekit.bench.grid import Filters, Grid, expand
 from prunekit.bench.store import check_db_path
 from prunekit.bench.suite import Suite
-from prunekit.cell import CellSpec, option_pairs, worker_state
+from prunekit.cell import CellSpec, worker_state
 from prunekit.data import DataBundle
 from prunekit.errors import PrunekitError
+from prunekit.identity import option_pairs
 from prunekit.plugins import get_plugins
 
 CACHE_DIR = ".prunekit-cache"  # dense pre-training, beside the store

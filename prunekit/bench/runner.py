@@ -23,6 +23,7 @@ import attrs
 import torch
 
 from prunekit import __version__, identity
+from prunekit import cell_identity as identities
 from prunekit.bench.executors import Executor
 from prunekit.bench.grid import Filters
 from prunekit.bench.plan import BenchPlan, plan_bench
@@ -31,8 +32,9 @@ from prunekit.bench.stats import SequentialDesign
 from prunekit.bench.store import ResultStore
 from prunekit.bench.suite import Suite
 from prunekit.cell import CellResult, CellSpec
+from prunekit.cell_identity import Identity
 from prunekit.errors import PrunekitError
-from prunekit.identity import Identity, canonical
+from prunekit.identity import canonical
 from prunekit.plugins import get_plugins
 from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
@@ -77,7 +79,7 @@ class BenchSummary:
 
 def cell_identity(spec: CellSpec, device: str) -> Identity:
     """The identity (key and payload) of a cell run on ``device`` (its type enters the key)."""
-    return identity.cell_identity(spec, device_type=torch.device(device).type)
+    return identities.cell_identity(spec, device_type=torch.device(device).type)
 
 
 def environment(device: str, executor: str) -> dict[str, Any]:

@@ -11,9 +11,10 @@ folder that holds one report of one set of rows, atomically file by file.
 
 from __future__ import annotations
 
+from .contents import render_figures
 from .data import ReportData, build_report, failure_summary, status_line
 from .files import FILE_NAMES, FORMATS, MANIFEST, read_manifest, write_reports
-from .plots import FIGURE_FORMATS, Figure, render_figures
+from .plots import FIGURE_FORMATS, Figure
 from .renderers import (
     print_report,
     render_csv,

@@ -22,8 +22,8 @@ from prunekit.atomic import atomic_write
 from prunekit.bench.records import ResultRow
 from prunekit.errors import PrunekitError
 
-from . import plots as plots_module
 from . import renderers
+from .contents import render_figures
 from .data import ReportData
 
 FORMATS = ("md", "html", "csv", "json")
@@ -93,7 +93,7 @@ def write_reports(
             f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}"
         )
     rows = data.rows
-    figures = plots_module.render_figures(data) if plots else []
+    figures = render_figures(data) if plots else []
     files: dict[str, bytes] = {}
     for fig in figures:
         for fmt, content in fig.files.items():

@@ -408,8 +408,3 @@ FIGURES: tuple[Callable[[ReportData], Figure | None], ...] = (
 )
 
 
-def render_figures(data: ReportData) -> list[Figure]:
-    """Every figure there is something to draw for, in report order."""
-    from prunekit.bench.instrument_report import instrument_figures  # here: it imports this module
-
-    return [fig for fig in (render(data) for render in FIGURES) if fig is not None] + instrument_figures(data)

@@ -18,6 +18,7 @@ import attrs
 
 from prunekit.bench.stats import ACCURACY_POINTS
 
+from .contents import sections
 from .data import (
     ACCURACY_BOUNDS,
     DELTA_BOUNDS,
@@ -39,7 +40,6 @@ from .tables import (
     leaderboard_tables,
     protocol_tables,
     published_table,
-    sections,
     settings_line,
     verdict_key,
     verdict_rules,

@@ -612,32 +612,6 @@ def stale_table(data: ReportData) -> Table | None:
     )
 
 
-def sections(data: ReportData) -> list[tuple[str, list[Table]]]:
-    """The report's sections in order (the protocol and the labels come first)."""
-    out: list[tuple[str, list[Table]]] = [("Protocol", protocol_tables(data))]
-    software = software_table(data)
-    if software is not None:
-        out.append(("Software versions", [software]))
-    out += [
-        ("How to read this report", [glossary_table(data)]),
-        ("Leaderboard", leaderboard_tables(data)),
-        ("Sanity-check verdicts", verdict_tables(data)),
-        ("Check effects", effect_tables(data)),
-    ]
-    from prunekit.bench.instrument_report import instrument_sections  # here: it imports this module
-
-    out += instrument_sections(data)
-    for title, table in (
-        ("Published numbers", published_table(data)),
-        ("Diverged cells", diverged_table(data)),
-        ("Failures", failure_table(data)),
-        ("Stale rows (not used)", stale_table(data)),
-    ):
-        if table is not None:
-            out.append((title, [table]))
-    return out
-
-
 def settings_line(data: ReportData) -> str:
     verdicts = (
         f"verdicts at error rate {data.alpha:g} each, equivalence margin ±{data.margin:g} point(s)"
