@@ -17,10 +17,11 @@ import copy
 import os
 import time
 
+import attrs
 import torch
 from torch import nn
 
-from prunekit.interfaces import TrainConfig
+from prunekit.bench.suite import resolve_suite
 from prunekit.masks import Masks
 from prunekit.pipeline import build_model, load_dataset
 from prunekit_plugins.batched import fit_many
@@ -51,14 +52,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_dataset("digits", None)
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=64,
-        lr=0.05,
-        weight_decay=5e-4,
-        lr_schedule="cosine",
-        milestones=(),
-    )
+    config = attrs.evolve(resolve_suite("quick").protocol, epochs=args.epochs)  # the quick suite's protocol
     options = {"width": args.width} if args.width else None
     seeds = list(range(args.members))
     base = [build_model(args.model, data, s, options=options) for s in seeds]

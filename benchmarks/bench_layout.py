@@ -12,10 +12,11 @@ from __future__ import annotations
 import argparse
 import time
 
+import attrs
 import timm
 import torch
 
-import prunekit
+from prunekit.bench.suite import resolve_suite
 from prunekit.pipeline import instantiate
 from prunekit_plugins.sgd import SGDTrainer
 
@@ -28,14 +29,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=4)
     args = parser.parse_args()
     data = instantiate("dataset", args.dataset).load(None)
-    config = prunekit.TrainConfig(
-        epochs=args.epochs,
-        batch_size=64,
-        lr=0.05,
-        weight_decay=5e-4,
-        lr_schedule="cosine",
-        milestones=(),
-    )
+    config = attrs.evolve(resolve_suite("quick").protocol, epochs=args.epochs)  # the quick suite's protocol
 
     def fit(channels_last: bool) -> tuple[float, float]:
         torch.manual_seed(0)

@@ -22,7 +22,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar
 
 import attrs
@@ -180,174 +180,150 @@ class SGDTrainer(Trainer):
         callbacks: Sequence[TrainCallback] = (),
         start_step: int = 0,
     ) -> TrainResult:
-        """Train in channels_last and hand the model back in the layout it came in (so code that
-        views its weights flat keeps working)."""
-        contiguous = all(p.is_contiguous() for p in model.parameters())
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)  # 4-d parameters only; others unchanged
-        try:
-            return self._fit(
-                model, data, config, masks=masks, seed=seed, device=device, train_data=train_data,
-                callbacks=callbacks, start_step=start_step,
-            )  # fmt: skip
-        finally:
-            if contiguous:
-                model.to(memory_format=torch.contiguous_format)
-
-    def _fit(
-        self,
-        model: nn.Module,
-        data: DataBundle,
-        config: TrainConfig,
-        *,
-        masks: Masks | None = None,
-        seed: int = 0,
-        device: torch.device | str = "cpu",
-        train_data: ArrayData | None = None,
-        callbacks: Sequence[TrainCallback] = (),
-        start_step: int = 0,
-    ) -> TrainResult:
-        self.validate(config)
-        device = torch.device(device)
-        source = train_data if train_data is not None else data.train
-        steps_per_epoch = max(math.ceil(len(source) / config.batch_size), 1)
-        total_steps = steps_per_epoch * config.epochs
-        if not 0 <= start_step <= total_steps:
-            raise PrunekitError(
-                f"start_step {start_step} lies outside 0..{total_steps} (the protocol's "
-                f"{config.epochs} epochs of {steps_per_epoch} steps)"
-            )
-        model.to(device)
-        train = self._place(source, device)
-        factory = self.optimizers[config.optimizer]
-        optimizer = factory(model.parameters(), config, device.type == "cuda")
-        scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-        forward = torch.compile(model) if self.compile else model
-        enforce = masks.enforcer(model, optimizer) if masks is not None else None
-        if enforce is not None:
-            enforce()
-        # pruned gradients must not count in a clipped norm nor reach a coupled update
-        mask_gradients = enforce is not None and (config.grad_clip_norm > 0 or factory not in ELEMENTWISE)
-        generator = make_generator(seed, "train-order")
-        snapshots: dict[int, dict[str, torch.Tensor]] = {}
-        history: list[dict[str, float]] = []
-        start_epoch, skip = divmod(start_step, steps_per_epoch)
-        step, best = start_step, 0.0
-        run = json.dumps(
-            {
-                "config": attrs.asdict(config),
-                "masks": masks.content_hash() if masks is not None else None,
-                "seed": seed,
-                "start_step": start_step,
-            },
-            sort_keys=True,
-        )
-        checkpoint = Checkpoint.among(callbacks)
-        state = checkpoint.load(device) if checkpoint is not None else None
-        if checkpoint is not None and state is not None:
-            if state.get("run") != run:
+        """Train in channels_last (when set) and hand the model back in the layout it came in
+        (so code that views its weights flat keeps working)."""
+        with _training_layout(model, self.channels_last):
+            self.validate(config)
+            device = torch.device(device)
+            source = train_data if train_data is not None else data.train
+            steps_per_epoch = max(math.ceil(len(source) / config.batch_size), 1)
+            total_steps = steps_per_epoch * config.epochs
+            if not 0 <= start_step <= total_steps:
                 raise PrunekitError(
-                    f"the training checkpoint {checkpoint.path} belongs to another run (protocol, "
-                    "masks, seed or start step differ); delete it or give this run its own path"
+                    f"start_step {start_step} lies outside 0..{total_steps} (the protocol's "
+                    f"{config.epochs} epochs of {steps_per_epoch} steps)"
                 )
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scaler.load_state_dict(state["scaler"])
-            generator.set_state(state["generator"])
-            start_epoch, step, best, skip = state["epoch"], state["step"], state["best"], 0
-            history, snapshots = state["history"], state["snapshots"]
+            model.to(device)
+            train = self._place(source, device)
+            factory = self.optimizers[config.optimizer]
+            optimizer = factory(model.parameters(), config, device.type == "cuda")
+            scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+            forward = torch.compile(model) if self.compile else model
+            enforce = masks.enforcer(model, optimizer) if masks is not None else None
+            if enforce is not None:
+                enforce()
+            # pruned gradients must not count in a clipped norm nor reach a coupled update
+            mask_gradients = enforce is not None and (config.grad_clip_norm > 0 or factory not in ELEMENTWISE)
+            generator = make_generator(seed, "train-order")
+            snapshots: dict[int, dict[str, torch.Tensor]] = {}
+            history: list[dict[str, float]] = []
+            start_epoch, skip = divmod(start_step, steps_per_epoch)
+            step, best = start_step, 0.0
+            run = json.dumps(
+                {
+                    "config": attrs.asdict(config),
+                    "masks": masks.content_hash() if masks is not None else None,
+                    "seed": seed,
+                    "start_step": start_step,
+                },
+                sort_keys=True,
+            )
+            checkpoint = Checkpoint.among(callbacks)
+            state = checkpoint.load(device) if checkpoint is not None else None
+            if checkpoint is not None and state is not None:
+                if state.get("run") != run:
+                    raise PrunekitError(
+                        f"the training checkpoint {checkpoint.path} belongs to another run (protocol, "
+                        "masks, seed or start step differ); delete it or give this run its own path"
+                    )
+                model.load_state_dict(state["model"])
+                optimizer.load_state_dict(state["optimizer"])
+                scaler.load_state_dict(state["scaler"])
+                generator.set_state(state["generator"])
+                start_epoch, step, best, skip = state["epoch"], state["step"], state["best"], 0
+                history, snapshots = state["history"], state["snapshots"]
 
-        def resume_state() -> dict[str, Any]:
-            return {
-                "run": run,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(),
-                "generator": generator.get_state(),
-                "epoch": current.epoch,
-                "step": step,
-                "best": best,
-                "history": history,
-                "snapshots": current.snapshots,
-            }
+            def resume_state() -> dict[str, Any]:
+                return {
+                    "run": run,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "generator": generator.get_state(),
+                    "epoch": current.epoch,
+                    "step": step,
+                    "best": best,
+                    "history": history,
+                    "snapshots": current.snapshots,
+                }
 
-        current = TrainRun(
-            step=step, epoch=start_epoch, snapshots=snapshots, state=lambda: _state(model),
-            resume_state=resume_state,
-        )  # fmt: skip
-        for callback in callbacks:
-            callback.on_step(current)
-
-        divergence = _Divergence(device)
-        check_every_step = device.type == "cpu"
-        chunks = config.accumulation_steps
-        started = time.perf_counter()
-        model.train()
-        for epoch in range(start_epoch, config.epochs):
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.int64)
-            seen = 0
-            batches = iterate_batches(train, config.batch_size, generator)
-            for i, (xb, yb) in enumerate(itertools.islice(batches, skip, None), start=skip):
-                factor = lr_factor(config, epoch + i / steps_per_epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = config.lr * factor
-                xb = augment_batch(xb.to(device, non_blocking=True), data.augment, generator)
-                yb = yb.to(device, non_blocking=True)
-                x = data.normalize(xb)
-                x = _layout(x) if self.channels_last else x
-                optimizer.zero_grad(set_to_none=True)
-                loss = self._accumulate(forward, x, yb, chunks, config.precision, device, scaler, correct)
-                if mask_gradients:
-                    enforce.gradients()  # type: ignore[union-attr]
-                if config.grad_clip_norm > 0:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm, foreach=True)
-                scaler.step(optimizer)
-                scaler.update()
-                if enforce is not None:
-                    enforce()
-                step += 1
-                seen += yb.shape[0]
-                loss_sum += loss * yb.shape[0]
-                divergence.record(loss, step)
-                if check_every_step:
-                    divergence.check(model, step, steps_per_epoch, weights=False)
-                if callbacks:
-                    current.step = step
-                    for callback in callbacks:
-                        callback.on_step(current)
-            skip = 0
-            divergence.check(model, step, steps_per_epoch, weights=True)
-            test_loss, test_acc = self.evaluate(model, data, device=device, precision=config.precision)
-            best = max(best, test_acc)
-            record = {
-                "epoch": epoch + 1,
-                "step": step,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": float(loss_sum) / max(seen, 1),
-                "train_accuracy": float(correct) / max(seen, 1),
-                "test_loss": test_loss,
-                "test_accuracy": test_acc,
-            }
-            history.append(record)
-            current.step, current.epoch = step, epoch + 1
+            current = TrainRun(
+                step=step, epoch=start_epoch, snapshots=snapshots, state=lambda: _state(model),
+                resume_state=resume_state,
+            )  # fmt: skip
             for callback in callbacks:
-                callback.on_epoch_end(current, record)
-        if history:
-            final_loss, final_acc = history[-1]["test_loss"], history[-1]["test_accuracy"]
-        else:
-            final_loss, final_acc = self.evaluate(model, data, device=device, precision=config.precision)
-            best = final_acc
-        return TrainResult(
-            final_accuracy=final_acc,
-            best_accuracy=best,
-            final_loss=final_loss,
-            history=tuple(history),
-            steps=step,
-            snapshots=current.snapshots,
-            wall_time=time.perf_counter() - started,
-        )
+                callback.on_step(current)
+
+            divergence = _Divergence(device)
+            check_every_step = device.type == "cpu"
+            chunks = config.accumulation_steps
+            started = time.perf_counter()
+            model.train()
+            for epoch in range(start_epoch, config.epochs):
+                loss_sum = torch.zeros((), device=device)
+                correct = torch.zeros((), device=device, dtype=torch.int64)
+                seen = 0
+                batches = iterate_batches(train, config.batch_size, generator)
+                for i, (xb, yb) in enumerate(itertools.islice(batches, skip, None), start=skip):
+                    factor = lr_factor(config, epoch + i / steps_per_epoch)
+                    for group in optimizer.param_groups:
+                        group["lr"] = config.lr * factor
+                    xb = augment_batch(xb.to(device, non_blocking=True), data.augment, generator)
+                    yb = yb.to(device, non_blocking=True)
+                    x = data.normalize(xb)
+                    x = _layout(x) if self.channels_last else x
+                    optimizer.zero_grad(set_to_none=True)
+                    loss = self._accumulate(forward, x, yb, chunks, config.precision, device, scaler, correct)
+                    if mask_gradients:
+                        enforce.gradients()  # type: ignore[union-attr]
+                    if config.grad_clip_norm > 0:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip_norm, foreach=True)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    if enforce is not None:
+                        enforce()
+                    step += 1
+                    seen += yb.shape[0]
+                    loss_sum += loss * yb.shape[0]
+                    divergence.record(loss, step)
+                    if check_every_step:
+                        divergence.check(model, step, steps_per_epoch, weights=False)
+                    if callbacks:
+                        current.step = step
+                        for callback in callbacks:
+                            callback.on_step(current)
+                skip = 0
+                divergence.check(model, step, steps_per_epoch, weights=True)
+                test_loss, test_acc = self.evaluate(model, data, device=device, precision=config.precision)
+                best = max(best, test_acc)
+                record = {
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "train_loss": float(loss_sum) / max(seen, 1),
+                    "train_accuracy": float(correct) / max(seen, 1),
+                    "test_loss": test_loss,
+                    "test_accuracy": test_acc,
+                }
+                history.append(record)
+                current.step, current.epoch = step, epoch + 1
+                for callback in callbacks:
+                    callback.on_epoch_end(current, record)
+            if history:
+                final_loss, final_acc = history[-1]["test_loss"], history[-1]["test_accuracy"]
+            else:
+                final_loss, final_acc = self.evaluate(model, data, device=device, precision=config.precision)
+                best = final_acc
+            return TrainResult(
+                final_accuracy=final_acc,
+                best_accuracy=best,
+                final_loss=final_loss,
+                history=tuple(history),
+                steps=step,
+                snapshots=current.snapshots,
+                wall_time=time.perf_counter() - started,
+            )
 
     @staticmethod
     def _accumulate(
@@ -383,6 +359,20 @@ class SGDTrainer(Trainer):
         return total
 
 
+@contextlib.contextmanager
+def _training_layout(model: nn.Module, channels_last: bool) -> Iterator[None]:
+    """The model in channels_last inside the block (4-d parameters only; others unchanged), back
+    in the contiguous layout afterwards when it came in that way."""
+    contiguous = all(p.is_contiguous() for p in model.parameters())
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        if contiguous:
+            model.to(memory_format=torch.contiguous_format)
+
+
 def _layout(x: torch.Tensor) -> torch.Tensor:
     """A batch of images (N, C, H, W) as channels_last; other inputs as they are."""
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
@@ -395,3 +385,4 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
 @hookimpl
 def register_trainers(register):  # type: ignore[no-untyped-def]
     register(SGDTrainer)
+

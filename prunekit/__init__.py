@@ -38,7 +38,7 @@ __version__ = "0.2.0"
 
 if TYPE_CHECKING:
     from prunekit import data, executing, instruments, scoring
-    from prunekit.api import Results, benchmark, instantiate, lookup, names, prune
+    from prunekit.api import Results, benchmark, lookup, names, prune
     from prunekit.atomic import atomic_path
     from prunekit.bench.executors import Executor, Outcome
     from prunekit.bench.suite import Suite, load_suite
@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     )
     from prunekit.layers import PrunableLayer, prunable_layers
     from prunekit.masks import MaskEnforcer, Masks
+    from prunekit.pipeline import instantiate
     from prunekit.sentinels import CLEAN_CHECK, DENSE_METHOD
 
 # public name -> the module that defines it (the TYPE_CHECKING imports above say the same)
@@ -76,7 +77,7 @@ _EXPORTS: dict[str, str] = {
     "benchmark": "prunekit.api",
     "names": "prunekit.api",
     "Results": "prunekit.api",
-    "instantiate": "prunekit.api",
+    "instantiate": "prunekit.pipeline",
     "lookup": "prunekit.api",
     "Masks": "prunekit.masks",
     "MaskEnforcer": "prunekit.masks",

@@ -418,25 +418,14 @@ def benchmark(
 def names(kind: str) -> list[str]:
     """The installed names of one kind: ``methods``, ``checks``, ``scorers``, ``schedules``,
     ``trainers``, ``datasets``, ``suites``, ``executors``, ``models`` (singular works too)."""
-    from prunekit.kinds import kind as resolve_kind
     from prunekit.plugins import get_plugins
 
-    return get_plugins().registry(resolve_kind(kind).name).names()
+    return get_plugins().registry(kind).names()
 
 
 def lookup(kind: str, name: str) -> Any:
     """The registered class (or object) ``name`` of ``kind`` (words as :func:`names`); an unknown
     name is one line with the closest names."""
-    from prunekit.kinds import kind as resolve_kind
     from prunekit.plugins import get_plugins
 
-    return get_plugins().registry(resolve_kind(kind).name).get(name)
-
-
-def instantiate(kind: str, name: str, options: Mapping[str, Any] | None = None) -> Any:
-    """The registered class ``name`` of ``kind`` built with ``options``; bad options are one
-    line naming the class's options."""
-    from prunekit.kinds import kind as resolve_kind
-    from prunekit.pipeline import instantiate as build
-
-    return build(resolve_kind(kind).name, name, options)
+    return get_plugins().registry(kind).get(name)

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a kill) sees the old file or the new one, never a torn one.
+"""Atomic file writes: a reader (or a kill) sees the old file or the new one, never a torn one;
+and safe reads of the torch files prunekit writes (:func:`load_plain`).
 
 Every file prunekit writes for a user or a later run (masks, weights, reports, the dense cache,
 training checkpoints) goes through :func:`atomic_path` or :func:`atomic_write`: the content is
@@ -14,6 +15,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -52,3 +54,28 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def load_plain(path: Path, *, what: str, nothing: str, remedy: str, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``: a file that would unpickle anything but tensors
+    and plain data (and so could run code) or cannot be read is one
+    :class:`~prunekit.errors.PrunekitError` line naming ``what`` it is (e.g. "training
+    checkpoint"), what else it may be (``nothing``: "no checkpoint") and the ``remedy`` after
+    deleting it."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    from prunekit.errors import PrunekitError
+
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise PrunekitError(
+            f"refusing to load the {what} {path}: it is not made of tensors and plain data only "
+            f"(loading it could run code, or it is {nothing} at all); delete it to {remedy}"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise PrunekitError(f"cannot read the {what} {path} ({reason}); delete it to {remedy}") from None

@@ -24,8 +24,6 @@ the checkpoint it resumes from among them by type.
 
 from __future__ import annotations
 
-import pickle
-import zipfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from typing import Any
 import attrs
 import torch
 
-from prunekit.atomic import atomic_path
+from prunekit.atomic import atomic_path, load_plain
 from prunekit.errors import PrunekitError
 
 State = dict[str, torch.Tensor]
@@ -142,20 +140,9 @@ def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
 
 def load_checkpoint(path: Path, device: torch.device) -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; one-line error for anything else."""
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError:
-        raise PrunekitError(
-            f"refusing to load the training checkpoint {path}: it is not made of tensors and "
-            "plain data only (loading it could run code, or it is no checkpoint at all); delete "
-            "it to train from the start"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise PrunekitError(
-            f"cannot read the training checkpoint {path} ({reason}); delete it to train from "
-            "the start"
-        ) from None
+    state = load_plain(
+        path, what="training checkpoint", nothing="no checkpoint", remedy="train from the start", map_location=device
+    )
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise PrunekitError(
             f"{path} is not a prunekit training checkpoint (no {CHECKPOINT_FORMAT!r} marker); delete it "

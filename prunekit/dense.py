@@ -20,7 +20,7 @@ from typing import Any
 import attrs
 import torch
 
-from prunekit.atomic import atomic_path
+from prunekit.atomic import atomic_path, load_plain
 
 State = dict[str, torch.Tensor]
 
@@ -141,24 +141,9 @@ def _compute(
 def _load(path: Path) -> DenseRun:
     """A stored run, read with ``weights_only=True``: a file that would unpickle anything but
     tensors and plain data (and so could run code) is refused with one line."""
-    import pickle
-    import zipfile
-
     from prunekit.errors import PrunekitError
 
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise PrunekitError(
-            f"refusing to load the dense-cache file {path}: it is not made of tensors and plain "
-            "data only (loading it could run code, or it is no cache file at all); delete it to "
-            "recompute the run"
-        ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise PrunekitError(
-            f"cannot read the dense-cache file {path} ({reason}); delete it to recompute the run"
-        ) from None
+    saved = load_plain(path, what="dense-cache file", nothing="no cache file", remedy="recompute the run")
     fields = {"states", "final", "steps", "final_accuracy", "best_accuracy"}
     if not isinstance(saved, dict) or not fields <= set(saved):
         raise PrunekitError(f"{path} is not a prunekit dense-cache file; delete it to recompute the run")

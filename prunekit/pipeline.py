@@ -51,7 +51,8 @@ from prunekit.sentinels import CLEAN_CHECK
 
 # ------------------------------------------------------------------------- names -> objects
 def instantiate(kind: str, name: str, options: Mapping[str, Any] | None = None) -> Any:
-    """The registered class ``name`` of ``kind`` built with ``options`` (one-line error)."""
+    """The registered class ``name`` of ``kind`` (its name or a CLI word for it, as
+    :func:`prunekit.names`) built with ``options``; an unknown name or bad options are one line."""
     cls = get_plugins().registry(kind).get(name)
     try:
         return cls(**dict(options or {}))

@@ -65,7 +65,13 @@ class Plugins:
     info: list[PluginInfo]
 
     def registry(self, kind: str) -> Registry[Any]:
-        return self.registries[kind]
+        """The registry of ``kind``: its name or any CLI word for it (``checks``, ``scorer``);
+        an unknown word is one line listing the kinds."""
+        if kind in self.registries:
+            return self.registries[kind]
+        from prunekit.kinds import kind as find_kind
+
+        return self.registries[find_kind(kind).name]
 
     @property
     def problems(self) -> list[tuple[str, str]]:

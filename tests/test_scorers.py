@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from prunekit.data import ArrayData, DataBundle
+from prunekit.data import ArrayData, DataBundle, scoring_batches
 from prunekit.errors import PrunekitError
 from prunekit.hookspecs import hookimpl
 from prunekit.interfaces import Method, Scorer, ScoringContext
 from prunekit.layers import prunable_layers
 from prunekit.masks import Masks
-from prunekit.pipeline import prune, scoring_batches
+from prunekit.pipeline import prune
 from prunekit.plugins import get_plugins, register_plugin
 from prunekit_plugins.grasp import Grasp
 from prunekit_plugins.snip import Snip, model_depth

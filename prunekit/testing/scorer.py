@@ -9,8 +9,7 @@ import attrs
 import torch
 from torch import nn
 
-from prunekit import pipeline
-from prunekit.data import DataBundle
+from prunekit.data import DataBundle, scoring_batches
 from prunekit.interfaces import (
     DataRequest,
     Scorer,
@@ -320,7 +319,7 @@ def _scoring_context(
         )
     if isinstance(request, DataRequest) and request.samples_per_class > 16:
         data = tiny_data(per_class=request.samples_per_class)
-    batches = pipeline.scoring_batches(data, request, seed, case.device)
+    batches = scoring_batches(data, request, seed, case.device)
     return ScoringContext(
         layers=layers,
         masks=masks,
