@@ -63,6 +63,7 @@ from prunekit.instruments import (
     weight_distance,
     with_unpruned,
 )
+from prunekit.scoring import ieee_float32
 
 FRANKLE2020 = "Frankle, Dziugaite, Roy, Carbin. Linear Mode Connectivity and the Lottery Ticket Hypothesis. ICML 2020."
 EVCI2022 = (
@@ -435,7 +436,8 @@ class MaskStability(Instrument):
             layers=layers, masks=Masks.ones(model, [layer.name for layer in layers]), batches=batches,
             input_shape=ctx.data.input_shape, num_classes=ctx.data.num_classes, seed=ctx.seed, device=ctx.device,
         )  # fmt: skip
-        scores = scorer.score(model, scoring)
+        with ieee_float32():
+            scores = scorer.score(model, scoring)
         flat = torch.cat([scores[name].detach().double().cpu().reshape(-1) for name in ctx.masks])
         *_, scored, _ = self._sample(ctx.masks)
         return {"scores": pack_floats(flat[scored]), "score_positions": int(scored.numel())}

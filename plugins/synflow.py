@@ -65,8 +65,6 @@ from __future__ import annotations
 import operator
 import warnings
 import weakref
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
 import attrs
@@ -76,7 +74,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prunekit import Scorer, ScoringContext, hookimpl
-from prunekit.scoring import preserved
+from prunekit.scoring import ieee_float32, preserved
 
 Precision = Literal["float32", "float64"]
 
@@ -149,7 +147,7 @@ def _synflow(
                 for j, cut in enumerate(plan.cuts):
                     terms = [tensors[n] for n in plan.additive[j]]
                     handles.append(modules[cut].register_forward_hook(_scale_hook(terms, factor)))
-            with torch.enable_grad(), _ieee_float32(x.device, enabled=plan is not None):
+            with torch.enable_grad(), ieee_float32():
                 total = torch.func.functional_call(model, tensors, (x,)).sum()
                 if plan is not None and not bool(torch.isfinite(total)):
                     return None
@@ -209,21 +207,6 @@ def _scale_hook(terms: list[torch.Tensor], factor: list[torch.Tensor]):  # type:
         return out * k
 
     return hook
-
-
-@contextmanager
-def _ieee_float32(device: torch.device, *, enabled: bool) -> Iterator[None]:
-    """IEEE float32 convolutions and matmuls on CUDA (no TF32) while the block runs."""
-    if not enabled or device.type != "cuda":
-        yield
-        return
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul  # type: ignore[attr-defined]
-    before = conv.fp32_precision, matmul.fp32_precision
-    conv.fp32_precision, matmul.fp32_precision = "ieee", "ieee"
-    try:
-        yield
-    finally:
-        conv.fp32_precision, matmul.fp32_precision = before
 
 
 # ------------------------------------------------------------------------------ the plan

@@ -337,3 +337,15 @@ def test_ray_address_that_cannot_connect(tmp_path: Path, capsys: pytest.CaptureF
     assert code == 1 and err.count("\n") == 1
     assert "--ray-address" in err and "`--address`" not in err
     assert not db.exists()
+
+
+def test_python_dash_m_prunekit_is_the_same_command_line(tmp_path: Path) -> None:
+    """``python -m prunekit`` (for machines where the console script is not on PATH) runs the
+    same CLI, with its one-line errors and exit codes."""
+    import subprocess
+    import sys
+
+    ok = subprocess.run([sys.executable, "-m", "prunekit", "--version"], capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
+    assert ok.returncode == 0 and ok.stdout.strip().startswith("prunekit, version ")
+    bad = subprocess.run([sys.executable, "-m", "prunekit", "bench", "--methods", "no_such_method", "--dry-run"], capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False)
+    assert bad.returncode != 0 and "no_such_method" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
