@@ -55,7 +55,7 @@ def test_cpu_dry_run_fills_every_field(tmp_path: Path) -> None:
     for gpu_only in ("bf16_autocast", "channels_last", "fused_sgd"):
         assert c["masks_hold"][gpu_only] == NOT_MEASURED
     assert c["masks_hold"]["this_device"] is True
-    assert all(c["scorer_agreement"][name] == NOT_MEASURED for name in ("snip", "grasp", "synflow"))
+    assert all(c["scorer_agreement"][name] == NOT_MEASURED for name in ("snip", "grasp", "synflow", "synflow_float64"))
     sanity = c["accuracy_sanity"]
     assert sanity["passed"] is True and sanity["dense_accuracy"] >= 0.4 and sanity["masked_accuracy"] >= 0.4
     assert report["environment"]["cuda"] == NOT_MEASURED
