@@ -230,6 +230,40 @@ def test_build_model_passes_options_to_timm() -> None:
     assert torch.equal(again.conv1.weight, plain.conv1.weight)
 
 
+def test_digits_cnn_pool_after_moves_the_pool_and_keeps_the_weights() -> None:
+    """pool_after=1 (the quick suite's layout): the second conv sees 4×4 maps instead of 8×8,
+    with the same prunable weights; the default layout is unchanged (so results stored under
+    plain digits_cnn keep their meaning); another value is one clear line."""
+    from prunekit.errors import PrunekitError
+    from prunekit.layers import prunable_layers
+    from prunekit.pipeline import build_model, load_dataset
+
+    data = load_dataset("digits")
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def sizes(model: nn.Module) -> list[tuple[int, ...]]:
+        seen.clear()
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        handles = [c.register_forward_pre_hook(lambda m, a, i=i: seen.__setitem__(str(i), tuple(a[0].shape[-2:]))) for i, c in enumerate(convs)]
+        model.eval()
+        model(torch.zeros(2, 1, 8, 8))
+        for h in handles:
+            h.remove()
+        return [seen[str(i)] for i in range(len(convs))]
+
+    default = build_model("digits_cnn", data, 0)
+    early = build_model("digits_cnn", data, 0, {"pool_after": 1})
+    assert sizes(default) == [(8, 8), (8, 8), (4, 4)]
+    assert sizes(early) == [(8, 8), (4, 4), (4, 4)]
+    shapes = lambda m: [layer.shape for layer in prunable_layers(m)]  # noqa: E731
+    assert shapes(early) == shapes(default) and len(shapes(default)) == 4
+    assert [n for n, _ in default.named_parameters()][:2] == ["features.0.weight", "features.1.weight"]
+    assert default.features[6].__class__ is nn.MaxPool2d  # the layout stored results were made with
+    with pytest.raises(PrunekitError, match="pool_after must be 1 or 2") as err:
+        build_model("digits_cnn", data, 0, {"pool_after": 3})
+    assert "\n" not in str(err.value)
+
+
 @pytest.mark.parametrize(
     ("options", "message"),
     [
