@@ -1,7 +1,7 @@
 """Seeds per second: the batched trainer (``fit_many``) against one ``SGDTrainer.fit`` at a time.
 
-Trains ``--members`` seeds of one cell (digits_cnn, the quick suite's protocol: 4 epochs,
-batch 64, cosine, lr 0.05; each seed with its own 90 % magnitude masks) both ways, alternating
+Trains ``--members`` seeds of one cell (digits_cnn with the quick suite's model options and
+protocol: pool_after 1, 4 epochs, batch 64, cosine, lr 0.05; each seed with its own 90 % magnitude masks) both ways, alternating
 the two for ``--repeats`` rounds, and prints the best time of each, seeds per second and the
 ratio. Only training is timed (models and masks are built before the clock starts). The CPU's
 load average is printed before and after: on a shared machine the figures move with it.
@@ -52,13 +52,14 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_dataset("digits", None)
-    config = attrs.evolve(resolve_suite("quick").protocol, epochs=args.epochs)  # the quick suite's protocol
-    options = {"width": args.width} if args.width else None
+    quick = resolve_suite("quick")
+    config = attrs.evolve(quick.protocol, epochs=args.epochs)  # the quick suite's protocol
+    options = dict(quick.options_for_model(args.model)) | ({"width": args.width} if args.width else {})
     seeds = list(range(args.members))
     base = [build_model(args.model, data, s, options=options) for s in seeds]
     masks = [magnitude_masks(m) for m in base]
     print(
-        f"{args.model}{'' if args.width is None else f' width {args.width}'}, {args.members} seeds, "
+        f"{args.model} {options or ''}, {args.members} seeds, "
         f"{args.epochs} epochs of {len(data.train)} images, engine {args.engine}, "
         f"{torch.get_num_threads()} torch threads; load average before: {os.getloadavg()[0]:.1f}"
     )

@@ -248,6 +248,9 @@ def test_bench_runs_resumes_and_reports(suite_file: Path, tmp_path: Path, capsys
     assert (tmp_path / "prunekit-report" / "report.md").is_file()
     row = ResultStore(db).rows()[0]
     assert row.environment["torch"] and row.environment["device"] == "cpu" and row.environment["plugins"]
+    import torch
+
+    assert row.environment["torch_threads"] == torch.get_num_threads()  # CPU results depend on it
     assert row.history and row.layer_density and row.protocol == load_suite(suite_file).fingerprint()
     code, out, _ = run(argv, capsys)
     assert code == 0

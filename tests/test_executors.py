@@ -97,3 +97,27 @@ def test_cell_timeout_must_be_positive() -> None:
     """--cell-timeout 0 is refused with a clear message."""
     with pytest.raises(PrunekitError, match="cell-timeout"):
         get_plugins().registry("executor").get("local")(cell_timeout=0)
+
+
+def test_each_executor_says_how_many_threads_a_cell_trains_with() -> None:
+    """Recorded with every row (results on a CPU depend on it): the local executor trains with
+    this process's threads, each of --jobs worker processes with its share of the cores, and
+    an executor that cannot know (a cluster's workers) says None rather than guess."""
+    import os
+
+    from prunekit.bench.executors import Executor
+
+    executors = get_plugins().registry("executor")
+    assert executors.get("local")().torch_threads() == torch.get_num_threads()
+    cores = os.cpu_count() or 1
+    assert executors.get("processes")(jobs=2).torch_threads() == max(1, cores // 2)
+    assert executors.get("processes")(jobs=cores * 4).torch_threads() == 1
+
+    class Remote(Executor):
+        name = "remote"
+        description = "elsewhere"
+
+        def run(self, cells, *, device, cache_dir):  # type: ignore[no-untyped-def]
+            return iter(())
+
+    assert Remote().torch_threads() is None

@@ -348,6 +348,7 @@ def run_plan(
     cache_dir = plan.cache_dir
     env = {
         **environment(device, runner.name),
+        "torch_threads": runner.torch_threads(),
         "test_size": len(data.test),
         "train_size": len(data.train),
         "augmentation": attrs.asdict(data.augment),

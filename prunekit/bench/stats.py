@@ -455,7 +455,7 @@ class SequentialDesign:
     alpha: float = attrs.field(default=DEFAULT_ALPHA)
     margin: float = attrs.field(default=DEFAULT_MARGIN)
     min_seeds: int = attrs.field(default=MIN_SEEDS, validator=attrs.validators.ge(MIN_SEEDS))
-    max_seeds: int = attrs.field(default=10)
+    max_seeds: int = attrs.field(default=20)
     boundary: Literal["pocock", "bonferroni"] = attrs.field(
         default="pocock", validator=attrs.validators.in_(("pocock", "bonferroni"))
     )

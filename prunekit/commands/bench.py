@@ -54,7 +54,7 @@ def _csv(value: str | None, cast: Callable[[str], T], what: str) -> list[T]:
     is_flag=True,
     help="Add seeds to the (method, check) pairs whose verdict is still open, with a sequential rule that keeps each verdict's error rate.",
 )
-@click.option("--max-seeds", type=click.IntRange(3, 1000), default=10, show_default=True, help="--until-decided: seeds a pair may reach.")
+@click.option("--max-seeds", type=click.IntRange(3, 1000), default=20, show_default=True, help="--until-decided: seeds a pair may reach.")
 @click.option("--time-budget", type=click.FloatRange(min=0, min_open=True), default=None, help="--until-decided: seconds after which no further round starts.")
 @click.option(
     "--wandb",
