@@ -49,7 +49,14 @@ NOT_MEASURED = "not measured"
 SPEED_MODELS = ("cifar_resnet32", "cifar_vgg19_bn")
 SUITE = "su2020_cifar10"
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000
-AGREEMENT = ("snip", "grasp", "synflow", "synflow_float64")
+# what is compared: (method, scorer options); float32 SynFlow drifts over the rounds from any
+# 1e-7 difference (performance.md), float64 shows whether the device's arithmetic itself agrees
+AGREEMENT = {
+    "snip": ("snip", {}),
+    "grasp": ("grasp", {}),
+    "synflow": ("synflow", {"precision": "float32"}),
+    "synflow_float64": ("synflow", {"precision": "float64"}),
+}
 GOALS = {"agreement": 0.999, "speedup": 3.0, "masked_dense": 1.03}
 
 
@@ -174,13 +181,10 @@ def scorer_agreement(s: dict[str, Any], device: torch.device) -> dict[str, Any]:
     data = epochs.synthetic(1000)
     model = build_model(s["agree_model"], data, 0)
     out: dict[str, Any] = {"model": s["agree_model"]}
-    for name in AGREEMENT:
-        method = resolve_method(name.split("_")[0])
-        if name.startswith("synflow"):
-            # float32 SynFlow drifts over the rounds from any 1e-7 difference (performance.md);
-            # float64 shows whether the device's arithmetic itself agrees
-            precision = "float64" if name.endswith("float64") else "float32"
-            method = attrs.evolve(method, rounds=s["agree_rounds"], scorer_options={"precision": precision})
+    for name, (method_name, options) in AGREEMENT.items():
+        method = resolve_method(method_name)
+        if method_name == "synflow":
+            method = attrs.evolve(method, rounds=s["agree_rounds"], scorer_options=options)
         # the masks are compared, not trained: a layer emptied at 90% is a fair position to compare
         cpu = prune(copy.deepcopy(model), data, method, 0.9, seed=0, device="cpu", allow_collapse=True).masks
         dev = prune(copy.deepcopy(model), data, method, 0.9, seed=0, device=device, allow_collapse=True).masks

@@ -63,7 +63,7 @@ from prunekit.instruments import (
     weight_distance,
     with_unpruned,
 )
-from prunekit.scoring import ieee_float32
+from prunekit.scoring import run_scorer
 
 FRANKLE2020 = "Frankle, Dziugaite, Roy, Carbin. Linear Mode Connectivity and the Lottery Ticket Hypothesis. ICML 2020."
 EVCI2022 = (
@@ -436,8 +436,7 @@ class MaskStability(Instrument):
             layers=layers, masks=Masks.ones(model, [layer.name for layer in layers]), batches=batches,
             input_shape=ctx.data.input_shape, num_classes=ctx.data.num_classes, seed=ctx.seed, device=ctx.device,
         )  # fmt: skip
-        with ieee_float32():
-            scores = scorer.score(model, scoring)
+        scores = run_scorer(scorer, model, scoring)
         flat = torch.cat([scores[name].detach().double().cpu().reshape(-1) for name in ctx.masks])
         *_, scored, _ = self._sample(ctx.masks)
         return {"scores": pack_floats(flat[scored]), "score_positions": int(scored.numel())}

@@ -145,6 +145,9 @@ class CellResult:
     tie_fraction: float | None = None  # of the kept weights, the fraction chosen among tied scores
     warnings: tuple[str, ...] = ()
     instruments: dict[str, Any] = attrs.field(factory=dict)  # {name: measurement} (prunekit.instruments)
+    # intra-op threads of the process that trained it: CPU results depend on it (two threads sum
+    # floats in another order than one), so each row records it beside its environment
+    torch_threads: int | None = None
 
     def metrics(self) -> dict[str, Any]:
         return attrs.asdict(self)
@@ -343,6 +346,7 @@ def finish_cell(prepared: PreparedCell, result: TrainResult, *, train_seconds: f
         tie_fraction=meta.get("tie_fraction"),
         warnings=tuple(meta.get("warnings", ())),
         instruments=measured,
+        torch_threads=torch.get_num_threads(),
     )
 
 

@@ -38,7 +38,7 @@ from prunekit.interfaces import (
 from prunekit.layers import PrunableLayer, PrunablePolicy, prunable_layers
 from prunekit.masks import Masks
 from prunekit.plugins import get_plugins
-from prunekit.scoring import ieee_float32, preserved
+from prunekit.scoring import preserved, run_scorer
 from prunekit.selection import (
     TieStats,
     check_scores,
@@ -484,8 +484,7 @@ def _score(scorer: Scorer, model: nn.Module, ctx: ScoringContext, method: Method
     product through hard-sigmoid)."""
     before = state_checksums(model)
     try:
-        with ieee_float32():
-            scores = scorer.score(model, ctx)
+        scores = run_scorer(scorer, model, ctx)
     except (RuntimeError, NotImplementedError) as err:
         raise PrunekitError(
             f"scorer {method.scorer!r} cannot score {type(model).__name__}: {_first_line(err)}; "

@@ -19,8 +19,9 @@ A scorer gets the model itself, not a copy, and must leave it exactly as it came
 * :func:`grad_enabled_on` — gradients on for the block, for weights that are frozen too;
 * :func:`prunable_weights` — the parameters of ``ctx.layers``, in their order;
 * :func:`zero_filled` — ``torch.autograd.grad(..., allow_unused=True)`` with zeros for ``None``;
-* :func:`ieee_float32` — IEEE float32 convolutions and matmuls (no TF32) for the block; the
-  pipeline scores every scorer inside it, so masks on a GPU match the CPU's;
+* :func:`ieee_float32` — IEEE float32 convolutions and matmuls (no TF32) for the block, so
+  masks on a GPU match the CPU's; :func:`run_scorer` — a scorer's scores inside it, the call
+  the pipeline and the instruments make;
 * :func:`bn_mode_validator`, :func:`optional_positive` — attrs validators for the usual options
   (``bn_mode`` of "train" or "eval"; a count that is None or positive).
 """
@@ -35,7 +36,7 @@ import attrs
 import torch
 from torch import nn
 
-from prunekit.interfaces import ScoringContext
+from prunekit.interfaces import Scorer, ScoringContext
 
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], Any]
 
@@ -89,6 +90,14 @@ def ieee_float32() -> Iterator[None]:
         conv.fp32_precision, matmul.fp32_precision = before
 
 
+def run_scorer(scorer: Scorer, model: nn.Module, ctx: ScoringContext) -> dict[str, torch.Tensor]:
+    """``scorer``'s scores of ``model`` as the pipeline computes them (inside
+    :func:`ieee_float32`): the one call for anything that scores, so that an instrument's
+    scores are the pruning's."""
+    with ieee_float32():
+        return scorer.score(model, ctx)
+
+
 def prunable_weights(model: nn.Module, ctx: ScoringContext) -> list[nn.Parameter]:
     """The parameters of ``ctx.layers``, in the same order."""
     params = dict(model.named_parameters())
@@ -122,5 +131,6 @@ __all__ = [
     "optional_positive",
     "preserved",
     "prunable_weights",
+    "run_scorer",
     "zero_filled",
 ]

@@ -37,21 +37,33 @@ def _same(a: dict[CellSpec, tuple[str, float, float]], b: dict[CellSpec, tuple[s
     )
 
 
-def _results(name: str, **options: object) -> dict[CellSpec, tuple[str, float, float]]:
+def _results(name: str, threads: set[int | None] | None = None, **options: object) -> dict[CellSpec, tuple[str, float, float]]:
+    """Each cell's (mask hash, accuracy, loss); ``threads`` collects the thread counts the
+    cells report they trained with."""
     executor = get_plugins().registry("executor").get(name)(**options)
     out = {}
     for spec, result, error in executor.run(CELLS, device="cpu", cache_dir=None):
         assert error is None, error
         assert result is not None
         out[spec] = (result.mask_hash, result.final_accuracy, result.final_loss)
+        if threads is not None:
+            threads.add(result.torch_threads)
     return out
 
 
 def test_processes_match_local(one_thread: None) -> None:
-    """Two worker processes return, for every cell, the masks and metrics of the local run."""
-    local = _results("local")
+    """Two worker processes return, for every cell, the masks and metrics of the local run;
+    each cell reports the threads it trained with, measured in the worker (the cores shared
+    between the two), since CPU results depend on it."""
+    import os
+
+    local_threads: set[int | None] = set()
+    local = _results("local", local_threads)
     assert len(local) == len(CELLS) and len({h for h, _, _ in local.values()}) == len(CELLS)
-    assert _same(_results("processes", jobs=2), local)
+    assert local_threads == {1}
+    worker_threads: set[int | None] = set()
+    assert _same(_results("processes", worker_threads, jobs=2), local)
+    assert worker_threads == {max(1, (os.cpu_count() or 1) // 2)}
 
 
 def test_ray_matches_local(one_thread: None) -> None:
@@ -98,26 +110,3 @@ def test_cell_timeout_must_be_positive() -> None:
     with pytest.raises(PrunekitError, match="cell-timeout"):
         get_plugins().registry("executor").get("local")(cell_timeout=0)
 
-
-def test_each_executor_says_how_many_threads_a_cell_trains_with() -> None:
-    """Recorded with every row (results on a CPU depend on it): the local executor trains with
-    this process's threads, each of --jobs worker processes with its share of the cores, and
-    an executor that cannot know (a cluster's workers) says None rather than guess."""
-    import os
-
-    from prunekit.bench.executors import Executor
-
-    executors = get_plugins().registry("executor")
-    assert executors.get("local")().torch_threads() == torch.get_num_threads()
-    cores = os.cpu_count() or 1
-    assert executors.get("processes")(jobs=2).torch_threads() == max(1, cores // 2)
-    assert executors.get("processes")(jobs=cores * 4).torch_threads() == 1
-
-    class Remote(Executor):
-        name = "remote"
-        description = "elsewhere"
-
-        def run(self, cells, *, device, cache_dir):  # type: ignore[no-untyped-def]
-            return iter(())
-
-    assert Remote().torch_threads() is None

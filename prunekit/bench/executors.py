@@ -137,12 +137,6 @@ class Executor(abc.ABC):
         self.cell_timeout = cell_timeout  # seconds a cell may run (None: no limit)
         self.options = options
 
-    def torch_threads(self) -> int | None:
-        """Intra-op threads each cell trains with, recorded with every row: results on a CPU
-        depend on it (two threads sum floats in another order than one). None: not known to
-        this process (the default; a cluster's workers set their own)."""
-        return None
-
     def connect(self) -> None:  # noqa: B027 - optional: most executors have nothing to open
         """Open what the executor needs before any cell is claimed (a connection to a cluster).
         :func:`~prunekit.bench.runner.run_bench` calls it before it opens the store, so that a
@@ -164,11 +158,6 @@ class LocalExecutor(Executor):
         also holds the dataset the bench loaded to check it)."""
         super().__init__(jobs=jobs, **options)
         self.state = state
-
-    def torch_threads(self) -> int | None:
-        import torch
-
-        return torch.get_num_threads()
 
     def run(
         self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None, events: CellEvents | None = None
@@ -195,10 +184,6 @@ class ProcessExecutor(Executor):
     name: ClassVar[str] = "processes"
     description: ClassVar[str] = "--jobs N worker processes on this machine (one per GPU when several are visible)"
 
-    def torch_threads(self) -> int:
-        """The CPU's cores shared among the workers."""
-        return max(1, (os.cpu_count() or 1) // self.jobs)
-
     def run(self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None) -> Iterator[Outcome]:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -211,7 +196,7 @@ class ProcessExecutor(Executor):
         slots = ctx.SimpleQueue()
         for i in range(self.jobs):
             slots.put(str(i % gpus) if gpus > 1 else None)
-        threads = self.torch_threads()
+        threads = max(1, (os.cpu_count() or 1) // self.jobs)
         folder = str(cache_dir) if cache_dir else None
         pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker, initargs=(slots, threads))
         with pool:

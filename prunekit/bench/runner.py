@@ -146,7 +146,7 @@ def _row(
         protocol=suite.fingerprint(),
         status=status,
         error=error,
-        environment=dict(env),
+        environment=dict(env) | ({"torch_threads": result.torch_threads} if result is not None else {}),
         bench_id=bench_id,
         spec=spec_payload(spec),
         identity=ident.payload,
@@ -348,7 +348,6 @@ def run_plan(
     cache_dir = plan.cache_dir
     env = {
         **environment(device, runner.name),
-        "torch_threads": runner.torch_threads(),
         "test_size": len(data.test),
         "train_size": len(data.train),
         "augmentation": attrs.asdict(data.augment),
