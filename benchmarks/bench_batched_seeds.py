@@ -6,6 +6,11 @@ the two for ``--repeats`` rounds, and prints the best time of each, seeds per se
 ratio. Only training is timed (models and masks are built before the clock starts). The CPU's
 load average is printed before and after: on a shared machine the figures move with it.
 
+Then the bound on any batching: the one-at-a-time loop's arithmetic rate (the multiply-adds of
+one training, counted by ``torch.utils.flop_counter``, times seeds per second) against a large
+matrix product's on the same threads. Stacking seeds removes per-operation overhead, never
+arithmetic, so it can speed the loop up by at most the ratio of the two rates.
+
     python benchmarks/bench_batched_seeds.py [--members 8] [--model digits_cnn] [--width W]
         [--engine auto|wide|vmap] [--threads N] [--epochs 4] [--repeats 2]
 """
@@ -84,6 +89,36 @@ def main() -> None:
     print(
         f"speed-up {solo / batched:.2f}x (target >= 4x); load average after: {os.getloadavg()[0]:.1f}"
     )
+    flops = training_flops(copy.deepcopy(base[0]), data, config, masks[0])
+    loop = args.members * flops / solo / 1e9
+    peak = matmul_gflops()
+    print(
+        f"arithmetic: one training = {flops / 1e9:.2f} GFLOP; the one-at-a-time loop runs {loop:.1f} GFLOP/s, "
+        f"a 1024x1024 matrix product {peak:.1f} GFLOP/s on the same threads ({loop / peak:.0%}): "
+        f"batching can speed the loop up by at most {peak / loop:.1f}x here"
+    )
+
+
+def training_flops(model: nn.Module, data: object, config: object, masks: Masks) -> float:
+    """Floating-point operations of one training (forward, backward and test evaluations)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        SGDTrainer().fit(model, data, config, masks=masks, seed=0)  # type: ignore[arg-type]
+    return float(counter.get_total_flops())
+
+
+def matmul_gflops(n: int = 1024, seconds: float = 1.0) -> float:
+    """The best rate of an n x n float32 matrix product over about ``seconds``."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
 
 
 if __name__ == "__main__":

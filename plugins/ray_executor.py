@@ -1,12 +1,16 @@
 """The ``ray`` executor: cells as Ray tasks (one GPU each on GPU suites) on an existing cluster.
 
+Each task runs one work unit (:func:`~prunekit.executing.work_units`): the cells that share a
+ticket, so that it is found once rather than on every worker that runs one of its checks.
+
 ``prunekit bench --executor ray --ray-address auto`` connects to a running cluster
 (``ray start --head`` on the head node); without an address a local Ray instance is started.
 Results return to the driver, which alone writes the store. Needs ``pip install 'prunekit[ray]'``.
 
 A node that dies takes its running cells with it: Ray runs such a task again on another node
-(``max_retries`` system retries, default 3: node loss, a killed or crashed worker process),
-and the driver receives one result per cell whatever happened on the way. A cell's own
+(``max_retries`` system retries, default 3: node loss, a killed or crashed worker process;
+the unit's cells run again), and the driver receives one result per cell whatever happened
+on the way. A cell's own
 exceptions are not retried: :func:`~prunekit.bench.executors.run_one` returns them as the cell's
 error text. Each cell is yielded exactly once: either its result or, when every attempt died
 with its worker, the last error.
@@ -25,14 +29,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from prunekit import Executor, Outcome, PrunekitError, hookimpl
-from prunekit.executing import CellSpec, run_one
+from prunekit.executing import CellSpec, run_unit, work_units
 
-DEFAULT_RETRIES = 3  # system failures per cell (node lost, worker killed) before it is failed
+DEFAULT_RETRIES = 3  # system failures per task (node lost, worker killed) before its cells are failed
 
 
 class RayExecutor(Executor):
     """Options: ``address`` (a running cluster; none starts a local instance), ``max_retries``
-    (system failures retried per cell, default 3) and ``runtime_env`` (passed to ``ray.init``)."""
+    (system failures retried per task, default 3) and ``runtime_env`` (passed to ``ray.init``)."""
 
     name: ClassVar[str] = "ray"
     description: ClassVar[str] = "Ray tasks on a cluster (--ray-address), one GPU per cell on GPU suites"
@@ -57,20 +61,21 @@ class RayExecutor(Executor):
         started_here = self._connect(ray) or self._opened
         self._opened = False
         gpus = 1 if device.startswith("cuda") else 0
-        task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=retries, retry_exceptions=False)(run_one)
+        task = ray.remote(num_gpus=gpus, num_cpus=1, max_retries=retries, retry_exceptions=False)(run_unit)
         folder = str(cache_dir) if cache_dir else None
-        pending = {task.remote(spec, "cuda" if gpus else device, folder): spec for spec in cells}
+        pending = {task.remote(unit, "cuda" if gpus else device, folder): unit for unit in work_units(cells)}
         try:
             while pending:
                 finished, _ = ray.wait(list(pending), num_returns=1)
                 for ref in finished:
-                    spec = pending.pop(ref)  # each reference once: a cell is never yielded twice
+                    unit = pending.pop(ref)  # each reference once: a cell is never yielded twice
                     try:
-                        result, error = ray.get(ref)
+                        outcomes = ray.get(ref)
                     except Exception as err:  # noqa: BLE001 - every attempt's worker or node died
                         text = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                        result, error = None, f"{type(err).__name__}: {text} (after {retries} retries)"
-                    yield spec, result, error
+                        outcomes = [(None, f"{type(err).__name__}: {text} (after {retries} retries)")] * len(unit)
+                    for spec, (result, error) in zip(unit, outcomes, strict=True):
+                        yield spec, result, error
         finally:
             for ref in pending:  # the driver stopped early: do not leave cells running
                 ray.cancel(ref, force=True)

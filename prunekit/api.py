@@ -377,7 +377,7 @@ def benchmark(
     seeds: Sequence[int] | None = None,
     everything: bool = False,
     executor: str = "local",
-    jobs: int = 1,
+    jobs: int | None = None,
     device: str = "cpu",
     data_root: str | None = None,
     progress: bool = True,
@@ -389,6 +389,11 @@ def benchmark(
     ``checks``, ``protocol`` ...), or a ``Suite``. ``methods``, ``checks``, ``sparsities`` and
     ``seeds`` narrow the grid as ``prunekit bench`` does. Cells already done in ``db`` are
     reused. Progress goes to stderr (a bar in a terminal or notebook).
+
+    ``executor``: ``"local"`` (this process), ``"auto"`` (worker processes on a long CPU grid,
+    as ``prunekit bench`` does), ``"processes"`` (``jobs`` workers, default one per core), or a
+    plugin's. Worker processes start with ``spawn``, which runs a script's top level again in
+    each worker: call it from under ``if __name__ == "__main__":`` to use them.
     """
     from prunekit.bench.grid import Filters
     from prunekit.bench.runner import run_bench

@@ -108,6 +108,12 @@ def register_plugin(plugin: object, name: str) -> None:
     reset_plugins()
 
 
+def runtime_plugin_names() -> list[str]:
+    """The plugins added with :func:`register_plugin` (they exist in this process only, not in
+    the worker processes an executor starts)."""
+    return [name for _, name in _runtime]
+
+
 def unregister_plugin(name: str) -> None:
     _runtime[:] = [(p, n) for p, n in _runtime if n != name]
     reset_plugins()

@@ -390,6 +390,8 @@ def test_dry_run_writes_nothing(suite_file: Path, tmp_path: Path, capsys: pytest
     assert code == 0
     payload = json.loads(out)
     assert len(payload["cells"]) == 24 and payload["estimated_seconds"] == pytest.approx(12.0)
+    # the executor auto chose, and why: 12 s of cells do not repay starting worker processes
+    assert payload["executor"] == "local" and "about 12 s of cells" in payload["executor_reason"]
     code, out, _ = run(["bench", "--suite", str(suite_file), "--db", str(db), "--dry-run", "--checks", "random_labels"], capsys)
     assert code == 0 and "16 cells" in out and "not applicable" in out and "random_uniform" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
@@ -520,3 +522,50 @@ def test_a_diverged_run_is_a_status_not_a_result(
     assert not [r for r in payload["leaderboard"] if r.get("method") == "random_uniform" and r.get("n")]
     code, out, err = run(["bench", "--suite", str(suite_file), "--db", str(db), "--json"], capsys)
     assert code == 0 and json.loads(out)["summary"]["ran"] == 0
+
+
+def test_auto_executor_starts_workers_for_a_long_grid_only(suite_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--executor auto runs a grid estimated at a minute or more in worker processes, one per
+    core (or as many as --jobs, never more than cells); it keeps cells in this process for a
+    short grid, an unknown cost, one core, --jobs 1, live W&B runs and plugins registered at
+    runtime (workers would not have them). An --until-decided round is chosen for again."""
+    import types
+
+    import attrs
+
+    import prunekit.bench.plan as plan_module
+    from prunekit.bench.plan import choose_executor, plan_bench
+    from prunekit.plugins import register_plugin, unregister_plugin
+
+    monkeypatch.setattr(plan_module, "cpu_cores", lambda: 4)
+    short = load_suite(suite_file)  # 24 cells estimated at 0.5 s: 12 s
+    cells = expand(short, Filters()).cells
+    long = attrs.evolve(short, estimated_cell_seconds=10.0)  # 240 s
+    chosen = choose_executor(long, cells, "cpu")
+    assert (chosen.name, chosen.jobs) == ("processes", 4) and "(4 workers, one per CPU core," in chosen.reason
+    assert (choose_executor(long, cells, "cpu", jobs=2).jobs, choose_executor(long, cells[:7], "cpu").jobs) == (2, 4)
+    assert choose_executor(attrs.evolve(long, estimated_cell_seconds=30.0), cells[:3], "cpu").jobs == 3
+    for suite, options, why in [
+        (short, {}, "about 12 s of cells"),
+        (attrs.evolve(long, estimated_cell_seconds=None), {}, "gives no estimated_cell_seconds"),
+        (long, {"jobs": 1}, "--jobs 1"),
+        (long, {"live": True}, "W&B"),
+    ]:
+        local = choose_executor(suite, cells, "cpu", **options)
+        assert (local.name, local.jobs) == ("local", 1) and why in local.reason, local.reason
+    register_plugin(types.SimpleNamespace(), "notebook_plugin")
+    try:
+        assert "'notebook_plugin' was registered at runtime" in choose_executor(long, cells, "cpu").reason
+    finally:
+        unregister_plugin("notebook_plugin")
+    monkeypatch.setattr(plan_module, "cpu_cores", lambda: 1)
+    assert choose_executor(long, cells, "cpu").reason == "local (one CPU core)"
+
+    monkeypatch.setattr(plan_module, "cpu_cores", lambda: 2)
+    plan = plan_bench(long, db=tmp_path / "r.db", executor="auto")
+    assert (plan.executor.name, plan.executor.jobs) == ("processes", 2)
+    again = plan.with_cells(cells[:4])  # 40 s: this process
+    assert isinstance(again.executor, LocalExecutor) and again.choice is not None and "40 s" in again.choice.reason
+    named = plan_bench(long, db=tmp_path / "r.db", executor="processes")
+    assert named.choice is None and named.executor.jobs == 2  # --jobs left out: one worker per core
+    assert named.with_cells(cells[:4]).executor is named.executor  # a named executor stays

@@ -15,7 +15,7 @@ from prunekit.plugins import get_plugins
 PROTOCOL = TrainConfig(epochs=1, batch_size=128, lr=0.05, lr_schedule="cosine")
 CELLS = [
     CellSpec(model="digits_mlp", dataset="digits", method=m, check=c, sparsity=0.8, seed=s, protocol=PROTOCOL)
-    for m, c in (("snip", "none"), ("random_uniform", "reinit"))
+    for m, c in (("snip", "none"), ("random_uniform", "reinit"), ("random_uniform", "layerwise_rearrange"))
     for s in (0, 1)
 ]
 
@@ -54,8 +54,9 @@ def _results(name: str, threads: set[int | None] | None = None, **options: objec
 def test_processes_match_local(one_thread: None) -> None:
     """Two worker processes return, for every cell, the masks and metrics of the local run;
     each cell reports the threads it trained with, measured in the worker (the cores shared
-    between the two), since CPU results depend on it."""
-    import os
+    between the two), since CPU results depend on it. A ticket's clean run and its check go
+    to a worker as one unit."""
+    from prunekit.executing import cpu_cores
 
     local_threads: set[int | None] = set()
     local = _results("local", local_threads)
@@ -63,7 +64,7 @@ def test_processes_match_local(one_thread: None) -> None:
     assert local_threads == {1}
     worker_threads: set[int | None] = set()
     assert _same(_results("processes", worker_threads, jobs=2), local)
-    assert worker_threads == {max(1, (os.cpu_count() or 1) // 2)}
+    assert worker_threads == {max(1, cpu_cores() // 2)}
 
 
 def test_ray_matches_local(one_thread: None) -> None:
@@ -110,3 +111,25 @@ def test_cell_timeout_must_be_positive() -> None:
     with pytest.raises(PrunekitError, match="cell-timeout"):
         get_plugins().registry("executor").get("local")(cell_timeout=0)
 
+
+
+def test_work_units_keep_each_ticket_together_costliest_first() -> None:
+    """A worker gets the clean run and every check of one ticket together (it finds the ticket
+    once); IMP's units, whose cells may each train nine times, come before one-shot tickets'
+    and those before pruning at init; among equals, seeds take turns (workers started together
+    pre-train different dense networks); every cell is handed out exactly once."""
+    from prunekit.executing import ticket_of, work_units
+
+    cells = [
+        CellSpec(model="digits_mlp", dataset="digits", method=m, check=c, sparsity=0.8, seed=s, protocol=PROTOCOL)
+        for s in (0, 1)
+        for m in ("snip", "lottery_ticket", "imp")
+        for c in ("none", "reinit", "layerwise_rearrange")
+    ]
+    units = work_units(cells)
+    assert sorted(map(repr, (c for u in units for c in u))) == sorted(map(repr, cells))
+    assert len(units) == 6 and all(len({ticket_of(c) for c in u}) == 1 and len(u) == 3 for u in units)
+    assert [(u[0].method, u[0].seed) for u in units] == [
+        ("imp", 0), ("imp", 1), ("lottery_ticket", 0), ("lottery_ticket", 1), ("snip", 0), ("snip", 1),
+    ]  # fmt: skip
+    assert [c.check for c in units[0]] == ["none", "reinit", "layerwise_rearrange"]  # grid order inside

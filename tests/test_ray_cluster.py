@@ -121,7 +121,7 @@ def test_grid_survives_losing_a_node(tmp_path: Path, one_thread: None) -> None:
                 running = _children(worker_raylet)
                 seen.update(running)
                 seen.update(_children(head_raylet))
-                busy = any(cmd.startswith("ray::run_one") for cmd in running.values())
+                busy = any(cmd.startswith("ray::run_unit") for cmd in running.values())
                 if busy and sum(executor.yielded.values()) >= 1:
                     # its check for zombie processes can fail on a slow machine
                     with contextlib.suppress(AssertionError):

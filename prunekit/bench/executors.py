@@ -22,8 +22,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
-from prunekit.cell import CellResult, CellSpec, WorkerState, worker_state
+import attrs
+
+from prunekit.cell import CellResult, CellSpec, WorkerState, resolve_method_options, worker_state
 from prunekit.errors import PrunekitError
+from prunekit.identity import plain_options
+from prunekit.pipeline import density_steps
+from prunekit.plugins import get_plugins
+from prunekit.sentinels import CLEAN_CHECK
 
 Outcome = tuple[CellSpec, CellResult | None, str | None]
 
@@ -83,6 +89,62 @@ def run_one(
             return run_cell(spec, device=device, state=state, cache=cache, **_streaming(spec, events)), None
     except Exception as err:  # noqa: BLE001 - any plugin error fails this cell only
         return None, error_text(err)
+
+
+def run_unit(
+    unit: Sequence[CellSpec], device: str, cache_dir: str | None, timeout: float | None = None
+) -> list[tuple[CellResult | None, str | None]]:
+    """Run the cells of one work unit (:func:`work_units`) one after another in this worker,
+    each as :func:`run_one` does (its own error, its own time limit)."""
+    return [run_one(spec, device, cache_dir, timeout) for spec in unit]
+
+
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the platform says, else all)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+
+
+def ticket_of(spec: CellSpec) -> CellSpec:
+    """The cell whose ticket ``spec`` starts from: the same method, sparsity, seed, model, data
+    and protocol under no check. Cells with the same one share that ticket (and its dense
+    pre-training) in a worker's memory."""
+    return attrs.evolve(spec, check=CLEAN_CHECK, check_options=(), instruments=())
+
+
+def _trainings(spec: CellSpec) -> int:
+    """The trainings a cell of ``spec``'s method may cost: its own, plus the dense pre-training
+    and the retraining rounds (IMP) of a ticket found afresh."""
+    method = get_plugins().registry("method").get(spec.method)
+    method = resolve_method_options(method, plain_options(spec.method_options))
+    return 1 + (len(density_steps(method, 1 - spec.sparsity)) if method.pretrain else 0)
+
+
+def work_units(cells: Sequence[CellSpec]) -> list[list[CellSpec]]:
+    """``cells`` grouped into the units a worker runs one after another, in the order to hand
+    them out.
+
+    * A unit holds the cells of one ticket (:func:`ticket_of`): the clean run and the checks
+      that reuse its ticket then find it once, in one worker's memory, instead of once in
+      every worker that happens to get one of them.
+    * The most costly units go first (their cells times the trainings each may take: IMP's
+      rounds, a ticket's pre-training), so that the last units to finish are short ones and no
+      worker waits idle on a long tail.
+    * Among equals, seeds take turns, so that workers started together pre-train different
+      dense networks instead of waiting on each other's lock for the same one.
+    """
+    units: dict[CellSpec, list[CellSpec]] = {}
+    for spec in cells:
+        units.setdefault(ticket_of(spec), []).append(spec)
+    turn: dict[CellSpec, int] = {}
+    per_seed: dict[tuple[str, int], int] = {}
+    for key in units:
+        seed = (key.model, key.seed)
+        turn[key] = per_seed.get(seed, 0)
+        per_seed[seed] = turn[key] + 1
+    cost = {key: len(unit) * _trainings(key) for key, unit in units.items()}
+    order = sorted(units, key=lambda key: (-cost[key], turn[key]))  # stable: grid order among equals
+    return [units[key] for key in order]
 
 
 class CellTimeoutError(Exception):
@@ -196,19 +258,22 @@ class ProcessExecutor(Executor):
         slots = ctx.SimpleQueue()
         for i in range(self.jobs):
             slots.put(str(i % gpus) if gpus > 1 else None)
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
+        threads = max(1, cpu_cores() // self.jobs)
         folder = str(cache_dir) if cache_dir else None
         pool = ProcessPoolExecutor(self.jobs, mp_context=ctx, initializer=_init_worker, initargs=(slots, threads))
         with pool:
-            futures = {pool.submit(run_one, spec, device, folder, self.cell_timeout): spec for spec in cells}
+            futures = {
+                pool.submit(run_unit, unit, device, folder, self.cell_timeout): unit for unit in work_units(cells)
+            }
             try:
                 for future in as_completed(futures):
-                    spec = futures[future]
+                    unit = futures[future]
                     try:
-                        result, error = future.result()
+                        outcomes = future.result()
                     except Exception as err:  # noqa: BLE001 - the worker died (killed, out of memory)
-                        result, error = None, f"the worker process died: {error_text(err)}"
-                    yield spec, result, error
+                        outcomes = [(None, f"the worker process died: {error_text(err)}")] * len(unit)
+                    for spec, (result, error) in zip(unit, outcomes, strict=True):
+                        yield spec, result, error
             finally:
                 for future in futures:
                     future.cancel()

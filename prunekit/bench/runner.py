@@ -307,7 +307,7 @@ def run_bench(
     db: str | Path,
     filters: Filters = Filters(),
     executor: str | Executor = "local",
-    jobs: int = 1,
+    jobs: int | None = None,
     device: str = "cpu",
     data_root: str | None = None,
     executor_options: Mapping[str, Any] | None = None,

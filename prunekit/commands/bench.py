@@ -39,11 +39,13 @@ def _csv(value: str | None, cast: Callable[[str], T], what: str) -> list[T]:
 @click.option(
     "--executor",
     "executor_name",
-    default="local",
+    default="auto",
     show_default=True,
-    help="local, processes, or a plugin's executor (`prunekit list executor`).",
+    help="auto (worker processes, one per CPU core, when the suite's cost estimate puts the grid at a "
+    "minute or more; else this process: the choice and why are printed), local, processes, or a plugin's "
+    "executor (`prunekit list executor`).",
 )
-@click.option("--jobs", type=int, default=1, show_default=True, help="Worker processes (the processes executor).")
+@click.option("--jobs", type=int, default=None, help="Worker processes of auto and processes (default: one per CPU core, or per GPU when several are visible).")
 @click.option("--cell-timeout", type=click.FloatRange(min=0, min_open=True), default=None, help="Seconds a cell may run before it is stopped and marked failed (local and processes executors).")
 @click.option("--ray-address", default=None, help="Ray cluster address for --executor ray (e.g. auto or ray://host:10001).")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N or auto (default: the suite's; auto for GPU suites).")
@@ -90,7 +92,7 @@ def bench(
     db: str,
     out: str | None,
     executor_name: str,
-    jobs: int,
+    jobs: int | None,
     cell_timeout: float | None,
     ray_address: str | None,
     device: str | None,
@@ -136,7 +138,7 @@ def bench(
     # error before W&B or the store is touched
     plan = plan_bench(
         suite, db=db, filters=filters, executor=executor_name, jobs=jobs, executor_options=options, device=dev,
-        data_root=data_root,
+        data_root=data_root, live=use_wandb,
     )  # fmt: skip
     if dry_run:
         _print_grid(plan, as_json)
@@ -167,6 +169,10 @@ def bench(
                 style="yellow",
                 highlight=False,
             )
+    if plan.choice is not None and plan.choice.name != "local":  # the local default goes unsaid
+        console.print(
+            f"executor: {plan.choice.reason}; --executor local runs the cells in this process", highlight=False
+        )
     run_options: dict[str, Any] = {"progress": not as_json, "wandb": sink, "bench_id": bench_id, "argv": sys.argv}
     design = None
     if until_decided:
@@ -210,6 +216,9 @@ def _print_grid(plan: Any, as_json: bool) -> None:
                     "skipped": [attrs.asdict(s) for s in grid.skipped],
                     "not_applicable_cells": len(grid.not_applicable),
                     "estimated_seconds": seconds,
+                    "executor": plan.executor.name,
+                    "jobs": plan.executor.jobs,
+                    "executor_reason": plan.choice.reason if plan.choice is not None else None,
                 },
                 indent=2,
                 default=str,
@@ -232,6 +241,8 @@ def _print_grid(plan: Any, as_json: bool) -> None:
         table.add_row(m, ", ".join(checks[m]), str(n))
     console = make_console()
     console.print(table)
+    how = plan.choice.reason if plan.choice is not None else f"{plan.executor.name} (--executor)"
+    console.print(f"executor: {how}", highlight=False)
     if grid.skipped:
         skipped = Table(title=f"{len(grid.skipped)} method/check pairs not applicable (not run)")
         for col in ("method", "check", "reason"):
