@@ -27,6 +27,8 @@ import torch
 from torch import nn
 
 from prunekit.bench.suite import resolve_suite
+from prunekit.data import DataBundle
+from prunekit.interfaces import TrainConfig
 from prunekit.masks import Masks
 from prunekit.pipeline import build_model, load_dataset
 from prunekit_plugins.batched import fit_many
@@ -99,13 +101,13 @@ def main() -> None:
     )
 
 
-def training_flops(model: nn.Module, data: object, config: object, masks: Masks) -> float:
+def training_flops(model: nn.Module, data: DataBundle, config: TrainConfig, masks: Masks) -> float:
     """Floating-point operations of one training (forward, backward and test evaluations)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
     with counter:
-        SGDTrainer().fit(model, data, config, masks=masks, seed=0)  # type: ignore[arg-type]
+        SGDTrainer().fit(model, data, config, masks=masks, seed=0)
     return float(counter.get_total_flops())
 
 

@@ -533,11 +533,11 @@ def test_auto_executor_starts_workers_for_a_long_grid_only(suite_file: Path, tmp
 
     import attrs
 
-    import prunekit.bench.plan as plan_module
+    import prunekit.bench.executors as executors_module
     from prunekit.bench.plan import choose_executor, plan_bench
     from prunekit.plugins import register_plugin, unregister_plugin
 
-    monkeypatch.setattr(plan_module, "cpu_cores", lambda: 4)
+    monkeypatch.setattr(executors_module, "cpu_cores", lambda: 4)
     short = load_suite(suite_file)  # 24 cells estimated at 0.5 s: 12 s
     cells = expand(short, Filters()).cells
     long = attrs.evolve(short, estimated_cell_seconds=10.0)  # 240 s
@@ -558,10 +558,10 @@ def test_auto_executor_starts_workers_for_a_long_grid_only(suite_file: Path, tmp
         assert "'notebook_plugin' was registered at runtime" in choose_executor(long, cells, "cpu").reason
     finally:
         unregister_plugin("notebook_plugin")
-    monkeypatch.setattr(plan_module, "cpu_cores", lambda: 1)
+    monkeypatch.setattr(executors_module, "cpu_cores", lambda: 1)
     assert choose_executor(long, cells, "cpu").reason == "local (one CPU core)"
 
-    monkeypatch.setattr(plan_module, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(executors_module, "cpu_cores", lambda: 2)
     plan = plan_bench(long, db=tmp_path / "r.db", executor="auto")
     assert (plan.executor.name, plan.executor.jobs) == ("processes", 2)
     again = plan.with_cells(cells[:4])  # 40 s: this process

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ import torch
 from prunekit.cell import CellSpec
 from prunekit.errors import PrunekitError
 from prunekit.interfaces import TrainConfig
-from prunekit.plugins import get_plugins
+from prunekit.plugins import get_plugins, reset_plugins
 
 PROTOCOL = TrainConfig(epochs=1, batch_size=128, lr=0.05, lr_schedule="cosine")
 CELLS = [
@@ -54,8 +55,7 @@ def _results(name: str, threads: set[int | None] | None = None, **options: objec
 def test_processes_match_local(one_thread: None) -> None:
     """Two worker processes return, for every cell, the masks and metrics of the local run;
     each cell reports the threads it trained with, measured in the worker (the cores shared
-    between the two), since CPU results depend on it. A ticket's clean run and its check go
-    to a worker as one unit."""
+    between the two), since CPU results depend on it."""
     from prunekit.executing import cpu_cores
 
     local_threads: set[int | None] = set()
@@ -133,3 +133,33 @@ def test_work_units_keep_each_ticket_together_costliest_first() -> None:
         ("imp", 0), ("imp", 1), ("lottery_ticket", 0), ("lottery_ticket", 1), ("snip", 0), ("snip", 1),
     ]  # fmt: skip
     assert [c.check for c in units[0]] == ["none", "reinit", "layerwise_rearrange"]  # grid order inside
+
+
+def test_processes_find_each_ticket_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Two worker processes run a ticket's clean run and the checks that reuse it in one
+    worker, so each seed's ticket is scored once, by one process (a scorer plugin logs every
+    call with its process id). Handed out one cell at a time, the checks landing on the other
+    worker would score the ticket again there."""
+    from tests.test_bench_driver import COUNTING
+
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "counting.py").write_text(COUNTING)
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("PRUNEKIT_PLUGINS_DIR", str(tmp_path / "plugins"))
+    monkeypatch.setenv("COUNTING_LOG", str(log))
+    reset_plugins()
+    try:
+        cells = [
+            CellSpec(model="digits_mlp", dataset="digits", method="counting", check=c, sparsity=0.8, seed=s, protocol=PROTOCOL)
+            for s in (0, 1)
+            for c in ("none", "reinit", "layerwise_rearrange")
+        ]
+        executor = get_plugins().registry("executor").get("processes")(jobs=2)
+        outcomes = list(executor.run(cells, device="cpu", cache_dir=None))
+    finally:
+        monkeypatch.delenv("PRUNEKIT_PLUGINS_DIR")
+        reset_plugins()
+    assert sorted(repr(spec) for spec, _, _ in outcomes) == sorted(map(repr, cells))
+    assert all(error is None for _, _, error in outcomes), [e for _, _, e in outcomes if e]
+    calls = [tuple(line.split()) for line in log.read_text().splitlines()]
+    assert sorted(seed for seed, _ in calls) == ["0", "1"], calls

@@ -106,9 +106,10 @@ def cpu_cores() -> int:
 
 
 def ticket_of(spec: CellSpec) -> CellSpec:
-    """The cell whose ticket ``spec`` starts from: the same method, sparsity, seed, model, data
-    and protocol under no check. Cells with the same one share that ticket (and its dense
-    pre-training) in a worker's memory."""
+    """The clean run of ``spec``'s method at its sparsity and seed (same model, data and
+    protocol, no check): the cells with the same one form a work unit. Those whose check
+    reuses the clean ticket (reinit, the layerwise ones) find it in the worker's memory; those
+    that prune on other data (random labels, ...) find their own there."""
     return attrs.evolve(spec, check=CLEAN_CHECK, check_options=(), instruments=())
 
 
@@ -199,6 +200,11 @@ class Executor(abc.ABC):
         self.cell_timeout = cell_timeout  # seconds a cell may run (None: no limit)
         self.options = options
 
+    @classmethod
+    def default_jobs(cls, device: str) -> int:
+        """Workers when ``--jobs`` is not given, for cells on ``device``. Default: one."""
+        return 1
+
     def connect(self) -> None:  # noqa: B027 - optional: most executors have nothing to open
         """Open what the executor needs before any cell is claimed (a connection to a cluster).
         :func:`~prunekit.bench.runner.run_bench` calls it before it opens the store, so that a
@@ -245,6 +251,16 @@ def _init_worker(slots: Any, threads: int) -> None:
 class ProcessExecutor(Executor):
     name: ClassVar[str] = "processes"
     description: ClassVar[str] = "--jobs N worker processes on this machine (one per GPU when several are visible)"
+
+    @classmethod
+    def default_jobs(cls, device: str) -> int:
+        """One worker per GPU when several are visible to ``cuda`` (no index), per CPU core on
+        the CPU, else one."""
+        if device == "cuda":
+            import torch
+
+            return max(torch.cuda.device_count(), 1)
+        return cpu_cores() if device == "cpu" else 1
 
     def run(self, cells: Sequence[CellSpec], *, device: str, cache_dir: Path | None) -> Iterator[Outcome]:
         import multiprocessing as mp

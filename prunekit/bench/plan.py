@@ -16,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from prunekit.bench.executors import Executor, cpu_cores
+from prunekit.bench.executors import Executor, ProcessExecutor
 from prunekit.bench.grid import Filters, Grid, estimate_seconds, expand
 from prunekit.bench.store import check_db_path
 from prunekit.bench.suite import Suite
@@ -38,20 +38,10 @@ class ExecutorChoice:
     """What ``--executor auto`` chose for a grid, and why (one line for the terminal)."""
 
     name: str
-    jobs: int | None
+    jobs: int
     reason: str
     asked_jobs: int | None = None  # --jobs as given (None: one worker per core or GPU)
     live: bool = False  # the caller streams each cell's epochs (W&B)
-
-
-def default_jobs(device: str) -> int:
-    """Worker processes when ``--jobs`` is not given: one per GPU when several are visible to
-    a CUDA device without an index, else one per CPU core on the CPU, else one."""
-    if device == "cuda":
-        import torch
-
-        return max(torch.cuda.device_count(), 1)
-    return cpu_cores() if device == "cpu" else 1
 
 
 def choose_executor(
@@ -66,18 +56,20 @@ def choose_executor(
     ``estimated_cell_seconds`` is unknown, or puts the grid under
     :data:`PARALLEL_FROM_SECONDS`."""
 
-    def local(why: str) -> ExecutorChoice:
-        return ExecutorChoice(name="local", jobs=1, reason=f"local ({why})", asked_jobs=jobs, live=live)
+    def local(why: str) -> ExecutorChoice:  # --jobs kept as given: the executor refuses a bad one
+        return ExecutorChoice(
+            name="local", jobs=1 if jobs is None else jobs, reason=f"local ({why})", asked_jobs=jobs, live=live
+        )
 
     if live:
         return local("W&B logs each cell live only from this process")
     runtime = runtime_plugin_names()
     if runtime:
         return local(f"plugin {runtime[0]!r} was registered at runtime and exists only in this process")
-    available = jobs if jobs is not None else default_jobs(device)
+    available = jobs if jobs is not None else ProcessExecutor.default_jobs(device)
     unit = "GPU" if device.startswith("cuda") else "CPU core"
     if available < 2:
-        return local(f"one {unit}" if jobs is None else "--jobs 1")
+        return local(f"one {unit}" if jobs is None else f"--jobs {jobs}")
     workers = min(available, len(cells))
     if workers < 2:
         return local("one cell")
@@ -135,12 +127,12 @@ def make_executor(
     name: str | Executor, jobs: int | None = 1, options: Mapping[str, Any] | None = None, device: str = "cpu"
 ) -> Executor:
     """An executor instance: a registered name (one-line error with suggestions) or as given.
-    ``jobs`` None: :func:`default_jobs` for ``processes``, one for the others."""
+    ``jobs`` None: the executor's :meth:`~Executor.default_jobs` for ``device``."""
     if isinstance(name, Executor):
         return name
     cls = get_plugins().registry("executor").get(name)
     if jobs is None:
-        jobs = default_jobs(device) if name == "processes" else 1
+        jobs = cls.default_jobs(device)
     return cls(jobs=jobs, **dict(options or {}))
 
 
@@ -190,8 +182,6 @@ def plan_bench(
             "apply yet (CellSpec has no scoring field); remove the table from the suite"
         )
     db_path = check_db_path(db)
-    if jobs is not None and jobs < 1:
-        raise PrunekitError(f"--jobs must be at least 1, got {jobs}")
     choice = None
     if executor == AUTO:
         choice = choose_executor(suite, grid.cells, device, jobs=jobs, live=live)
